@@ -1,0 +1,16 @@
+//! Pieces shared by the `edge` and `lb` binaries.
+//!
+//! - [`rtmp`]: the RTMP wire layer (chunk codec, handshake, commands) and an async client used
+//!   by the edge's upstream pull, its `publish`/`play` tools and the balancer's `rtmp_check`.
+//! - [`config`]: the error type every config validator returns (one line per problem, naming
+//!   the key path) and parsers for the address forms both configs use.
+//! - [`shutdown`]: the one shutdown signal passed explicitly to every task.
+//! - [`logging`]: tracing setup shared by both binaries.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod logging;
+pub mod rtmp;
+pub mod sd_notify;
+pub mod shutdown;
+pub mod signals;

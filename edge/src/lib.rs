@@ -1,0 +1,21 @@
+//! EdgeFleet's RTMP server: an origin (`mode = "local"`) that takes publishers, or an edge
+//! (`mode = "remote"`) that pulls each stream from an origin on its first player's demand and
+//! fans it out.
+//!
+//! Layout:
+//! - [`config`]: the SRS-style TOML, validated with one error per problem.
+//! - [`hub`]: streams, sources, GOP cache and the shared fan-out ring (no sockets).
+//! - [`session`]: the accept loop and one RTMP client connection (publisher or player).
+//! - [`upstream`]: the edge's pull from origins (failover, backoff, idle stop) and publish
+//!   forwarding.
+//! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod hub;
+pub mod session;
+pub mod tools;
+pub mod upstream;
+
+pub use config::{EdgeConfig, Mode};
+pub use session::EdgeServer;

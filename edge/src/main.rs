@@ -1,0 +1,203 @@
+//! `edge`: the EdgeFleet RTMP server (origin or edge) and its tools.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::rtmp::url::RtmpUrl;
+use edge::tools::{play, publish};
+use edge::{EdgeConfig, EdgeServer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// EdgeFleet RTMP server: origin (mode = "local") or pull edge (mode = "remote").
+#[derive(Parser)]
+#[command(name = "edge", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The TOML config (see edge/examples/ and README).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Validate the config and exit: 0 if valid, else one line per problem.
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish an FLV file in real time (like ffmpeg -re -i FILE -c copy -f flv URL).
+    Publish {
+        file: PathBuf,
+        url: String,
+        /// Loop the file forever.
+        #[arg(long = "loop")]
+        looped: bool,
+    },
+    /// Play a stream with one or many clients and print a summary.
+    Play {
+        url: String,
+        /// Number of simultaneous clients.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Seconds to play (after the ramp).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds over which clients connect (default: clients / 500).
+        #[arg(long)]
+        ramp: Option<f64>,
+        /// Print the summary as one JSON line on stdout (text goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    common::logging::init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Publish { file, url, looped }) => rt.block_on(run_publish(file, url, looped)),
+        Some(Command::Play {
+            url,
+            clients,
+            duration,
+            ramp,
+            json,
+        }) => rt.block_on(run_play(url, clients, duration, ramp, json)),
+        None => {
+            let Some(path) = cli.config else {
+                eprintln!("edge: --config FILE is required (see edge --help)");
+                return ExitCode::from(64);
+            };
+            let config = match EdgeConfig::load(&path) {
+                Ok(c) => c,
+                Err(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("{}: {e}", path.display());
+                    }
+                    return ExitCode::from(64);
+                }
+            };
+            if cli.check {
+                println!("{}: ok", path.display());
+                return ExitCode::SUCCESS;
+            }
+            rt.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: EdgeConfig) -> ExitCode {
+    let listen = config.listen;
+    let server = match EdgeServer::bind(config)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let (trigger, shutdown) = common::shutdown::channel();
+    tokio::spawn(async move {
+        common::signals::terminated().await;
+        tracing::info!("signal received: shutting down");
+        trigger.fire();
+    });
+    common::sd_notify::ready();
+    server.run(shutdown).await;
+    ExitCode::SUCCESS
+}
+
+async fn run_publish(file: PathBuf, url: String, looped: bool) -> ExitCode {
+    let url = match RtmpUrl::parse(&url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("edge publish: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let tags = match publish::load(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("edge publish: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (trigger, shutdown) = common::shutdown::channel();
+    tokio::spawn(async move {
+        common::signals::terminated().await;
+        trigger.fire();
+    });
+    match publish::publish(&tags, &url, looped, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge publish: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_play(
+    url: String,
+    clients: usize,
+    duration: f64,
+    ramp: Option<f64>,
+    json: bool,
+) -> ExitCode {
+    let url = match RtmpUrl::parse(&url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("edge play: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if clients == 0 || !(0.0..=86400.0).contains(&duration) {
+        eprintln!("edge play: --clients must be >= 1 and --duration within 0..=86400");
+        return ExitCode::from(64);
+    }
+    raise_nofile(clients as u64 * 2 + 256);
+    let opts = play::PlayOptions {
+        clients,
+        duration: Duration::from_secs_f64(duration),
+        ramp: Duration::from_secs_f64(ramp.unwrap_or(clients as f64 / 500.0).clamp(0.0, 600.0)),
+        connect_concurrency: 128,
+    };
+    let summary = play::run(&url, &opts).await;
+    if json {
+        eprintln!("{}", summary.to_text());
+        println!("{}", summary.to_json());
+    } else {
+        println!("{}", summary.to_text());
+    }
+    if summary.ok == summary.clients {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn raise_nofile(want: u64) {
+    if let Ok((soft, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        if soft < want {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                want.min(hard),
+                hard,
+            );
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The accept loop and one client connection.
+//!
+//! A connection goes through: handshake (bounded by `handshake_timeout`) -> commands
+//! (`connect`, `createStream`, ...) -> either publishing (feeds the hub, or is forwarded
+//! upstream on an edge) or playing (reads the hub's ring). Anything malformed ends that one
+//! connection with a logged reason; nothing here can take the server down.
+
+mod play;
+mod publish;
+
+use crate::config::{EdgeConfig, Mode};
+use crate::hub::{Hub, HubOptions, PLAY_STREAM_ID};
+use bytes::BytesMut;
+use common::rtmp::chunk::msg_type;
+use common::rtmp::command::{self, Command};
+use common::rtmp::conn::{handshake_server, RtmpError, RtmpReader, RtmpWriter};
+use common::shutdown::Shutdown;
+use rml_amf0::Amf0Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+/// Before a client publishes, nothing it may send is larger than this.
+const PRE_PUBLISH_MAX_MESSAGE: usize = 64 * 1024;
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
+
+/// State shared by all sessions of one server.
+pub struct ServerState {
+    pub config: EdgeConfig,
+    pub hub: Arc<Hub>,
+    next_id: AtomicU64,
+    /// Running pulls, aborted at shutdown.
+    pub pulls: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl ServerState {
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound server, ready to [`EdgeServer::run`].
+pub struct EdgeServer {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+}
+
+impl EdgeServer {
+    /// Binds `config.listen` (port 0 picks a free port: see [`EdgeServer::local_addr`]).
+    pub async fn bind(config: EdgeConfig) -> std::io::Result<EdgeServer> {
+        let sock = match config.listen {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        sock.set_reuseaddr(true)?;
+        sock.bind(config.listen)?;
+        let listener = sock.listen(4096)?;
+        Ok(Self::from_listener(listener, config))
+    }
+
+    /// Uses an already-bound listener (socket activation, tests).
+    pub fn from_listener(listener: TcpListener, config: EdgeConfig) -> EdgeServer {
+        let ring_capacity = ((config.queue_length.as_secs_f64() * 100.0) as usize)
+            .clamp(256, 16384)
+            .next_power_of_two();
+        let hub = Hub::new(HubOptions {
+            chunk_size: config.chunk_size,
+            gop_cache: config.gop_cache,
+            ring_capacity,
+        });
+        EdgeServer {
+            listener,
+            state: Arc::new(ServerState {
+                config,
+                hub,
+                next_id: AtomicU64::new(1),
+                pulls: Default::default(),
+            }),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        self.state.hub.clone()
+    }
+
+    /// Serves until `shutdown` fires, then closes every connection and pull.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let EdgeServer { listener, state } = self;
+        let cfg = &state.config;
+        info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            mode = ?cfg.mode,
+            origins = ?cfg.origin,
+            "edge serving"
+        );
+        let limit = Arc::new(Semaphore::new(cfg.max_connections));
+        let mut sessions = JoinSet::new();
+        let mut backoff = std::time::Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                _ = shutdown.fired() => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => { backoff = std::time::Duration::from_millis(5); a }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        warn!(%peer, max_connections = cfg.max_connections, "connection refused: max_connections reached");
+                        drop(tcp);
+                        continue;
+                    };
+                    let st = state.clone();
+                    let id = st.next_id();
+                    let span = tracing::info_span!("conn", id, %peer);
+                    sessions.spawn(async move {
+                        let _permit = permit;
+                        match serve(st, tcp, peer, id).await {
+                            Ok(()) => debug!("closed"),
+                            Err(RtmpError::Closed) => debug!("client closed"),
+                            Err(e) => info!(error = %e, "connection closed"),
+                        }
+                    }.instrument(span));
+                }
+            }
+        }
+        info!(
+            connections = sessions.len(),
+            "edge stopping: closing connections"
+        );
+        sessions.shutdown().await;
+        crate::upstream::stop_all(&state);
+    }
+}
+
+/// What a client asked for once its commands are done.
+pub(crate) struct Session {
+    pub state: Arc<ServerState>,
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub reader: RtmpReader<OwnedReadHalf>,
+    pub writer: RtmpWriter<OwnedWriteHalf>,
+    pub app: String,
+    pub tc_url: String,
+    next_stream_id: u32,
+}
+
+/// A stream name as sent in play/publish: `name?query`.
+pub(crate) struct StreamName {
+    pub name: String,
+    pub query: String,
+}
+
+impl StreamName {
+    pub fn parse(raw: &str) -> StreamName {
+        let (name, query) = raw.split_once('?').unwrap_or((raw, ""));
+        StreamName {
+            name: name.to_string(),
+            query: query.to_string(),
+        }
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        !self.name.is_empty()
+            && self.name.len() <= 256
+            && !self.name.contains(['/', '\\', '\0'])
+            && !self.name.chars().any(|c| c.is_control())
+    }
+}
+
+async fn serve(
+    state: Arc<ServerState>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<(), RtmpError> {
+    let _ = tcp.set_nodelay(true);
+    let cfg = &state.config;
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let mut buf = BytesMut::with_capacity(2048);
+    tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))
+        .await
+        .map_err(|_| RtmpError::Timeout("in the handshake"))??;
+    let (r, w) = tcp.into_split();
+    let mut s = Session {
+        state: state.clone(),
+        id,
+        peer,
+        reader: RtmpReader::new(r, buf, PRE_PUBLISH_MAX_MESSAGE),
+        writer: RtmpWriter::new(w),
+        app: String::new(),
+        tc_url: String::new(),
+        next_stream_id: PLAY_STREAM_ID,
+    };
+    let next = tokio::time::timeout_at(deadline, s.negotiate())
+        .await
+        .map_err(|_| RtmpError::Timeout("waiting for play or publish"))??;
+    match next {
+        Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await,
+        Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await,
+    }
+}
+
+enum Next {
+    Play(Command, u32),
+    Publish(Command, u32),
+}
+
+impl Session {
+    /// Handles commands until the client asks to play or publish.
+    async fn negotiate(&mut self) -> Result<Next, RtmpError> {
+        loop {
+            let msg = self.read().await?;
+            if !common::rtmp::client::is_command(&msg) {
+                continue;
+            }
+            let cmd = command::parse_command(&msg).map_err(RtmpError::Protocol)?;
+            debug!(command = %cmd.name, "command");
+            match cmd.name.as_str() {
+                "connect" => self.on_connect(&cmd).await?,
+                "play" => return Ok(Next::Play(cmd, msg.stream_id)),
+                "publish" => return Ok(Next::Publish(cmd, msg.stream_id)),
+                _ => self.on_other_command(&cmd).await?,
+            }
+        }
+    }
+
+    /// Reads one message, sending any acknowledgement that fell due. Not cancel-safe: in a
+    /// `select!`, use `self.reader.read_message()` and call [`Session::ack_if_due`] after.
+    pub async fn read(&mut self) -> Result<common::rtmp::Message, RtmpError> {
+        let msg = self.reader.read_message().await?;
+        self.ack_if_due().await?;
+        Ok(msg)
+    }
+
+    pub async fn ack_if_due(&mut self) -> Result<(), RtmpError> {
+        if let Some(seq) = self.reader.take_ack() {
+            self.writer
+                .queue_control(msg_type::ACK, &command::acknowledgement(seq));
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_connect(&mut self, cmd: &Command) -> Result<(), RtmpError> {
+        self.app = cmd
+            .property("app")
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_string();
+        // An app may carry a query (tcUrl ...?key=): keep only the name.
+        if let Some((app, _)) = self.app.split_once('?') {
+            self.app = app.to_string();
+        }
+        self.tc_url = cmd.property("tcUrl").unwrap_or("").to_string();
+        if self.app.is_empty() || self.app.len() > 128 || self.app.chars().any(|c| c.is_control()) {
+            return Err(RtmpError::Protocol(format!("bad app name {:?}", self.app)));
+        }
+        info!(app = %self.app, tc_url = %self.tc_url, "connect");
+        let w = &mut self.writer;
+        w.queue_control(
+            msg_type::WINDOW_ACK_SIZE,
+            &command::window_ack_size(WINDOW_ACK_SIZE),
+        );
+        w.queue_control(
+            msg_type::SET_PEER_BANDWIDTH,
+            &command::set_peer_bandwidth(WINDOW_ACK_SIZE),
+        );
+        w.queue_set_chunk_size(self.state.config.chunk_size as u32);
+        let props = command::object(&[
+            ("fmsVer", command::string("FMS/3,5,3,888")),
+            ("capabilities", Amf0Value::Number(127.0)),
+            ("mode", Amf0Value::Number(1.0)),
+        ]);
+        let info = command::object(&[
+            ("level", command::string("status")),
+            ("code", command::string("NetConnection.Connect.Success")),
+            ("description", command::string("Connection succeeded.")),
+            ("objectEncoding", Amf0Value::Number(0.0)),
+        ]);
+        let reply = command::command("_result", cmd.transaction_id, props, vec![info]);
+        w.queue_command(0, &reply);
+        w.flush().await
+    }
+
+    /// Commands outside connect/play/publish; answered when they expect an answer.
+    pub async fn on_other_command(&mut self, cmd: &Command) -> Result<(), RtmpError> {
+        let reply = match cmd.name.as_str() {
+            "createStream" => {
+                let id = self.next_stream_id;
+                self.next_stream_id = self.next_stream_id.saturating_add(1).min(64);
+                Some(vec![Amf0Value::Number(id as f64)])
+            }
+            "releaseStream" | "FCPublish" | "FCUnpublish" | "getStreamLength" | "_checkbw" => {
+                Some(vec![Amf0Value::Undefined])
+            }
+            _ => None,
+        };
+        if let (Some(args), true) = (reply, cmd.transaction_id != 0.0) {
+            let p = command::command("_result", cmd.transaction_id, Amf0Value::Null, args);
+            self.writer.queue_command(0, &p);
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `onStatus` on a message stream.
+    pub async fn status(
+        &mut self,
+        stream_id: u32,
+        level: &str,
+        code: &str,
+        description: &str,
+    ) -> Result<(), RtmpError> {
+        let p = command::on_status(level, code, description);
+        self.writer.queue_command(stream_id, &p);
+        self.writer.flush().await
+    }
+
+    pub fn stream_key(&self, name: &StreamName) -> String {
+        format!("{}/{}", self.app, name.name)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.state.config.mode
+    }
+}

@@ -1,0 +1,127 @@
+//! A publisher: checks (enabled, `publish.allow`, `publish.key`), then feeds the hub — or,
+//! on an edge with publishing enabled, forwards the publish to the origin.
+
+use super::{Session, StreamName};
+use crate::upstream;
+use crate::Mode;
+use common::rtmp::chunk::msg_type;
+use common::rtmp::command::{self, user_control, Command};
+use common::rtmp::conn::RtmpError;
+use tracing::{info, warn};
+
+pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<(), RtmpError> {
+    let raw = cmd.first_string_arg().unwrap_or("").to_string();
+    let name = StreamName::parse(&raw);
+    let cfg = s.state.config.publish.clone();
+    let refusal = if !name.is_valid() {
+        Some((
+            "NetStream.Publish.BadName",
+            format!("bad stream name {:?}", name.name),
+        ))
+    } else if !cfg.enabled {
+        Some((
+            "NetStream.Publish.Rejected",
+            "publishing is disabled on this server".to_string(),
+        ))
+    } else if !cfg.allows(s.peer.ip()) {
+        Some((
+            "NetStream.Publish.Rejected",
+            format!("{} is not in publish.allow", s.peer.ip()),
+        ))
+    } else if cfg.key.is_some() && name.param("key") != cfg.key.as_deref() {
+        Some((
+            "NetStream.Publish.Rejected",
+            "missing or wrong ?key= for this stream".to_string(),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, why)) = refusal {
+        warn!(stream = %name.name, reason = %why, "publish refused");
+        s.status(stream_id, "error", code, &why).await?;
+        return Ok(());
+    }
+    let key = s.stream_key(&name);
+    if s.mode() == Mode::Remote {
+        return upstream::forward_publish(s, &raw, stream_id).await;
+    }
+    let source = match s.state.hub.start_source(&key, s.id) {
+        Ok(src) => src,
+        Err(e) => {
+            warn!(stream = %key, "publish refused: already publishing");
+            s.status(
+                stream_id,
+                "error",
+                "NetStream.Publish.BadName",
+                &e.to_string(),
+            )
+            .await?;
+            return Ok(());
+        }
+    };
+    s.reader
+        .set_max_message_size(s.state.config.max_message_size);
+    s.writer.queue_control(
+        msg_type::USER_CONTROL,
+        &command::user_control(user_control::STREAM_BEGIN, stream_id),
+    );
+    s.status(
+        stream_id,
+        "status",
+        "NetStream.Publish.Start",
+        &format!("{key} is now published"),
+    )
+    .await?;
+    info!(stream = %key, "publish started");
+    let result = loop {
+        let msg = match s.read().await {
+            Ok(m) => m,
+            Err(e) => break Err(e),
+        };
+        match msg.type_id {
+            msg_type::AUDIO | msg_type::VIDEO | msg_type::DATA_AMF0 | msg_type::DATA_AMF3 => {
+                source.push(msg.type_id, msg.timestamp, msg.payload)
+            }
+            msg_type::AGGREGATE => {
+                if let Err(e) = push_aggregate(&source, msg.timestamp, &msg.payload) {
+                    break Err(RtmpError::Protocol(e));
+                }
+            }
+            msg_type::COMMAND_AMF0 | msg_type::COMMAND_AMF3 => {
+                let c = command::parse_command(&msg).map_err(RtmpError::Protocol)?;
+                match c.name.as_str() {
+                    "deleteStream" | "closeStream" | "FCUnpublish" => break Ok(()),
+                    _ => s.on_other_command(&c).await?,
+                }
+            }
+            _ => {}
+        }
+    };
+    info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
+    result
+}
+
+/// Splits an aggregate message (type 22: FLV tags back to back) into its messages.
+fn push_aggregate(
+    source: &crate::hub::Source,
+    msg_ts: u32,
+    data: &bytes::Bytes,
+) -> Result<(), String> {
+    let mut pos = 0;
+    // Sub-message timestamps are shifted so the first one equals the aggregate's.
+    let mut offset: Option<u32> = None;
+    while pos + 11 <= data.len() {
+        let h = &data[pos..pos + 11];
+        let type_id = h[0] & 0x1f;
+        let len = ((h[1] as usize) << 16) | ((h[2] as usize) << 8) | h[3] as usize;
+        let ts = ((h[7] as u32) << 24) | ((h[4] as u32) << 16) | ((h[5] as u32) << 8) | h[6] as u32;
+        let end = pos + 11 + len;
+        if end + 4 > data.len() {
+            return Err(format!("aggregate message truncated at byte {pos}"));
+        }
+        let off = *offset.get_or_insert(msg_ts.wrapping_sub(ts));
+        source.push(type_id, ts.wrapping_add(off), data.slice(pos + 11..end));
+        pos = end + 4;
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! `edge play rtmp://... [--clients N] [--duration S]`: a player and load generator.
+//!
+//! Each client connects, plays, and records: time from connect to its first keyframe,
+//! bytes and frames received, and stalls (no media for more than 1 s, counted once per gap).
+//! All clients stop together at the end of `duration`, so the totals cover one window.
+
+use common::rtmp::chunk::msg_type;
+use common::rtmp::client::RtmpClient;
+use common::rtmp::media::{video_kind, MediaKind};
+use common::rtmp::url::RtmpUrl;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// A gap in media longer than this is a stall.
+pub const STALL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    pub clients: usize,
+    pub duration: Duration,
+    /// Connections are spread over this long (0 = all at once).
+    pub ramp: Duration,
+    /// At most this many handshakes in flight.
+    pub connect_concurrency: usize,
+}
+
+/// What one client saw.
+#[derive(Debug, Clone, Default)]
+pub struct ClientResult {
+    pub error: Option<String>,
+    pub first_frame: Option<Duration>,
+    pub bytes: u64,
+    pub frames: u64,
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub stalls: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub clients: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub first_frame_p50_ms: f64,
+    pub first_frame_p99_ms: f64,
+    pub stalls: u64,
+    pub frames: u64,
+    pub bytes: u64,
+    pub mbit_per_s: f64,
+    pub duration_s: f64,
+    pub errors: Vec<String>,
+}
+
+impl Summary {
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"clients\":{},\"ok\":{},\"failed\":{},\"first_frame_p50_ms\":{:.1},\"first_frame_p99_ms\":{:.1},\"stalls\":{},\"frames\":{},\"bytes\":{},\"mbit_per_s\":{:.2},\"duration_s\":{:.2}}}",
+            self.clients, self.ok, self.failed, self.first_frame_p50_ms, self.first_frame_p99_ms,
+            self.stalls, self.frames, self.bytes, self.mbit_per_s, self.duration_s
+        )
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "clients ok {}/{} (failed {}), first frame p50 {:.1} ms p99 {:.1} ms, stalls {}, frames {}, {:.2} Mbit/s over {:.1} s",
+            self.ok, self.clients, self.failed, self.first_frame_p50_ms, self.first_frame_p99_ms,
+            self.stalls, self.frames, self.mbit_per_s, self.duration_s
+        );
+        for e in self.errors.iter().take(5) {
+            s.push_str(&format!("\n  error: {e}"));
+        }
+        s
+    }
+}
+
+/// Plays `url` with `opts.clients` clients and summarises.
+pub async fn run(url: &RtmpUrl, opts: &PlayOptions) -> Summary {
+    let start = Instant::now();
+    let end = start + opts.ramp + opts.duration;
+    let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(opts.clients);
+    for i in 0..opts.clients {
+        let at = if opts.clients > 1 {
+            start + opts.ramp.mul_f64(i as f64 / opts.clients as f64)
+        } else {
+            start
+        };
+        let url = url.clone();
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            play_one(&url, end, gate).await
+        }));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.unwrap_or_else(|e| ClientResult {
+            error: Some(format!("client task failed: {e}")),
+            ..Default::default()
+        }));
+    }
+    summarize(&results, start.elapsed())
+}
+
+pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
+    let mut firsts: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.first_frame.map(|d| d.as_secs_f64() * 1000.0))
+        .collect();
+    firsts.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if firsts.is_empty() {
+            return 0.0;
+        }
+        let i = ((firsts.len() as f64 * p).ceil() as usize).clamp(1, firsts.len()) - 1;
+        firsts[i]
+    };
+    let ok = results
+        .iter()
+        .filter(|r| r.error.is_none() && r.first_frame.is_some())
+        .count();
+    let bytes: u64 = results.iter().map(|r| r.bytes).sum();
+    Summary {
+        clients: results.len(),
+        ok,
+        failed: results.len() - ok,
+        first_frame_p50_ms: pct(0.50),
+        first_frame_p99_ms: pct(0.99),
+        stalls: results.iter().map(|r| r.stalls).sum(),
+        frames: results.iter().map(|r| r.frames).sum(),
+        bytes,
+        mbit_per_s: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(0.001) / 1e6,
+        duration_s: elapsed.as_secs_f64(),
+        errors: results
+            .iter()
+            .filter_map(|r| {
+                r.error.clone().or_else(|| {
+                    r.first_frame
+                        .is_none()
+                        .then(|| "no keyframe received".to_string())
+                })
+            })
+            .collect(),
+    }
+}
+
+/// One client until `end`.
+pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> ClientResult {
+    let mut r = ClientResult::default();
+    let t0 = Instant::now();
+    let client = {
+        let _permit = gate.acquire().await;
+        let timeout = Duration::from_secs(10);
+        match RtmpClient::connect_url(url, timeout).await {
+            Ok(mut c) => match c.play(&url.stream, timeout).await {
+                Ok(()) => Ok(c),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    };
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let mut last_media: Option<Instant> = None;
+    loop {
+        let msg = match tokio::time::timeout_at(end, client.read_message()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                r.error = Some(e.to_string());
+                break;
+            }
+            Ok(Ok(m)) => m,
+        };
+        if msg.type_id != msg_type::VIDEO && msg.type_id != msg_type::AUDIO {
+            continue;
+        }
+        let now = Instant::now();
+        if let Some(prev) = last_media {
+            if now - prev > STALL {
+                r.stalls += 1;
+            }
+        }
+        last_media = Some(now);
+        r.frames += 1;
+        r.bytes += msg.payload.len() as u64;
+        if msg.type_id == msg_type::VIDEO {
+            r.video_frames += 1;
+            if r.first_frame.is_none() && video_kind(&msg.payload) == MediaKind::Keyframe {
+                r.first_frame = Some(now - t0);
+            }
+        } else {
+            r.audio_frames += 1;
+        }
+    }
+    // Media that stopped before the end is a stall too.
+    if let Some(prev) = last_media {
+        if end.saturating_duration_since(prev) > STALL && r.error.is_none() {
+            r.stalls += 1;
+        }
+    }
+    r
+}

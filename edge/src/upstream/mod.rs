@@ -1,0 +1,233 @@
+//! The edge's side towards origins: pulling a stream for its players, and forwarding a
+//! publish.
+//!
+//! A pull starts with a stream's first player (the hub decides, once) and tries the origins
+//! in order: connect, `play`, and the first `Play.Start` wins; a connect error, a timeout or a
+//! refusal (`StreamNotFound`) moves to the next. While pulling, media goes into the hub as the
+//! stream's source. When the upstream drops or goes silent for `origin_timeout`, the pull
+//! retries with backoff (250 ms doubling to 5 s) while players stay connected. It ends
+//! `pull_idle_timeout` after the last player left.
+
+use crate::hub::Stream;
+use crate::session::{ServerState, Session};
+use common::rtmp::chunk::msg_type;
+use common::rtmp::client::{is_command, RtmpClient};
+use common::rtmp::command;
+use common::rtmp::conn::RtmpError;
+use common::rtmp::url::RtmpUrl;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn, Instrument};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// Starts the pull of `stream` (called once per pull lifetime, by the hub's decision).
+pub fn start_pull(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw_name: String) {
+    let span = tracing::info_span!(parent: None, "pull", stream = %stream.key);
+    let st = state.clone();
+    let handle = tokio::spawn(pull_loop(st, stream, app, raw_name).instrument(span));
+    let mut pulls = state.pulls.lock().unwrap();
+    pulls.retain(|h| !h.is_finished());
+    pulls.push(handle.abort_handle());
+}
+
+/// Aborts every pull (server shutdown).
+pub fn stop_all(state: &ServerState) {
+    for h in state.pulls.lock().unwrap().drain(..) {
+        h.abort();
+    }
+}
+
+enum PullEnd {
+    /// No player for `pull_idle_timeout`: the pull is over.
+    Idle,
+    /// The upstream ended after delivering media: retry soon, same origin first.
+    Dropped(RtmpError),
+}
+
+async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw: String) {
+    let cfg = &state.config;
+    let origins = &cfg.origin;
+    let mut first = 0;
+    let mut backoff = BACKOFF_MIN;
+    info!(origins = origins.len(), "pull requested by first player");
+    loop {
+        let mut delivered = false;
+        for i in 0..origins.len() {
+            let idx = (first + i) % origins.len();
+            let (host, port) = &origins[idx];
+            let origin = format!("{host}:{port}");
+            match pull_once(&state, &stream, host, *port, &app, &raw).await {
+                Ok(PullEnd::Idle) => {
+                    info!(%origin, "pull stopped: no players left");
+                    return;
+                }
+                Ok(PullEnd::Dropped(e)) => {
+                    warn!(%origin, error = %e, "upstream dropped; reconnecting, players kept");
+                    first = idx;
+                    delivered = true;
+                    break;
+                }
+                Err(e) => warn!(%origin, error = %e, "origin failed; trying the next"),
+            }
+            if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
+                info!("pull stopped: no players left");
+                return;
+            }
+        }
+        if delivered {
+            backoff = BACKOFF_MIN;
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
+                info!("pull stopped: no players left");
+                return;
+            }
+            tokio::time::sleep(IDLE_CHECK.min(until - Instant::now())).await;
+        }
+        if !delivered {
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// One attempt on one origin. `Err` = this origin did not deliver (try the next).
+async fn pull_once(
+    state: &Arc<ServerState>,
+    stream: &Arc<Stream>,
+    host: &str,
+    port: u16,
+    app: &str,
+    raw: &str,
+) -> Result<PullEnd, RtmpError> {
+    let cfg = &state.config;
+    let url = RtmpUrl {
+        host: host.to_string(),
+        port,
+        app: app.to_string(),
+        stream: raw.to_string(),
+    };
+    let mut client = RtmpClient::connect_url(&url, cfg.origin_timeout).await?;
+    client.reader.set_max_message_size(cfg.max_message_size);
+    client.play(raw, cfg.origin_timeout).await?;
+    let source = state
+        .hub
+        .start_source(&stream.key, state.next_id())
+        .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+    info!(origin = %format!("{host}:{port}"), "pull started");
+    let mut last_media = Instant::now();
+    loop {
+        match tokio::time::timeout(IDLE_CHECK, client.reader.read_message()).await {
+            Ok(Ok(msg)) => {
+                client.respond(&msg).await?;
+                match msg.type_id {
+                    msg_type::AUDIO
+                    | msg_type::VIDEO
+                    | msg_type::DATA_AMF0
+                    | msg_type::DATA_AMF3 => {
+                        last_media = Instant::now();
+                        source.push(msg.type_id, msg.timestamp, msg.payload);
+                    }
+                    _ if is_command(&msg) => {
+                        if let Ok(c) = command::parse_command(&msg) {
+                            if let Some(code) = c.property("code") {
+                                info!(%code, "upstream status");
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Err(e)) => return Ok(PullEnd::Dropped(e)),
+            Err(_) => {}
+        }
+        if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
+            return Ok(PullEnd::Idle);
+        }
+        if last_media.elapsed() > cfg.origin_timeout {
+            return Ok(PullEnd::Dropped(RtmpError::Timeout(
+                "waiting for media from the origin",
+            )));
+        }
+    }
+}
+
+/// An edge with `publish.enabled`: relays the client's publish to the first origin that
+/// accepts it.
+pub(crate) async fn forward_publish(
+    mut s: Session,
+    raw: &str,
+    stream_id: u32,
+) -> Result<(), RtmpError> {
+    let cfg = s.state.config.clone();
+    let mut upstream = None;
+    for (host, port) in &cfg.origin {
+        let url = RtmpUrl {
+            host: host.clone(),
+            port: *port,
+            app: s.app.clone(),
+            stream: raw.to_string(),
+        };
+        let attempt = async {
+            let mut c = RtmpClient::connect_url(&url, cfg.origin_timeout).await?;
+            c.publish(raw, cfg.origin_timeout).await?;
+            Ok::<_, RtmpError>(c)
+        };
+        match attempt.await {
+            Ok(c) => {
+                info!(origin = %format!("{host}:{port}"), "publish forwarded");
+                upstream = Some(c);
+                break;
+            }
+            Err(e) => {
+                warn!(origin = %format!("{host}:{port}"), error = %e, "origin refused the forwarded publish")
+            }
+        }
+    }
+    let Some(mut up) = upstream else {
+        s.status(
+            stream_id,
+            "error",
+            "NetStream.Publish.Rejected",
+            "no origin accepted the publish",
+        )
+        .await?;
+        return Ok(());
+    };
+    s.reader.set_max_message_size(cfg.max_message_size);
+    s.status(
+        stream_id,
+        "status",
+        "NetStream.Publish.Start",
+        "publishing (forwarded to origin)",
+    )
+    .await?;
+    loop {
+        tokio::select! {
+            msg = s.reader.read_message() => {
+                let msg = msg?;
+                s.ack_if_due().await?;
+                match msg.type_id {
+                    msg_type::AUDIO | msg_type::VIDEO | msg_type::DATA_AMF0 | msg_type::DATA_AMF3 => {
+                        up.send_media(msg.type_id, msg.timestamp, &msg.payload).await?;
+                    }
+                    _ if is_command(&msg) => {
+                        let c = command::parse_command(&msg).map_err(RtmpError::Protocol)?;
+                        match c.name.as_str() {
+                            "deleteStream" | "closeStream" | "FCUnpublish" => return Ok(()),
+                            _ => s.on_other_command(&c).await?,
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            msg = up.reader.read_message() => {
+                let msg = msg?;
+                up.respond(&msg).await?;
+            }
+        }
+    }
+}
