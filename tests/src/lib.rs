@@ -1,1 +1,276 @@
+//! Test support for EdgeFleet's end-to-end tests, the demo and the benchmarks: start origins
+//! and edges in-process on free loopback ports, publish the test clip, run external peers
+//! (ffmpeg, ffprobe, rtmpdump) with bounded time, and skip — or fail under
+//! `EDGEFLEET_REQUIRE_ALL=1` — when a peer is missing.
 
+use common::rtmp::url::RtmpUrl;
+use common::shutdown::{self, Trigger};
+use edge::hub::Hub;
+use edge::tools::flv::FlvTag;
+use edge::{EdgeConfig, EdgeServer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// The committed test clip (H.264 + AAC FLV, 1280x720, ~2.2 Mbit/s, 2 s GOP, 5 s).
+pub const CLIP: &[u8] = include_bytes!("../media/clip.flv");
+
+pub fn clip_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("media/clip.flv")
+}
+
+pub fn clip_tags() -> Vec<FlvTag> {
+    edge::tools::flv::parse(bytes::Bytes::from_static(CLIP)).expect("the test clip parses")
+}
+
+/// True when every prerequisite must be present (CI).
+pub fn require_all() -> bool {
+    std::env::var("EDGEFLEET_REQUIRE_ALL")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// Whether `program` is on PATH. Missing: a printed skip reason (false), or a panic under
+/// `EDGEFLEET_REQUIRE_ALL=1`.
+pub fn have(program: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if require_all() {
+            panic!("{test}: {program} is required (EDGEFLEET_REQUIRE_ALL=1) but not installed");
+        }
+        eprintln!("SKIP {test}: {program} is not installed (apt-get install it, or see .ci/run)");
+    }
+    found
+}
+
+/// A server running in this process; stops when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    trigger: Trigger,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self, stream: &str) -> String {
+        format!("rtmp://{}/live/{stream}", self.addr)
+    }
+
+    pub fn rtmp_url(&self, stream: &str) -> RtmpUrl {
+        RtmpUrl::parse(&self.url(stream)).unwrap()
+    }
+
+    /// Stops the server and waits until every connection is closed.
+    pub async fn stop(mut self) {
+        self.trigger.fire();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.trigger.fire();
+    }
+}
+
+fn loopback0() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Starts a server with `config` (its `listen` may use port 0).
+pub async fn start(config: EdgeConfig) -> Running {
+    let server = EdgeServer::bind(config).await.expect("bind");
+    let addr = server.local_addr();
+    let hub = server.hub();
+    let (trigger, shutdown) = shutdown::channel();
+    let task = tokio::spawn(server.run(shutdown));
+    Running {
+        addr,
+        hub,
+        trigger,
+        task: Some(task),
+    }
+}
+
+/// An origin on a free loopback port, configured by `tweak`.
+pub async fn origin_with(tweak: impl FnOnce(&mut EdgeConfig)) -> Running {
+    let mut c = EdgeConfig::origin(loopback0());
+    tweak(&mut c);
+    start(c).await
+}
+
+pub async fn origin() -> Running {
+    origin_with(|_| {}).await
+}
+
+/// An edge on a free loopback port pulling from `origins`, configured by `tweak`.
+pub async fn edge_with(origins: &[SocketAddr], tweak: impl FnOnce(&mut EdgeConfig)) -> Running {
+    let mut c = EdgeConfig::edge(loopback0(), origins);
+    tweak(&mut c);
+    start(c).await
+}
+
+pub async fn edge(origins: &[SocketAddr]) -> Running {
+    edge_with(origins, |_| {}).await
+}
+
+/// Publishes the test clip in a loop to `url` until the returned trigger is dropped/fired.
+pub fn publish_clip(url: &str) -> (Trigger, JoinHandle<Result<(), String>>) {
+    let url = RtmpUrl::parse(url).unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let tags = clip_tags();
+    let task = tokio::spawn(async move {
+        edge::tools::publish::publish(&tags, &url, true, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    (trigger, task)
+}
+
+/// Waits until `cond` holds, polling every 20 ms, for at most `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// Waits until `hub` has a live source for live/`stream`.
+pub async fn wait_published(hub: &Hub, stream: &str) {
+    let key = format!("live/{stream}");
+    assert!(
+        wait_until(Duration::from_secs(10), || hub.has_source(&key)).await,
+        "{key} was not published within 10 s"
+    );
+}
+
+/// A child process killed when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ffmpeg -re -stream_loop -1 -i clip -c copy -f flv URL` in the background.
+pub fn ffmpeg_publish(url: &str) -> ChildGuard {
+    let child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(clip_path())
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg");
+    ChildGuard(child)
+}
+
+/// Runs a command with a time limit; returns (success, stdout, stderr).
+pub async fn run_bounded(
+    mut cmd: tokio::process::Command,
+    limit: Duration,
+) -> (bool, String, String) {
+    cmd.kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Ok(Err(e)) => (false, String::new(), e.to_string()),
+        Err(_) => (false, String::new(), format!("timed out after {limit:?}")),
+    }
+}
+
+/// The codec names ffprobe finds in `url` (e.g. ["h264", "aac"]).
+pub async fn ffprobe_codecs(url: &str) -> Result<Vec<String>, String> {
+    let mut cmd = tokio::process::Command::new("ffprobe");
+    cmd.args([
+        "-hide_banner",
+        "-v",
+        "error",
+        "-rw_timeout",
+        "10000000",
+        "-show_entries",
+        "stream=codec_name",
+        "-of",
+        "csv=p=0",
+        url,
+    ]);
+    let (ok, out, err) = run_bounded(cmd, Duration::from_secs(20)).await;
+    if !ok {
+        return Err(format!("ffprobe {url}: {err}"));
+    }
+    let mut codecs: Vec<String> = out
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    codecs.sort();
+    Ok(codecs)
+}
+
+/// Decodes `seconds` of `url` with ffmpeg (video and audio) to null; Err with its stderr.
+pub async fn ffmpeg_decode(url: &str, seconds: u32) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-v",
+        "error",
+        "-rw_timeout",
+        "10000000",
+        "-i",
+        url,
+        "-t",
+    ])
+    .arg(seconds.to_string())
+    .args(["-f", "null", "-"]);
+    let (ok, _, err) = run_bounded(cmd, Duration::from_secs(seconds as u64 + 20)).await;
+    if ok && !err.contains("Error") {
+        Ok(())
+    } else {
+        Err(format!("ffmpeg decode of {url} failed: {err}"))
+    }
+}
+
+/// This process's resident set size in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
