@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub pull_idle_timeout: Option<f64>,
     pub max_message_size: Option<i64>,
     pub proxy_protocol: Option<bool>,
+    pub send_buffer: Option<i64>,
     pub publish: Option<RawPublish>,
 }
 
@@ -63,6 +64,8 @@ pub struct EdgeConfig {
     pub pull_idle_timeout: Duration,
     pub max_message_size: usize,
     pub proxy_protocol: bool,
+    /// SO_SNDBUF of client sockets in bytes (0 = kernel autotuning).
+    pub send_buffer: usize,
     pub publish: PublishConfig,
 }
 
@@ -256,6 +259,14 @@ impl RawConfig {
             (16 << 20) - 1,
         ) as usize;
 
+        let send_buffer = integer(
+            &mut errs,
+            "send_buffer",
+            self.send_buffer,
+            256 * 1024,
+            0,
+            64 << 20,
+        ) as usize;
         let raw_pub = self.publish.unwrap_or_default();
         let mut allow = Vec::new();
         let allow_raw = raw_pub
@@ -303,6 +314,7 @@ impl RawConfig {
             pull_idle_timeout,
             max_message_size,
             proxy_protocol: self.proxy_protocol.unwrap_or(false),
+            send_buffer,
             publish,
         })
     }

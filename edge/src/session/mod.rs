@@ -201,6 +201,11 @@ async fn serve(
 ) -> Result<(), RtmpError> {
     let _ = tcp.set_nodelay(true);
     let cfg = &state.config;
+    if cfg.send_buffer > 0 {
+        // A bounded kernel queue makes a stalled player's writes block (and time out after
+        // queue_length) within seconds, instead of after megabytes of autotuned buffer.
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(cfg.send_buffer);
+    }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
     tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))

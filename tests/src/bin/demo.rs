@@ -1,1 +1,125 @@
-fn main() {}
+//! `cargo run --release --bin demo`: a whole EdgeFleet fleet in one process — an origin, two
+//! edges pulling from it, and a publisher looping the committed test clip — with the URLs to
+//! play printed. Needs nothing installed and no config written. Ctrl-C stops it.
+
+use clap::Parser;
+use edge::{EdgeConfig, EdgeServer};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "demo", about = "Run a demo EdgeFleet fleet on this machine")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    addr: IpAddr,
+    /// Origin port; the edges take the next two.
+    #[arg(long, default_value_t = 19350)]
+    port: u16,
+    /// Stream name the publisher uses.
+    #[arg(long, default_value = "demo")]
+    stream: String,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+async fn bind(config: EdgeConfig, what: &str) -> anyhow::Result<EdgeServer> {
+    let listen = config.listen;
+    EdgeServer::bind(config).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen} for the {what}: {e} (another demo running? try --port)"
+        )
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::logging::init();
+    let args = Args::parse();
+    let at = |p: u16| SocketAddr::new(args.addr, p);
+    let origin = bind(EdgeConfig::origin(at(args.port)), "origin").await?;
+    let origin_addr = origin.local_addr();
+    let edge1 = bind(
+        EdgeConfig::edge(at(args.port + 1), &[origin_addr]),
+        "first edge",
+    )
+    .await?;
+    let edge2 = bind(
+        EdgeConfig::edge(at(args.port + 2), &[origin_addr]),
+        "second edge",
+    )
+    .await?;
+    let (e1, e2) = (edge1.local_addr(), edge2.local_addr());
+    let hubs = [
+        ("origin", origin.hub()),
+        ("edge1", edge1.hub()),
+        ("edge2", edge2.hub()),
+    ];
+
+    let (trigger, shutdown) = common::shutdown::channel();
+    let mut tasks = vec![
+        tokio::spawn(origin.run(trigger.subscribe())),
+        tokio::spawn(edge1.run(trigger.subscribe())),
+        tokio::spawn(edge2.run(trigger.subscribe())),
+    ];
+    let publish_url = format!("rtmp://{origin_addr}/live/{}", args.stream);
+    let url = common::rtmp::url::RtmpUrl::parse(&publish_url).map_err(anyhow::Error::msg)?;
+    let tags = edgefleet_tests::clip_tags();
+    let pub_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        // Retry until the origin takes it; it is in this process, so that is at once.
+        loop {
+            match edge::tools::publish::publish(&tags, &url, true, pub_shutdown.clone()).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "demo publisher: retrying in 1 s"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }));
+
+    println!();
+    println!("EdgeFleet demo fleet is running:");
+    println!("  origin  rtmp://{origin_addr}/live   (publisher: the test clip, looping)");
+    println!("  edge1   rtmp://{e1}/live   (pulls from the origin on demand)");
+    println!("  edge2   rtmp://{e2}/live");
+    println!();
+    println!("Play it, for example:");
+    println!("  ffplay rtmp://{e1}/live/{}", args.stream);
+    println!("  ffplay rtmp://{e2}/live/{}", args.stream);
+    println!(
+        "  cargo run --release --bin edge -- play rtmp://{e1}/live/{} --clients 100 --duration 10",
+        args.stream
+    );
+    println!();
+    println!("Status every 10 s below; Ctrl-C stops.");
+
+    let status = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for (name, hub) in &hubs {
+                for s in hub.list() {
+                    tracing::info!(server = name, stream = %s.key, players = s.players, source = s.has_source, frames_in = s.frames_in, "status");
+                }
+            }
+        }
+    });
+    match args.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(d)) => {}
+                _ = common::signals::terminated() => {}
+            }
+        }
+        None => common::signals::terminated().await,
+    }
+    println!("stopping the demo fleet");
+    trigger.fire();
+    status.abort();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
