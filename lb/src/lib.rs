@@ -1,1 +1,1 @@
-
+//! The EdgeFleet balancer library (in progress).
