@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod proxy_protocol;
 pub mod rtmp;
 pub mod sd_notify;
 pub mod shutdown;

@@ -31,7 +31,8 @@ pub enum RtmpError {
     Refused { code: String, description: String },
 }
 
-/// Runs the server side of the handshake. Bytes the client sent after C2 stay in `buf`.
+/// Runs the server side of the handshake, starting with any bytes already in `buf`. Bytes
+/// the client sent after C2 are left in `buf`.
 pub async fn handshake_server<S>(io: &mut S, buf: &mut BytesMut) -> Result<(), RtmpError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -63,18 +64,24 @@ where
     if !first.is_empty() {
         io.write_all(&first).await?;
     }
+    // Bytes the caller already read (after a PROXY header, say) go first.
+    let mut pending = buf.split();
     let mut tmp = [0u8; 4096];
     loop {
-        let n = io.read(&mut tmp).await?;
-        if n == 0 {
-            return Err(RtmpError::Handshake(
-                "peer closed the connection mid-handshake".into(),
-            ));
-        }
-        match hs
-            .process_bytes(&tmp[..n])
-            .map_err(|e| RtmpError::Handshake(format!("{e:?}")))?
-        {
+        let input: &[u8] = if !pending.is_empty() {
+            &pending
+        } else {
+            let n = io.read(&mut tmp).await?;
+            if n == 0 {
+                return Err(RtmpError::Handshake(
+                    "peer closed the connection mid-handshake".into(),
+                ));
+            }
+            &tmp[..n]
+        };
+        let result = hs.process_bytes(input);
+        pending.clear();
+        match result.map_err(|e| RtmpError::Handshake(format!("{e:?}")))? {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 if !response_bytes.is_empty() {
                     io.write_all(&response_bytes).await?;

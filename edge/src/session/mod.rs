@@ -129,7 +129,7 @@ impl EdgeServer {
                     };
                     let st = state.clone();
                     let id = st.next_id();
-                    let span = tracing::info_span!("conn", id, %peer);
+                    let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
                     sessions.spawn(async move {
                         let _permit = permit;
                         match serve(st, tcp, peer, id).await {
@@ -208,6 +208,13 @@ async fn serve(
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
+    let peer = tokio::time::timeout_at(
+        deadline,
+        proxy_header(&mut tcp, &mut buf, peer, cfg.proxy_protocol),
+    )
+    .await
+    .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))??;
+    tracing::Span::current().record("client", tracing::field::display(peer));
     tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))
         .await
         .map_err(|_| RtmpError::Timeout("in the handshake"))??;
@@ -228,6 +235,46 @@ async fn serve(
     match next {
         Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await,
         Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await,
+    }
+}
+
+/// Reads the first bytes: with `expected`, a PROXY v2 header whose source becomes the
+/// client's address; without, makes sure none is there (a misconfigured balancer).
+async fn proxy_header(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    expected: bool,
+) -> Result<SocketAddr, RtmpError> {
+    use common::proxy_protocol::{looks_like_v2, parse_v2};
+    use tokio::io::AsyncReadExt;
+    loop {
+        if tcp.read_buf(buf).await? == 0 {
+            return Err(RtmpError::Closed);
+        }
+        if !expected {
+            if looks_like_v2(buf) && buf.len() >= 12 {
+                return Err(RtmpError::Protocol(
+                    "PROXY protocol header on a listener without proxy_protocol = true".into(),
+                ));
+            }
+            if looks_like_v2(buf) {
+                continue;
+            }
+            return Ok(peer);
+        }
+        match parse_v2(buf) {
+            Ok(None) => continue,
+            Ok(Some((header, len))) => {
+                let _ = buf.split_to(len);
+                return Ok(header.addrs.map(|(src, _)| src).unwrap_or(peer));
+            }
+            Err(e) => {
+                return Err(RtmpError::Protocol(format!(
+                    "expected a PROXY protocol v2 header (proxy_protocol = true): {e}"
+                )))
+            }
+        }
     }
 }
 

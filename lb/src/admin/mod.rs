@@ -1,0 +1,347 @@
+//! The admin HTTP endpoint (`admin_listen`, loopback by default):
+//!
+//! - `GET /metrics`: Prometheus text — per real server state, weight, active and total
+//!   connections, bytes in/out, health flips; per virtual server totals.
+//! - `GET /status`: the same as JSON (what `lb status` prints).
+//! - `POST /drain?vs=VIP:PORT&rs=IP:PORT`: weight 0, established connections stay.
+//! - `POST /enable?vs=..&rs=..`: back to the configured weight.
+//! - `POST /weight?vs=..&rs=..&value=N`: set a weight until the next reload or enable.
+
+use crate::balancer::Balancer;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Serves the admin API on `listener` until the task is aborted.
+pub fn serve(
+    balancer: Arc<Balancer>,
+    listener: std::net::TcpListener,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    info!(admin = %listener.local_addr()?, "admin API listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let b = balancer.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let b = b.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&b, req)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%3a", ":")))
+        .collect()
+}
+
+fn route(b: &Arc<Balancer>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(b)),
+        (&Method::GET, "/status") | (&Method::GET, "/") => {
+            reply(StatusCode::OK, "application/json", status(b).to_string())
+        }
+        (&Method::POST, p @ ("/drain" | "/enable" | "/weight")) => {
+            let q = query(&req);
+            match admin_action(b, p, &q) {
+                Ok(msg) => {
+                    info!(action = p, "{msg}");
+                    reply(StatusCode::OK, "text/plain", format!("{msg}\n"))
+                }
+                Err(e) => {
+                    warn!(action = p, error = %e, "admin request refused");
+                    reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"))
+                }
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "GET /metrics, GET /status, POST /drain|/enable|/weight?vs=VIP:PORT&rs=IP:PORT[&value=N]\n".into(),
+        ),
+    }
+}
+
+fn admin_action(b: &Balancer, action: &str, q: &[(String, String)]) -> Result<String, String> {
+    let get = |k: &str| q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str());
+    let vs_s = get("vs").ok_or("missing vs=VIP:PORT")?;
+    let rs_s = get("rs").ok_or("missing rs=IP:PORT")?;
+    let vs_a: SocketAddr = vs_s
+        .parse()
+        .map_err(|_| format!("vs={vs_s:?} is not IP:PORT"))?;
+    let rs_a: SocketAddr = rs_s
+        .parse()
+        .map_err(|_| format!("rs={rs_s:?} is not IP:PORT"))?;
+    let vs = b.find(vs_a).ok_or(format!("no virtual server {vs_a}"))?;
+    let rs = vs
+        .server(rs_a)
+        .ok_or(format!("no real server {rs_a} in {vs_a}"))?;
+    match action {
+        "/drain" => {
+            vs.set_weight_override(&rs, Some(0));
+            Ok(format!(
+                "{vs_a} -> {rs_a}: drained (weight 0, {} connections stay)",
+                rs.active.load(Ordering::Relaxed)
+            ))
+        }
+        "/enable" => {
+            vs.set_weight_override(&rs, None);
+            Ok(format!(
+                "{vs_a} -> {rs_a}: enabled (weight {})",
+                rs.weight()
+            ))
+        }
+        _ => {
+            let v = get("value").ok_or("missing value=N")?;
+            let w: u32 = v
+                .parse()
+                .ok()
+                .filter(|w| *w <= 65535)
+                .ok_or(format!("value={v:?} is not a weight 0..=65535"))?;
+            vs.set_weight_override(&rs, Some(w));
+            Ok(format!("{vs_a} -> {rs_a}: weight {w}"))
+        }
+    }
+}
+
+/// The status document (`GET /status`, `lb status`).
+pub fn status(b: &Balancer) -> serde_json::Value {
+    let vss: Vec<_> = b
+        .virtual_servers()
+        .iter()
+        .map(|vs| {
+            let cfg = vs.cfg.read().unwrap().clone();
+            let rss: Vec<_> = vs
+                .servers
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let c = r.cfg.lock().unwrap().clone();
+                    let up = r.is_up();
+                    json!({
+                        "address": r.addr.to_string(),
+                        "state": if up { "UP" } else { "DOWN" },
+                        "weight": if up || c.inhibit_on_failure { r.weight() } else { 0 },
+                        "configured_weight": c.weight,
+                        "inhibit_on_failure": c.inhibit_on_failure,
+                        "active": r.active.load(Ordering::Relaxed),
+                        "inactive": 0,
+                        "total": r.total.load(Ordering::Relaxed),
+                        "bytes_in": r.bytes_in.load(Ordering::Relaxed),
+                        "bytes_out": r.bytes_out.load(Ordering::Relaxed),
+                        "flips": r.flips.load(Ordering::Relaxed),
+                        "connect_failures": r.connect_failures.load(Ordering::Relaxed),
+                        "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp" }),
+                        "last_error": r.last_error.lock().unwrap().clone(),
+                    })
+                })
+                .collect();
+            json!({
+                "address": vs.address.to_string(),
+                "lb_algo": cfg.algo.name(),
+                "lb_kind": "PROXY",
+                "persistence_timeout": cfg.persistence.map(|p| p.timeout.as_secs()).unwrap_or(0),
+                "sorry_server": cfg.sorry_server.map(|s| s.to_string()),
+                "active": vs.stats.active.load(Ordering::Relaxed),
+                "total": vs.stats.total.load(Ordering::Relaxed),
+                "refused": vs.stats.refused.load(Ordering::Relaxed),
+                "sorry": vs.stats.sorry.load(Ordering::Relaxed),
+                "real_servers": rss,
+            })
+        })
+        .collect();
+    json!({ "virtual_servers": vss })
+}
+
+/// Prometheus text exposition of [`status`].
+pub fn metrics(b: &Balancer) -> String {
+    let st = status(b);
+    let mut out = String::new();
+    let vs_metrics = [
+        (
+            "edgefleet_vs_connections_active",
+            "active",
+            "gauge",
+            "Connections open on the virtual server.",
+        ),
+        (
+            "edgefleet_vs_connections_total",
+            "total",
+            "counter",
+            "Connections dispatched by the virtual server.",
+        ),
+        (
+            "edgefleet_vs_connections_refused_total",
+            "refused",
+            "counter",
+            "Connections refused (no server available, max_connections).",
+        ),
+        (
+            "edgefleet_vs_connections_sorry_total",
+            "sorry",
+            "counter",
+            "Connections sent to the sorry server.",
+        ),
+    ];
+    let rs_metrics = [
+        (
+            "edgefleet_rs_up",
+            "state",
+            "gauge",
+            "1 when the real server's checks pass.",
+        ),
+        (
+            "edgefleet_rs_weight",
+            "weight",
+            "gauge",
+            "Effective weight (0 = drained or inhibited).",
+        ),
+        (
+            "edgefleet_rs_connections_active",
+            "active",
+            "gauge",
+            "Connections open to the real server.",
+        ),
+        (
+            "edgefleet_rs_connections_total",
+            "total",
+            "counter",
+            "Connections dispatched to the real server.",
+        ),
+        (
+            "edgefleet_rs_bytes_in_total",
+            "bytes_in",
+            "counter",
+            "Bytes from viewers to the real server.",
+        ),
+        (
+            "edgefleet_rs_bytes_out_total",
+            "bytes_out",
+            "counter",
+            "Bytes from the real server to viewers.",
+        ),
+        (
+            "edgefleet_rs_check_flips_total",
+            "flips",
+            "counter",
+            "Health state changes (UP<->DOWN).",
+        ),
+        (
+            "edgefleet_rs_connect_failures_total",
+            "connect_failures",
+            "counter",
+            "Proxy connects to the real server that failed.",
+        ),
+    ];
+    let empty = vec![];
+    let vss = st["virtual_servers"].as_array().unwrap_or(&empty);
+    for (name, key, kind, help) in vs_metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for vs in vss {
+            let _ = writeln!(
+                out,
+                "{name}{{vs=\"{}\"}} {}",
+                vs["address"].as_str().unwrap_or(""),
+                vs[key]
+            );
+        }
+    }
+    for (name, key, kind, help) in rs_metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for vs in vss {
+            for rs in vs["real_servers"].as_array().unwrap_or(&empty) {
+                let v = if key == "state" {
+                    if rs["state"] == "UP" {
+                        "1".to_string()
+                    } else {
+                        "0".to_string()
+                    }
+                } else {
+                    rs[key].to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{vs=\"{}\",rs=\"{}\"}} {v}",
+                    vs["address"].as_str().unwrap_or(""),
+                    rs["address"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Renders a status document as `ipvsadm -Ln` does.
+pub fn render_table(st: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "EdgeFleet lb");
+    let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
+    let _ = writeln!(
+        out,
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State"
+    );
+    let empty = vec![];
+    for vs in st["virtual_servers"].as_array().unwrap_or(&empty) {
+        let persist = vs["persistence_timeout"].as_u64().unwrap_or(0);
+        let flags = if persist > 0 {
+            format!(" persistent {persist}")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "TCP  {} {}{flags}",
+            vs["address"].as_str().unwrap_or("?"),
+            vs["lb_algo"].as_str().unwrap_or("?")
+        );
+        for rs in vs["real_servers"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {}",
+                rs["address"].as_str().unwrap_or("?"),
+                "Proxy",
+                rs["weight"],
+                rs["active"],
+                rs["inactive"],
+                rs["state"].as_str().unwrap_or("?"),
+            );
+        }
+        if let Some(s) = vs["sorry_server"].as_str() {
+            let _ = writeln!(out, "  -> {s:<28} {:<7} (sorry server)", "Proxy");
+        }
+    }
+    out
+}

@@ -1,0 +1,614 @@
+//! The balancer's configuration: TOML that mirrors keepalived.conf key by key
+//! (`virtual_server`, `real_server`, `lb_algo`, `lb_kind`, `persistence_timeout`,
+//! `persistence_granularity`, `delay_loop`, `sorry_server`, `weight`, `inhibit_on_failure`,
+//! `TCP_CHECK` as `tcp_check`), plus `rtmp_check`, which keepalived needs a MISC_CHECK script
+//! for. Parsed with serde (unknown keys are errors), then validated with one error per
+//! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
+
+use common::config::{parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin_listen: Option<String>,
+    pub proxy_copy: Option<String>,
+    #[serde(default)]
+    pub virtual_server: Vec<RawVirtualServer>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtualServer {
+    pub address: Option<String>,
+    pub lb_algo: Option<String>,
+    pub lb_kind: Option<String>,
+    pub persistence_timeout: Option<i64>,
+    pub persistence_granularity: Option<String>,
+    pub delay_loop: Option<f64>,
+    pub sorry_server: Option<String>,
+    pub max_connections: Option<i64>,
+    pub idle_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    #[serde(default)]
+    pub real_server: Vec<RawRealServer>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRealServer {
+    pub address: Option<String>,
+    pub weight: Option<i64>,
+    pub inhibit_on_failure: Option<bool>,
+    pub send_proxy: Option<String>,
+    pub tcp_check: Option<RawCheck>,
+    pub rtmp_check: Option<RawCheck>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub connect_timeout: Option<f64>,
+    #[serde(alias = "nb_get_retry")]
+    pub retry: Option<i64>,
+    pub delay_before_retry: Option<f64>,
+    /// rtmp_check only: "APP/NAME" to play; media must arrive within connect_timeout.
+    pub stream: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Sh,
+    Mh,
+}
+
+impl Algo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Rr => "rr",
+            Algo::Wrr => "wrr",
+            Algo::Lc => "lc",
+            Algo::Wlc => "wlc",
+            Algo::Sh => "sh",
+            Algo::Mh => "mh",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Userspace full proxy.
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    Splice,
+    Buffered,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbConfig {
+    pub admin_listen: SocketAddr,
+    pub proxy_copy: CopyMode,
+    pub virtual_servers: Vec<VsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VsConfig {
+    pub address: SocketAddr,
+    pub algo: Algo,
+    pub kind: Kind,
+    pub persistence: Option<Persistence>,
+    pub delay_loop: Duration,
+    pub sorry_server: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub real_servers: Vec<RsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: Duration,
+    /// Prefix length applied to IPv4 clients (IPv6: 128 unless the mask is given as /N).
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+}
+
+impl Persistence {
+    pub fn mask(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4)
+                    & (u32::MAX
+                        .checked_shl(32 - self.prefix_v4 as u32)
+                        .unwrap_or(0));
+                IpAddr::V4(Ipv4Addr::from(bits))
+            }
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return self.mask(IpAddr::V4(v4));
+                }
+                let m = u128::MAX
+                    .checked_shl(128 - self.prefix_v6 as u32)
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RsConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub inhibit_on_failure: bool,
+    pub send_proxy: bool,
+    pub check: Option<Check>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub connect_timeout: Duration,
+    pub retry: u32,
+    pub delay_before_retry: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Tcp,
+    /// Handshake + connect; with a stream, play it and require media.
+    Rtmp {
+        stream: Option<(String, String)>,
+    },
+}
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
+
+impl LbConfig {
+    pub fn load(path: &Path) -> Result<LbConfig, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Self::parse(&source)
+    }
+
+    pub fn parse(source: &str) -> Result<LbConfig, ConfigErrors> {
+        let raw: RawConfig = parse_toml(source)?;
+        raw.validate()
+    }
+}
+
+struct V<'a> {
+    errs: &'a mut Vec<ConfigError>,
+    path: String,
+}
+
+impl V<'_> {
+    fn err(&mut self, key: &str, why: impl Into<String>) {
+        let k = if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        self.errs.push(ConfigError::new(k, why));
+    }
+
+    fn secs(&mut self, key: &str, v: Option<f64>, default: f64, min: f64, max: f64) -> Duration {
+        let v = v.unwrap_or(default);
+        if v.is_nan() || v < min || v > max {
+            self.err(key, format!("{v} is out of range ({min}..={max} seconds)"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(v)
+    }
+
+    fn int(&mut self, key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        let v = v.unwrap_or(default);
+        if v < min || v > max {
+            self.err(key, format!("{v} is out of range ({min}..={max})"));
+            return default;
+        }
+        v
+    }
+
+    fn addr(&mut self, key: &str, v: Option<&str>) -> Option<SocketAddr> {
+        match v {
+            None => {
+                self.err(key, "is required (\"IP:PORT\")");
+                None
+            }
+            Some(s) => match parse_socket_addr(s) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.err(key, e);
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn parse_granularity(s: &str) -> Result<(u8, u8), String> {
+    if let Some(p) = s.strip_prefix('/') {
+        let n: u8 = p
+            .parse()
+            .map_err(|_| format!("{s:?} is not a prefix length like \"/24\""))?;
+        if n > 128 {
+            return Err(format!("{s:?}: prefix length over 128"));
+        }
+        return Ok((n.min(32), n));
+    }
+    let mask: Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a netmask like \"255.255.255.0\" or \"/24\""))?;
+    let bits = u32::from(mask);
+    let ones = bits.leading_ones();
+    if bits.checked_shl(ones).unwrap_or(0) != 0 {
+        return Err(format!("{s:?} is not a contiguous netmask"));
+    }
+    Ok((ones as u8, 128))
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<LbConfig, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut v = V {
+            errs: &mut errs,
+            path: String::new(),
+        };
+        let admin_listen = v
+            .addr(
+                "admin_listen",
+                Some(self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN)),
+            )
+            .unwrap_or_else(|| DEFAULT_ADMIN.parse().unwrap());
+        let proxy_copy = match self.proxy_copy.as_deref().unwrap_or("splice") {
+            "splice" => CopyMode::Splice,
+            "buffered" => CopyMode::Buffered,
+            other => {
+                v.err(
+                    "proxy_copy",
+                    format!("{other:?} is not \"splice\" or \"buffered\""),
+                );
+                CopyMode::Splice
+            }
+        };
+        if self.virtual_server.is_empty() {
+            v.err(
+                "virtual_server",
+                "no [[virtual_server]] defined: nothing to balance",
+            );
+        }
+        let mut vss = Vec::new();
+        for (i, raw) in self.virtual_server.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("virtual_server[{i}]"),
+            };
+            if let Some(vs) = raw.validate(&mut v) {
+                if vss.iter().any(|o: &VsConfig| o.address == vs.address) {
+                    v.err(
+                        "address",
+                        format!("{} is used by another virtual_server", vs.address),
+                    );
+                }
+                vss.push(vs);
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(LbConfig {
+            admin_listen,
+            proxy_copy,
+            virtual_servers: vss,
+        })
+    }
+}
+
+impl RawVirtualServer {
+    fn validate(self, v: &mut V) -> Option<VsConfig> {
+        let address = v.addr("address", self.address.as_deref());
+        let algo = match self.lb_algo.as_deref().unwrap_or("rr") {
+            "rr" => Algo::Rr,
+            "wrr" => Algo::Wrr,
+            "lc" => Algo::Lc,
+            "wlc" => Algo::Wlc,
+            "sh" => Algo::Sh,
+            "mh" => Algo::Mh,
+            other => {
+                v.err(
+                    "lb_algo",
+                    format!("{other:?} is not one of rr, wrr, lc, wlc, sh, mh"),
+                );
+                Algo::Rr
+            }
+        };
+        let kind = match self.lb_kind.as_deref().unwrap_or("PROXY") {
+            "PROXY" => Kind::Proxy,
+            "DR" | "NAT" | "TUN" => {
+                v.err(
+                    "lb_kind",
+                    format!(
+                        "{:?} is not supported yet: use \"PROXY\"",
+                        self.lb_kind.unwrap_or_default()
+                    ),
+                );
+                Kind::Proxy
+            }
+            other => {
+                v.err(
+                    "lb_kind",
+                    format!("{other:?} is not a forwarding method: use \"PROXY\""),
+                );
+                Kind::Proxy
+            }
+        };
+        let timeout = v.int(
+            "persistence_timeout",
+            self.persistence_timeout,
+            0,
+            0,
+            31_536_000,
+        );
+        let (prefix_v4, prefix_v6) = match self.persistence_granularity.as_deref() {
+            None => (32, 128),
+            Some(g) => parse_granularity(g).unwrap_or_else(|e| {
+                v.err("persistence_granularity", e);
+                (32, 128)
+            }),
+        };
+        let persistence = (timeout > 0).then(|| Persistence {
+            timeout: Duration::from_secs(timeout as u64),
+            prefix_v4,
+            prefix_v6,
+        });
+        let delay_loop = v.secs("delay_loop", self.delay_loop, 60.0, 0.01, 86400.0);
+        let sorry_server = self
+            .sorry_server
+            .as_deref()
+            .and_then(|s| v.addr("sorry_server", Some(s)));
+        let max_connections = v.int(
+            "max_connections",
+            self.max_connections,
+            100_000,
+            1,
+            10_000_000,
+        ) as usize;
+        let idle_timeout = v.secs("idle_timeout", self.idle_timeout, 300.0, 0.1, 86400.0 * 7.0);
+        let connect_timeout = v.secs("connect_timeout", self.connect_timeout, 3.0, 0.01, 300.0);
+        if self.real_server.is_empty() {
+            v.err(
+                "real_server",
+                "is empty: a virtual_server needs at least one [[virtual_server.real_server]]",
+            );
+        }
+        let mut real_servers = Vec::new();
+        let base = v.path.clone();
+        for (j, rs) in self.real_server.into_iter().enumerate() {
+            v.path = format!("{base}.real_server[{j}]");
+            if let Some(rs) = rs.validate(v) {
+                if real_servers
+                    .iter()
+                    .any(|o: &RsConfig| o.address == rs.address)
+                {
+                    v.err("address", format!("{} is listed twice", rs.address));
+                }
+                real_servers.push(rs);
+            }
+        }
+        v.path = base;
+        Some(VsConfig {
+            address: address?,
+            algo,
+            kind,
+            persistence,
+            delay_loop,
+            sorry_server,
+            max_connections,
+            idle_timeout,
+            connect_timeout,
+            real_servers,
+        })
+    }
+}
+
+impl RawRealServer {
+    fn validate(self, v: &mut V) -> Option<RsConfig> {
+        let address = v.addr("address", self.address.as_deref());
+        let weight = v.int("weight", self.weight, 1, 0, 65535) as u32;
+        let send_proxy = match self.send_proxy.as_deref() {
+            None => false,
+            Some("v2") => true,
+            Some(other) => {
+                v.err(
+                    "send_proxy",
+                    format!("{other:?} is not supported: use \"v2\""),
+                );
+                false
+            }
+        };
+        let check = match (self.tcp_check, self.rtmp_check) {
+            (Some(_), Some(_)) => {
+                v.err(
+                    "rtmp_check",
+                    "a real_server takes one check: tcp_check or rtmp_check, not both",
+                );
+                None
+            }
+            (Some(c), None) => Some(c.validate(v, "tcp_check", false)),
+            (None, Some(c)) => Some(c.validate(v, "rtmp_check", true)),
+            (None, None) => None,
+        };
+        Some(RsConfig {
+            address: address?,
+            weight,
+            inhibit_on_failure: self.inhibit_on_failure.unwrap_or(false),
+            send_proxy,
+            check,
+        })
+    }
+}
+
+impl RawCheck {
+    fn validate(self, v: &mut V, key: &str, rtmp: bool) -> Check {
+        let connect_timeout = v.secs(
+            &format!("{key}.connect_timeout"),
+            self.connect_timeout,
+            5.0,
+            0.01,
+            300.0,
+        );
+        let retry = v.int(&format!("{key}.retry"), self.retry, 1, 0, 1000) as u32;
+        let delay_before_retry = v.secs(
+            &format!("{key}.delay_before_retry"),
+            self.delay_before_retry,
+            1.0,
+            0.0,
+            3600.0,
+        );
+        let kind = if rtmp {
+            let stream = match self.stream.as_deref() {
+                None => None,
+                Some(s) => match s.split_once('/') {
+                    Some((app, name)) if !app.is_empty() && !name.is_empty() => {
+                        Some((app.to_string(), name.to_string()))
+                    }
+                    _ => {
+                        v.err(
+                            &format!("{key}.stream"),
+                            format!("{s:?} is not \"APP/NAME\""),
+                        );
+                        None
+                    }
+                },
+            };
+            CheckKind::Rtmp { stream }
+        } else {
+            if self.stream.is_some() {
+                v.err(&format!("{key}.stream"), "only rtmp_check plays a stream");
+            }
+            CheckKind::Tcp
+        };
+        Check {
+            kind,
+            connect_timeout,
+            retry,
+            delay_before_retry,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        LbConfig::parse(src)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+[[virtual_server]]
+address = "127.0.0.1:1935"
+lb_algo = "rr"
+lb_kind = "PROXY"
+persistence_timeout = 50
+persistence_granularity = "255.255.255.0"
+delay_loop = 6
+
+[[virtual_server.real_server]]
+address = "127.0.0.1:19351"
+weight = 1
+[virtual_server.real_server.tcp_check]
+connect_timeout = 3
+nb_get_retry = 3
+delay_before_retry = 3
+"#;
+
+    #[test]
+    fn seed_config_maps_over() {
+        let c = LbConfig::parse(GOOD).unwrap();
+        let vs = &c.virtual_servers[0];
+        assert_eq!(vs.algo, Algo::Rr);
+        assert_eq!(vs.persistence.unwrap().prefix_v4, 24);
+        assert_eq!(vs.real_servers[0].check.as_ref().unwrap().retry, 3);
+        assert_eq!(c.admin_listen, DEFAULT_ADMIN.parse().unwrap());
+    }
+
+    #[test]
+    fn examples_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lb.toml");
+        LbConfig::load(&path).unwrap_or_else(|e| panic!("examples/lb.toml: {e}"));
+    }
+
+    #[test]
+    fn bad_configs_name_their_keys() {
+        let e = errors(&GOOD.replace("lb_algo = \"rr\"", "lb_algo = \"rr\"\nbogus = 1"));
+        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
+        let e = errors(&GOOD.replace("address = \"127.0.0.1:19351\"", "address = \"127.0.0.1\""));
+        assert!(
+            e[0].starts_with("virtual_server[0].real_server[0].address:"),
+            "{e:?}"
+        );
+        let e = errors(&GOOD.replace("weight = 1", "weight = -1"));
+        assert!(
+            e[0].starts_with("virtual_server[0].real_server[0].weight: -1 is out of range"),
+            "{e:?}"
+        );
+        let e = errors("[[virtual_server]]\naddress = \"127.0.0.1:1935\"\n");
+        assert!(
+            e[0].starts_with("virtual_server[0].real_server: is empty"),
+            "{e:?}"
+        );
+        let e = errors(&GOOD.replace("\"rr\"", "\"fastest\""));
+        assert!(e[0].contains("\"fastest\" is not one of"), "{e:?}");
+        let e = errors(&GOOD.replace("\"255.255.255.0\"", "\"255.0.255.0\""));
+        assert!(e[0].contains("not a contiguous netmask"), "{e:?}");
+        let e = errors(&GOOD.replace("\"PROXY\"", "\"DR\""));
+        assert!(e[0].starts_with("virtual_server[0].lb_kind"), "{e:?}");
+    }
+
+    #[test]
+    fn masks() {
+        let p = Persistence {
+            timeout: Duration::from_secs(1),
+            prefix_v4: 24,
+            prefix_v6: 64,
+        };
+        assert_eq!(
+            p.mask("198.18.3.7".parse().unwrap()),
+            "198.18.3.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            p.mask("2001:db8::1".parse().unwrap()),
+            "2001:db8::".parse::<IpAddr>().unwrap()
+        );
+        let p = Persistence {
+            timeout: Duration::from_secs(1),
+            prefix_v4: 0,
+            prefix_v6: 0,
+        };
+        assert_eq!(
+            p.mask("198.18.3.7".parse().unwrap()),
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
+    }
+}

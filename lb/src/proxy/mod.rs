@@ -1,0 +1,181 @@
+//! The userspace full-proxy dispatch (`lb_kind = "PROXY"`): accept on the virtual address,
+//! choose a real server, connect within `connect_timeout` — on failure count it against that
+//! server and try the next choice (at most 3 tries), so a viewer is not refused because an
+//! edge died between two checks — optionally send a PROXY v2 header, then copy both ways.
+//!
+//! Another forwarding method (direct routing) plugs in beside this one: it takes the same
+//! [`crate::balancer::VsRuntime`] (scheduler, health, counters) and only moves packets
+//! differently.
+
+pub mod copy;
+
+use crate::balancer::VsRuntime;
+use crate::config::CopyMode;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn, Instrument};
+
+const MAX_TRIES: usize = 3;
+
+/// Binds the virtual address and spawns its accept loop.
+pub async fn listen(vs: Arc<VsRuntime>, mode: CopyMode) -> std::io::Result<AbortHandle> {
+    let addr = vs.address;
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    // Accept on the VIP as soon as VRRP adds it, and bind it before that.
+    let _ = socket2::SockRef::from(&sock).set_freebind(true);
+    sock.bind(addr)?;
+    let listener = sock.listen(4096)?;
+    let span = tracing::info_span!(parent: None, "vs", vs = %addr);
+    Ok(tokio::spawn(accept_loop(vs, listener, mode).instrument(span)).abort_handle())
+}
+
+async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) {
+    let max = vs.cfg.read().unwrap().max_connections;
+    let limit = Arc::new(Semaphore::new(max));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            vs.stats.refused.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, max_connections = max, "connection refused: max_connections reached");
+            continue;
+        };
+        let vs = vs.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            handle(vs, tcp, peer, mode).await;
+        });
+    }
+}
+
+async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: CopyMode) {
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(vs.address);
+    let (connect_timeout, idle) = {
+        let c = vs.cfg.read().unwrap();
+        (c.connect_timeout, c.idle_timeout)
+    };
+    let mut exclude = Vec::new();
+    for _ in 0..MAX_TRIES {
+        let Some((addr, sorry)) = vs.pick(peer.ip(), &exclude) else {
+            break;
+        };
+        let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                fail(&vs, addr, sorry, format!("proxy connect: {e}"));
+                exclude.push(addr);
+                continue;
+            }
+            Err(_) => {
+                fail(
+                    &vs,
+                    addr,
+                    sorry,
+                    format!("proxy connect timed out after {connect_timeout:?}"),
+                );
+                exclude.push(addr);
+                continue;
+            }
+        };
+        let _ = server.set_nodelay(true);
+        serve(&vs, client, server, peer, local, addr, sorry, mode, idle).await;
+        return;
+    }
+    vs.stats.refused.fetch_add(1, Ordering::Relaxed);
+    warn!(%peer, tried = exclude.len(), "connection refused: no real server available");
+}
+
+fn fail(vs: &VsRuntime, addr: SocketAddr, sorry: bool, why: String) {
+    debug!(rs = %addr, reason = %why, "connect to real server failed; trying the next");
+    if !sorry {
+        if let Some(rs) = vs.server(addr) {
+            rs.connect_failures.fetch_add(1, Ordering::Relaxed);
+            vs.report(&rs, Err(why));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    vs: &Arc<VsRuntime>,
+    client: TcpStream,
+    mut server: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    addr: SocketAddr,
+    sorry: bool,
+    mode: CopyMode,
+    idle: Duration,
+) {
+    let rs = if sorry { None } else { vs.server(addr) };
+    let send_proxy = rs
+        .as_ref()
+        .map(|r| r.cfg.lock().unwrap().send_proxy)
+        .unwrap_or(false);
+    if send_proxy {
+        let header = common::proxy_protocol::encode_v2(peer, local);
+        if let Err(e) = server.write_all(&header).await {
+            warn!(%peer, rs = %addr, error = %e, "could not send the PROXY header");
+            return;
+        }
+    }
+    vs.stats.total.fetch_add(1, Ordering::Relaxed);
+    vs.stats.active.fetch_add(1, Ordering::Relaxed);
+    if sorry {
+        vs.stats.sorry.fetch_add(1, Ordering::Relaxed);
+    }
+    if !sorry {
+        vs.connected(addr, peer.ip());
+    }
+    if let Some(r) = &rs {
+        r.active.fetch_add(1, Ordering::Relaxed);
+        r.total.fetch_add(1, Ordering::Relaxed);
+    }
+    debug!(%peer, rs = %addr, sorry, "proxying");
+    let zero = std::sync::atomic::AtomicU64::new(0);
+    let zero2 = std::sync::atomic::AtomicU64::new(0);
+    let counters = match &rs {
+        Some(r) => copy::Counters {
+            to_server: &r.bytes_in,
+            to_client: &r.bytes_out,
+        },
+        None => copy::Counters {
+            to_server: &zero,
+            to_client: &zero2,
+        },
+    };
+    match copy::bidirectional(&client, &server, mode, idle, counters).await {
+        Ok(copy::End::IdleTimeout) => info!(%peer, rs = %addr, "closed: idle timeout"),
+        Ok(copy::End::Closed) => debug!(%peer, rs = %addr, "closed"),
+        Err(e) => debug!(%peer, rs = %addr, error = %e, "closed"),
+    }
+    if let Some(r) = &rs {
+        r.active.fetch_sub(1, Ordering::Relaxed);
+    }
+    if !sorry {
+        vs.closed(addr, peer.ip());
+    }
+    vs.stats.active.fetch_sub(1, Ordering::Relaxed);
+}
