@@ -274,3 +274,83 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Starts an lb from TOML (its `admin_listen` defaults to a free loopback port here).
+pub async fn start_lb(toml: &str) -> lb::Running {
+    let toml = if toml.contains("admin_listen") {
+        toml.to_string()
+    } else {
+        format!("admin_listen = \"127.0.0.1:0\"\n{toml}")
+    };
+    let cfg =
+        lb::LbConfig::parse(&toml).unwrap_or_else(|e| panic!("bad test lb config: {e}\n{toml}"));
+    lb::start(cfg).await.expect("lb starts")
+}
+
+/// A free loopback port (bound then released; tests use it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP server that writes `id` and a newline to every connection, then keeps it open
+/// until the peer closes. Returns its address.
+pub async fn id_server(id: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(format!("{id}\n").as_bytes()).await;
+                let mut sink = [0u8; 1024];
+                while let Ok(n) = s.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Connects (from `local`, a loopback address) and reads the id line; keeps the stream.
+pub async fn read_id(addr: SocketAddr, local: std::net::IpAddr) -> (String, tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(local, 0)).unwrap();
+    let mut s = sock.connect(addr).await.expect("connect through lb");
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    let read = async {
+        loop {
+            match s.read(&mut b).await {
+                Ok(1) if b[0] != b'\n' => buf.push(b[0]),
+                _ => break,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("id within 5 s");
+    (String::from_utf8_lossy(&buf).into_owned(), s)
+}
+
+/// The status of real server `rs` in `running`'s first virtual server.
+pub fn rs_status(running: &lb::Running, rs: SocketAddr) -> serde_json::Value {
+    let st = lb::admin::status(&running.balancer);
+    st["virtual_servers"][0]["real_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == rs.to_string())
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}

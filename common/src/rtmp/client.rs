@@ -55,8 +55,36 @@ impl RtmpClient {
         Err(last)
     }
 
+    /// [`RtmpClient::connect`] from a chosen local address (tests of address-based rules).
+    pub async fn connect_from(
+        local: std::net::IpAddr,
+        addr: SocketAddr,
+        url: &RtmpUrl,
+        timeout: Duration,
+    ) -> Result<RtmpClient, RtmpError> {
+        tokio::time::timeout(timeout, async {
+            let sock = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            sock.bind(SocketAddr::new(local, 0))?;
+            let tcp = sock.connect(addr).await?;
+            Self::start(tcp, addr, url).await
+        })
+        .await
+        .map_err(|_| RtmpError::Timeout("connecting"))?
+    }
+
     async fn connect_inner(addr: SocketAddr, url: &RtmpUrl) -> Result<RtmpClient, RtmpError> {
-        let mut tcp = TcpStream::connect(addr).await?;
+        let tcp = TcpStream::connect(addr).await?;
+        Self::start(tcp, addr, url).await
+    }
+
+    async fn start(
+        mut tcp: TcpStream,
+        addr: SocketAddr,
+        url: &RtmpUrl,
+    ) -> Result<RtmpClient, RtmpError> {
         tcp.set_nodelay(true)?;
         let mut buf = BytesMut::with_capacity(4096);
         handshake_client(&mut tcp, &mut buf).await?;

@@ -333,9 +333,9 @@ pub fn render_table(st: &serde_json::Value) -> String {
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {}",
                 rs["address"].as_str().unwrap_or("?"),
                 "Proxy",
-                rs["weight"],
-                rs["active"],
-                rs["inactive"],
+                rs["weight"].to_string(),
+                rs["active"].to_string(),
+                rs["inactive"].to_string(),
                 rs["state"].as_str().unwrap_or("?"),
             );
         }

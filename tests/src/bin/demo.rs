@@ -1,6 +1,7 @@
 //! `cargo run --release --bin demo`: a whole EdgeFleet fleet in one process — an origin, two
-//! edges pulling from it, and a publisher looping the committed test clip — with the URLs to
-//! play printed. Needs nothing installed and no config written. Ctrl-C stops it.
+//! edges pulling from it, a publisher looping the committed test clip, and an lb (PROXY, rr,
+//! rtmp_check) on 127.0.0.1:1935 in front of the edges — with the URLs to play printed.
+//! Needs nothing installed and no config written. Ctrl-C stops it.
 
 use clap::Parser;
 use edge::{EdgeConfig, EdgeServer};
@@ -16,6 +17,12 @@ struct Args {
     /// Origin port; the edges take the next two.
     #[arg(long, default_value_t = 19350)]
     port: u16,
+    /// Port of the balancer's virtual server (viewers connect here).
+    #[arg(long, default_value_t = 1935)]
+    lb_port: u16,
+    /// Port of the balancer's admin API (`lb status --admin 127.0.0.1:PORT`).
+    #[arg(long, default_value_t = 9180)]
+    admin_port: u16,
     /// Stream name the publisher uses.
     #[arg(long, default_value = "demo")]
     stream: String,
@@ -78,19 +85,58 @@ async fn main() -> anyhow::Result<()> {
         }
     }));
 
+    let vip = at(args.lb_port);
+    let lb_toml = format!(
+        r#"admin_listen = "{admin}"
+[[virtual_server]]
+address = "{vip}"
+lb_algo = "rr"
+lb_kind = "PROXY"
+delay_loop = 2
+[[virtual_server.real_server]]
+address = "{e1}"
+[virtual_server.real_server.rtmp_check]
+connect_timeout = 3
+retry = 1
+delay_before_retry = 1
+stream = "live/{stream}"
+[[virtual_server.real_server]]
+address = "{e2}"
+[virtual_server.real_server.rtmp_check]
+connect_timeout = 3
+retry = 1
+delay_before_retry = 1
+stream = "live/{stream}"
+"#,
+        admin = at(args.admin_port),
+        stream = args.stream
+    );
+    let lb_config =
+        lb::LbConfig::parse(&lb_toml).map_err(|e| anyhow::anyhow!("demo lb config: {e}"))?;
+    let balancer = lb::start(lb_config).await.map_err(|e| {
+        anyhow::anyhow!("{e:#} (another demo running? try --lb-port / --admin-port)")
+    })?;
+
     println!();
     println!("EdgeFleet demo fleet is running:");
     println!("  origin  rtmp://{origin_addr}/live   (publisher: the test clip, looping)");
     println!("  edge1   rtmp://{e1}/live   (pulls from the origin on demand)");
     println!("  edge2   rtmp://{e2}/live");
     println!();
-    println!("Play it, for example:");
-    println!("  ffplay rtmp://{e1}/live/{}", args.stream);
-    println!("  ffplay rtmp://{e2}/live/{}", args.stream);
+    println!("  lb      rtmp://{vip}/live   (PROXY, rr, rtmp_check over edge1 and edge2)");
+    println!();
+    println!("Play it through the balancer, for example:");
+    println!("  ffplay rtmp://{vip}/live/{}", args.stream);
     println!(
-        "  cargo run --release --bin edge -- play rtmp://{e1}/live/{} --clients 100 --duration 10",
+        "  cargo run --release --bin edge -- play rtmp://{vip}/live/{} --clients 100 --duration 10",
         args.stream
     );
+    println!("Look at the balancer:");
+    println!(
+        "  cargo run --release --bin lb -- status --admin {}",
+        balancer.admin_addr
+    );
+    println!("  curl -s http://{}/metrics", balancer.admin_addr);
     println!();
     println!("Status every 10 s below; Ctrl-C stops.");
 
@@ -117,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("stopping the demo fleet");
     trigger.fire();
+    balancer.stop();
     status.abort();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

@@ -1,0 +1,462 @@
+//! End-to-end tests of the balancer (PROXY dispatch) in front of real edges and simple TCP
+//! backends, on loopback with free ports. Client addresses vary over 127.0.0.0/8.
+
+use common::rtmp::client::RtmpClient;
+use common::rtmp::conn::RtmpError;
+use common::rtmp::url::RtmpUrl;
+use edge::tools::play::{play_one, ClientResult};
+use edgefleet_tests::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+fn init() {
+    common::logging::init();
+}
+
+fn lo(i: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, i])
+}
+
+fn vs_toml(
+    vip: SocketAddr,
+    algo: &str,
+    extra: &str,
+    servers: &[(SocketAddr, u32, &str)],
+) -> String {
+    let mut t = format!("[[virtual_server]]\naddress = \"{vip}\"\nlb_algo = \"{algo}\"\nlb_kind = \"PROXY\"\ndelay_loop = 0.5\n{extra}\n");
+    for (a, w, more) in servers {
+        t.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{a}\"\nweight = {w}\n{more}\n"
+        ));
+    }
+    t
+}
+
+fn vip() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+async fn tally(
+    vip: SocketAddr,
+    n: usize,
+    hold: bool,
+    from: impl Fn(usize) -> IpAddr,
+) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    let mut held = Vec::new();
+    for i in 0..n {
+        let (id, s) = read_id(vip, from(i)).await;
+        *counts.entry(id).or_insert(0) += 1;
+        if hold {
+            held.push(s);
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_algorithm_distributes_with_weights() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let (c, _tc) = id_server("c").await;
+
+    let v = vip();
+    let _lb = start_lb(&vs_toml(v, "rr", "", &[(a, 1, ""), (b, 1, ""), (c, 1, "")])).await;
+    let t = tally(v, 30, false, |_| lo(1)).await;
+    assert_eq!((t["a"], t["b"], t["c"]), (10, 10, 10), "rr {t:?}");
+
+    let v = vip();
+    let _lb = start_lb(&vs_toml(
+        v,
+        "wrr",
+        "",
+        &[(a, 1, ""), (b, 2, ""), (c, 3, "")],
+    ))
+    .await;
+    let t = tally(v, 60, false, |_| lo(1)).await;
+    assert_eq!((t["a"], t["b"], t["c"]), (10, 20, 30), "wrr {t:?}");
+
+    // lc/wlc: connections held open spread by active count (wlc by weight).
+    let v = vip();
+    let _lb = start_lb(&vs_toml(v, "lc", "", &[(a, 1, ""), (b, 1, ""), (c, 1, "")])).await;
+    let t = tally(v, 30, true, |_| lo(1)).await;
+    assert_eq!((t["a"], t["b"], t["c"]), (10, 10, 10), "lc {t:?}");
+    let v = vip();
+    let _lb = start_lb(&vs_toml(v, "wlc", "", &[(a, 1, ""), (b, 3, "")])).await;
+    let t = tally(v, 40, true, |_| lo(1)).await;
+    assert_eq!((t["a"], t["b"]), (10, 30), "wlc {t:?}");
+
+    // sh/mh: one client always lands on the same server; many clients spread by weight.
+    for algo in ["sh", "mh"] {
+        let v = vip();
+        let _lb = start_lb(&vs_toml(v, algo, "", &[(a, 1, ""), (b, 1, ""), (c, 2, "")])).await;
+        let t = tally(v, 10, false, |_| lo(7)).await;
+        assert_eq!(t.len(), 1, "{algo}: one client, one server: {t:?}");
+        let t = tally(v, 200, false, |i| lo(10 + i as u8)).await;
+        assert_eq!(t.len(), 3, "{algo} {t:?}");
+        let heavy = t["c"] as f64 / 200.0;
+        assert!(
+            (0.35..=0.65).contains(&heavy),
+            "{algo}: weight 2 of 4 got {heavy} {t:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maglev_choices_agree_between_two_balancers() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let (c, _tc) = id_server("c").await;
+    let servers = [(a, 1, ""), (b, 1, ""), (c, 1, "")];
+    let (v1, v2) = (vip(), vip());
+    let _lb1 = start_lb(&vs_toml(v1, "mh", "", &servers)).await;
+    let _lb2 = start_lb(&vs_toml(v2, "mh", "", &servers)).await;
+    for i in 2..60u8 {
+        let (x, _) = read_id(v1, lo(i)).await;
+        let (y, _) = read_id(v2, lo(i)).await;
+        assert_eq!(x, y, "client 127.0.0.{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistence_holds_within_timeout_and_expires_after() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let v = vip();
+    let _lb = start_lb(&vs_toml(
+        v,
+        "rr",
+        "persistence_timeout = 1",
+        &[(a, 1, ""), (b, 1, "")],
+    ))
+    .await;
+    let (first, s) = read_id(v, lo(1)).await;
+    drop(s);
+    for _ in 0..5 {
+        let (id, s) = read_id(v, lo(1)).await;
+        assert_eq!(id, first, "persistence broken within the timeout");
+        drop(s);
+    }
+    // Another client is not tied to it.
+    let (other, _s) = read_id(v, lo(2)).await;
+    assert_ne!(
+        other, first,
+        "rr should give the second client the other server"
+    );
+    // A third client takes `first` again, so rr's next choice is the other server.
+    let (third, _s3) = read_id(v, lo(3)).await;
+    assert_eq!(third, first);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (later, _s) = read_id(v, lo(1)).await;
+    assert_ne!(later, first, "persistence outlived persistence_timeout");
+}
+
+async fn play_for(url: &str, secs: f64) -> ClientResult {
+    let url = RtmpUrl::parse(url).unwrap();
+    play_one(
+        &url,
+        Instant::now() + Duration::from_secs_f64(secs),
+        Arc::new(Semaphore::new(1)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_edge_is_skipped_and_rejoins() {
+    init();
+    if !have("ffprobe", "dead_edge_is_skipped_and_rejoins") {
+        return;
+    }
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let e1 = edge(&[origin.addr]).await;
+    let e2 = edge(&[origin.addr]).await;
+    let (a1, a2) = (e1.addr, e2.addr);
+    let check = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\ndelay_before_retry = 0.2";
+    let v = vip();
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(a1, 1, check), (a2, 1, check)])).await;
+    let via_lb = format!("rtmp://{v}/live/cam");
+
+    // A viewer on e2 (rr: the first connection goes to e1, the second to e2).
+    let warm = play_for(&via_lb, 0.5).await;
+    assert!(warm.first_frame.is_some());
+    let keeper = tokio::spawn({
+        let u = via_lb.clone();
+        async move { play_for(&u, 8.0).await }
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || e2
+            .hub
+            .info("live/cam")
+            .map(|i| i.players)
+            == Some(1))
+        .await
+    );
+
+    // e1 dies: within delay_loop + check time it is DOWN, and every new viewer plays.
+    e1.stop().await;
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(3), || rs_status(&lb, a1)["state"]
+            == "DOWN")
+        .await,
+        "{}",
+        rs_status(&lb, a1)
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "down after {:?}",
+        killed.elapsed()
+    );
+    let before = rs_status(&lb, a1)["total"].as_u64().unwrap();
+    for _ in 0..4 {
+        let codecs = ffprobe_codecs(&via_lb).await.unwrap();
+        assert_eq!(codecs, vec!["aac", "h264"]);
+    }
+    assert_eq!(
+        rs_status(&lb, a1)["total"].as_u64().unwrap(),
+        before,
+        "a new viewer was sent to the dead edge"
+    );
+
+    // e1 comes back on the same port: it rejoins.
+    let e1b = start(edge::EdgeConfig::edge(a1, &[origin.addr])).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || rs_status(&lb, a1)["state"]
+            == "UP")
+        .await
+    );
+    let _r1 = play_for(&via_lb, 1.0).await;
+    let _r2 = play_for(&via_lb, 1.0).await;
+    assert!(
+        rs_status(&lb, a1)["total"].as_u64().unwrap() > before,
+        "the restarted edge got no viewer"
+    );
+    drop(e1b);
+
+    let kept = keeper.await.unwrap();
+    assert!(
+        kept.error.is_none(),
+        "viewer on the surviving edge: {:?}",
+        kept.error
+    );
+    assert_eq!(kept.stalls, 0, "viewer on the surviving edge stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_connect_failure_tries_the_next_server() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let v = vip();
+    // No checks: only the proxy's own connect failure can find the dead one.
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(dead, 1, ""), (a, 1, "")])).await;
+    for _ in 0..6 {
+        let (id, _) = read_id(v, lo(1)).await;
+        assert_eq!(id, "a");
+    }
+    assert!(rs_status(&lb, dead)["connect_failures"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_check_marks_down_an_edge_without_video() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let good = edge(&[origin.addr]).await;
+    // Accepts RTMP, but has nothing for live/cam.
+    let empty = origin_with(|_| {}).await;
+    // Accepts TCP and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let check = "[virtual_server.real_server.rtmp_check]\nconnect_timeout = 1.5\nretry = 0\ndelay_before_retry = 0.2\nstream = \"live/cam\"";
+    let v = vip();
+    let lb = start_lb(&vs_toml(
+        v,
+        "rr",
+        "",
+        &[
+            (good.addr, 1, check),
+            (empty.addr, 1, check),
+            (silent_addr, 1, check),
+        ],
+    ))
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(6), || rs_status(&lb, empty.addr)
+            ["state"]
+            == "DOWN"
+            && rs_status(&lb, silent_addr)["state"] == "DOWN")
+        .await,
+        "{} {}",
+        rs_status(&lb, empty.addr),
+        rs_status(&lb, silent_addr)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rs_status(&lb, good.addr)["state"],
+        "UP",
+        "{}",
+        rs_status(&lb, good.addr)
+    );
+    // Every viewer now reaches the good edge.
+    for _ in 0..3 {
+        let r = play_for(&format!("rtmp://{v}/live/cam"), 1.0).await;
+        assert!(r.first_frame.is_some(), "{:?}", r.error);
+    }
+}
+
+async fn publish_from(local: IpAddr, to: SocketAddr) -> Result<(), RtmpError> {
+    let url = RtmpUrl::parse(&format!("rtmp://{to}/live/pp")).unwrap();
+    let mut c = RtmpClient::connect_from(local, to, &url, Duration::from_secs(5)).await?;
+    c.publish("pp", Duration::from_secs(5)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v2_gives_the_edge_the_client_address() {
+    init();
+    let origin = origin_with(|c| {
+        c.proxy_protocol = true;
+        c.publish.allow = vec!["127.0.0.2/32".parse().unwrap()];
+    })
+    .await;
+    let v = vip();
+    let _lb = start_lb(&vs_toml(
+        v,
+        "rr",
+        "",
+        &[(origin.addr, 1, "send_proxy = \"v2\"")],
+    ))
+    .await;
+    // The lb connects from 127.0.0.1; only the real client address 127.0.0.2 is allowed.
+    publish_from(lo(2), v)
+        .await
+        .expect("127.0.0.2 may publish through the lb");
+    let e = publish_from(lo(3), v).await.unwrap_err();
+    assert!(matches!(e, RtmpError::Refused { .. }), "{e}");
+    // A client without the header, straight to the edge, is closed.
+    let e = publish_from(lo(2), origin.addr).await.unwrap_err();
+    assert!(!matches!(e, RtmpError::Refused { .. }), "{e}");
+    // And a header where none is expected is refused.
+    let plain = origin_with(|_| {}).await;
+    let v2 = vip();
+    let _lb2 = start_lb(&vs_toml(
+        v2,
+        "rr",
+        "",
+        &[(plain.addr, 1, "send_proxy = \"v2\"")],
+    ))
+    .await;
+    assert!(publish_from(lo(1), v2).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_an_edge_without_dropping_viewers() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let e1 = edge(&[origin.addr]).await;
+    let e2 = edge(&[origin.addr]).await;
+    let e3 = edge(&[origin.addr]).await;
+    let v = vip();
+    let two = vs_toml(v, "rr", "", &[(e1.addr, 1, ""), (e2.addr, 1, "")]);
+    let lb = start_lb(&two).await;
+    let via_lb = format!("rtmp://{v}/live/cam");
+    let viewers: Vec<_> = (0..4)
+        .map(|_| {
+            let u = via_lb.clone();
+            tokio::spawn(async move { play_for(&u, 6.0).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let three = vs_toml(
+        v,
+        "rr",
+        "",
+        &[(e1.addr, 1, ""), (e2.addr, 1, ""), (e3.addr, 1, "")],
+    );
+    let cfg = lb::LbConfig::parse(&format!("admin_listen = \"127.0.0.1:0\"\n{three}")).unwrap();
+    lb.balancer.apply(cfg).await.unwrap();
+    for _ in 0..3 {
+        let r = play_for(&via_lb, 0.5).await;
+        assert!(r.first_frame.is_some());
+    }
+    assert!(
+        rs_status(&lb, e3.addr)["total"].as_u64().unwrap() >= 1,
+        "no new viewer reached the added edge"
+    );
+    for v in viewers {
+        let r = v.await.unwrap();
+        assert!(
+            r.error.is_none(),
+            "a viewer was disconnected by the reload: {:?}",
+            r.error
+        );
+        assert_eq!(r.stalls, 0);
+    }
+    // A reload that removes an edge leaves its viewers alone too (checked by counters).
+    let back = lb::LbConfig::parse(&format!("admin_listen = \"127.0.0.1:0\"\n{two}")).unwrap();
+    lb.balancer.apply(back).await.unwrap();
+    assert!(rs_status(&lb, e3.addr).is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_sorry_server() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let (sorry, _ts) = id_server("sorry").await;
+    let v = vip();
+    let extra = format!("sorry_server = \"{sorry}\"");
+    let check = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 0.3\nretry = 0\ndelay_before_retry = 0.1";
+    let lb = start_lb(&vs_toml(v, "rr", &extra, &[(a, 1, check), (b, 1, check)])).await;
+    let vs = lb.balancer.find(v).unwrap();
+    let rs_a = vs.server(a).unwrap();
+    let (_id, held) = read_id(v, lo(1)).await; // goes to a
+    vs.set_weight_override(&rs_a, Some(0));
+    for _ in 0..4 {
+        assert_eq!(
+            read_id(v, lo(1)).await.0,
+            "b",
+            "a drained server got a new connection"
+        );
+    }
+    assert_eq!(
+        rs_a.active.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "drain kept the established connection"
+    );
+    drop(held);
+    vs.set_weight_override(&rs_a, None);
+    assert_eq!(
+        lb::admin::status(&lb.balancer)["virtual_servers"][0]["sorry"],
+        0,
+        "sorry server used while servers were up"
+    );
+    // Both real servers die: once checks mark them DOWN, the sorry server answers.
+    _ta.abort();
+    _tb.abort();
+    assert!(
+        wait_until(Duration::from_secs(3), || rs_status(&lb, a)["state"]
+            == "DOWN"
+            && rs_status(&lb, b)["state"] == "DOWN")
+        .await
+    );
+    assert_eq!(read_id(v, lo(1)).await.0, "sorry");
+}
