@@ -23,6 +23,9 @@ struct Cli {
     /// Validate the config and exit.
     #[arg(long)]
     check: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }

@@ -122,7 +122,6 @@ stream = "live/{stream}"
     println!("  origin  rtmp://{origin_addr}/live   (publisher: the test clip, looping)");
     println!("  edge1   rtmp://{e1}/live   (pulls from the origin on demand)");
     println!("  edge2   rtmp://{e2}/live");
-    println!();
     println!("  lb      rtmp://{vip}/live   (PROXY, rr, rtmp_check over edge1 and edge2)");
     println!();
     println!("Play it through the balancer, for example:");
