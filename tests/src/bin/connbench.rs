@@ -20,7 +20,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    Serve { addr: SocketAddr },
+    Serve {
+        addr: SocketAddr,
+    },
     Load {
         addr: SocketAddr,
         #[arg(long, default_value_t = 32)]
@@ -42,8 +44,15 @@ async fn main() -> anyhow::Result<()> {
                 });
             }
         }
-        Cmd::Load { addr, concurrency, duration } => {
-            anyhow::ensure!(addr.ip().is_loopback(), "connbench only targets loopback, not {addr}");
+        Cmd::Load {
+            addr,
+            concurrency,
+            duration,
+        } => {
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "connbench only targets loopback, not {addr}"
+            );
             let end = Instant::now() + Duration::from_secs_f64(duration.clamp(0.1, 600.0));
             let ok = Arc::new(AtomicU64::new(0));
             let err = Arc::new(AtomicU64::new(0));
