@@ -149,6 +149,7 @@ impl VsRuntime {
 pub struct Balancer {
     pub config: RwLock<LbConfig>,
     pub vss: Mutex<Vec<Arc<VsRuntime>>>,
+    pub vrrps: Mutex<Vec<Arc<crate::vrrp::VrrpRuntime>>>,
 }
 
 impl Balancer {
@@ -156,6 +157,7 @@ impl Balancer {
         Arc::new(Balancer {
             config: RwLock::new(config),
             vss: Mutex::new(Vec::new()),
+            vrrps: Mutex::new(Vec::new()),
         })
     }
 
@@ -229,12 +231,51 @@ impl Balancer {
                 .set_algo(vs_cfg.algo, vs_cfg.persistence);
             self.apply_real_servers(&vs, vs_cfg);
         }
+        self.apply_vrrp(&new.vrrp_instances).await;
         *self.config.write().unwrap() = new;
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// Starts new VRRP instances, restarts changed ones, stops removed ones (a stopping
+    /// master hands over with priority 0).
+    async fn apply_vrrp(self: &Arc<Self>, wanted: &[crate::config::VrrpConfig]) {
+        let current: Vec<_> = self.vrrps.lock().unwrap().clone();
+        let mut keep = Vec::new();
+        for rt in current {
+            if wanted.iter().any(|w| *w == rt.cfg) {
+                keep.push(rt);
+            } else {
+                info!(instance = %rt.cfg.name, "VRRP instance removed or changed: stopping it");
+                rt.shutdown().await;
+            }
+        }
+        for w in wanted {
+            if !keep.iter().any(|k| k.cfg == *w) {
+                keep.push(crate::vrrp::VrrpRuntime::start(
+                    w.clone(),
+                    Arc::downgrade(self),
+                ));
+            }
+        }
+        *self.vrrps.lock().unwrap() = keep;
+    }
+
+    pub fn vrrp_instances(&self) -> Vec<Arc<crate::vrrp::VrrpRuntime>> {
+        self.vrrps.lock().unwrap().clone()
+    }
+
+    /// Graceful stop: VRRP masters hand over (priority 0, addresses removed), then listeners
+    /// and checks stop.
+    pub async fn shutdown(&self) {
+        let vrrps: Vec<_> = self.vrrps.lock().unwrap().drain(..).collect();
+        for v in vrrps {
+            v.shutdown().await;
+        }
+        self.stop();
     }
 
     fn apply_real_servers(&self, vs: &Arc<VsRuntime>, vs_cfg: &VsConfig) {
@@ -292,8 +333,12 @@ impl Balancer {
         vs.sync_scheduler();
     }
 
-    /// Stops listeners and checks (connections in flight finish on their own).
+    /// Stops listeners and checks (connections in flight finish on their own); VRRP
+    /// instances are told to stop without waiting (use [`Balancer::shutdown`] to wait).
     pub fn stop(&self) {
+        for v in self.vrrps.lock().unwrap().drain(..) {
+            v.abort();
+        }
         for v in self.vss.lock().unwrap().drain(..) {
             if let Some(h) = v.listener.lock().unwrap().take() {
                 h.abort();

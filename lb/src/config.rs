@@ -18,6 +18,73 @@ pub struct RawConfig {
     pub proxy_copy: Option<String>,
     #[serde(default)]
     pub virtual_server: Vec<RawVirtualServer>,
+    #[serde(default)]
+    pub vrrp_instance: Vec<RawVrrp>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVrrp {
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub interface: Option<String>,
+    pub virtual_router_id: Option<i64>,
+    pub priority: Option<i64>,
+    pub advert_int: Option<f64>,
+    pub version: Option<i64>,
+    pub nopreempt: Option<bool>,
+    pub preempt_delay: Option<f64>,
+    pub virtual_ipaddress: Option<Vec<String>>,
+    pub authentication: Option<RawAuth>,
+    pub unicast_src_ip: Option<String>,
+    pub unicast_peer: Option<Vec<String>>,
+    pub garp_master_delay: Option<f64>,
+    pub garp_master_repeat: Option<i64>,
+    pub track_interface: Option<Vec<String>>,
+    pub track_virtual_servers: Option<bool>,
+    pub track_weight: Option<i64>,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+    pub notify_fault: Option<String>,
+    pub notify_stop: Option<String>,
+    pub notify: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub auth_type: Option<String>,
+    pub auth_pass: Option<String>,
+}
+
+/// One validated VRRP instance (keepalived's vrrp_instance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub start_as_master: bool,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_int: Duration,
+    pub version: u8,
+    pub nopreempt: bool,
+    pub preempt_delay: Duration,
+    /// Addresses with their prefix length.
+    pub vips: Vec<(Ipv4Addr, u8)>,
+    pub auth_pass: Option<String>,
+    pub unicast_src_ip: Option<Ipv4Addr>,
+    pub unicast_peer: Vec<Ipv4Addr>,
+    pub garp_master_delay: Duration,
+    pub garp_master_repeat: u32,
+    pub track_interface: Vec<String>,
+    pub track_virtual_servers: bool,
+    /// 0: FAULT when no tracked virtual server has a real server up; < 0: lower priority.
+    pub track_weight: i32,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+    pub notify_fault: Option<String>,
+    pub notify_stop: Option<String>,
+    pub notify: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -99,6 +166,7 @@ pub struct LbConfig {
     pub admin_listen: SocketAddr,
     pub proxy_copy: CopyMode,
     pub virtual_servers: Vec<VsConfig>,
+    pub vrrp_instances: Vec<VrrpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,10 +354,10 @@ impl RawConfig {
                 CopyMode::Splice
             }
         };
-        if self.virtual_server.is_empty() {
+        if self.virtual_server.is_empty() && self.vrrp_instance.is_empty() {
             v.err(
-                "virtual_server",
-                "no [[virtual_server]] defined: nothing to balance",
+                "",
+                "no [[virtual_server]] and no [[vrrp_instance]]: nothing to do",
             );
         }
         let mut vss = Vec::new();
@@ -308,6 +376,32 @@ impl RawConfig {
                 vss.push(vs);
             }
         }
+        let has_vs = !vss.is_empty();
+        let mut vrrps: Vec<VrrpConfig> = Vec::new();
+        for (i, raw) in self.vrrp_instance.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("vrrp_instance[{i}]"),
+            };
+            if let Some(c) = raw.validate(&mut v, has_vs) {
+                if vrrps.iter().any(|o| o.name == c.name) {
+                    v.err(
+                        "name",
+                        format!("{:?} is used by another vrrp_instance", c.name),
+                    );
+                }
+                if vrrps
+                    .iter()
+                    .any(|o| o.vrid == c.vrid && o.interface == c.interface)
+                {
+                    v.err(
+                        "virtual_router_id",
+                        format!("{} is used by another instance on {}", c.vrid, c.interface),
+                    );
+                }
+                vrrps.push(c);
+            }
+        }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -315,6 +409,199 @@ impl RawConfig {
             admin_listen,
             proxy_copy,
             virtual_servers: vss,
+            vrrp_instances: vrrps,
+        })
+    }
+}
+
+impl RawVrrp {
+    fn validate(self, v: &mut V, has_vs: bool) -> Option<VrrpConfig> {
+        let name = self.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            v.err("name", "is required (keepalived's vrrp_instance NAME)");
+        }
+        let start_as_master = match self.state.as_deref().unwrap_or("BACKUP") {
+            "MASTER" => true,
+            "BACKUP" => false,
+            other => {
+                v.err("state", format!("{other:?} is not MASTER or BACKUP"));
+                false
+            }
+        };
+        let interface = self.interface.clone().unwrap_or_default();
+        if interface.is_empty() || interface.len() > 15 {
+            v.err(
+                "interface",
+                "is required: the network interface name (at most 15 characters)",
+            );
+        }
+        let vrid = v.int(
+            "virtual_router_id",
+            Some(self.virtual_router_id.unwrap_or(-1)),
+            51,
+            1,
+            255,
+        ) as u8;
+        if self.virtual_router_id.is_none() {
+            v.errs.pop();
+            v.err(
+                "virtual_router_id",
+                "is required (1..=255, the same on both balancers)",
+            );
+        }
+        let priority = v.int("priority", self.priority, 100, 1, 255) as u8;
+        let version = v.int("version", self.version, 3, 2, 3) as u8;
+        let advert_int = match self.advert_int {
+            None => Duration::from_secs(1),
+            Some(a) if version == 3 => {
+                let cs = (a * 100.0).round();
+                if !(1.0..=4095.0).contains(&cs) || ((a * 100.0) - cs).abs() > 1e-6 {
+                    v.err(
+                        "advert_int",
+                        format!("{a} is not 0.01..=40.95 seconds in steps of 0.01 (VRRPv3)"),
+                    );
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(cs as u64 * 10)
+                }
+            }
+            Some(a) => {
+                if a.fract() != 0.0 || !(1.0..=255.0).contains(&a) {
+                    v.err(
+                        "advert_int",
+                        format!("{a} is not a whole number of seconds 1..=255 (VRRPv2)"),
+                    );
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(a as u64)
+                }
+            }
+        };
+        let nopreempt = self.nopreempt.unwrap_or(false);
+        let preempt_delay = v.secs("preempt_delay", self.preempt_delay, 0.0, 0.0, 1000.0);
+        let mut vips = Vec::new();
+        let raw_vips = self.virtual_ipaddress.clone().unwrap_or_default();
+        if raw_vips.is_empty() {
+            v.err(
+                "virtual_ipaddress",
+                "needs at least one address (\"198.18.0.100/24\" or \"198.18.0.100\")",
+            );
+        }
+        for (i, a) in raw_vips.iter().enumerate() {
+            let parsed = match a.split_once('/') {
+                Some((ip, len)) => ip
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .zip(len.parse::<u8>().ok().filter(|l| *l <= 32)),
+                None => a.parse::<Ipv4Addr>().ok().map(|ip| (ip, 32)),
+            };
+            match parsed {
+                Some(p) => vips.push(p),
+                None => v.err(
+                    &format!("virtual_ipaddress[{i}]"),
+                    format!("{a:?} is not an IPv4 address or CIDR"),
+                ),
+            }
+        }
+        if vips.len() > 20 {
+            v.err("virtual_ipaddress", "at most 20 addresses per instance");
+        }
+        let auth_pass = match self.authentication {
+            None => None,
+            Some(a) => {
+                if version != 2 {
+                    v.err(
+                        "authentication",
+                        "is VRRPv2 only (as in keepalived): set version = 2 or remove it",
+                    );
+                }
+                if a.auth_type.as_deref().unwrap_or("PASS") != "PASS" {
+                    v.err(
+                        "authentication.auth_type",
+                        format!(
+                            "{:?} is not supported: use \"PASS\"",
+                            a.auth_type.unwrap_or_default()
+                        ),
+                    );
+                }
+                match a.auth_pass {
+                    Some(p) if !p.is_empty() && p.len() <= 8 => Some(p),
+                    _ => {
+                        v.err("authentication.auth_pass", "is required, 1 to 8 characters");
+                        None
+                    }
+                }
+            }
+        };
+        let ip4 = |v: &mut V, key: &str, s: &str| -> Option<Ipv4Addr> {
+            match s.parse::<Ipv4Addr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    v.err(key, format!("{s:?} is not an IPv4 address"));
+                    None
+                }
+            }
+        };
+        let unicast_src_ip = self
+            .unicast_src_ip
+            .as_deref()
+            .and_then(|s| ip4(v, "unicast_src_ip", s));
+        let mut unicast_peer = Vec::new();
+        for (i, p) in self
+            .unicast_peer
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if let Some(a) = ip4(v, &format!("unicast_peer[{i}]"), p) {
+                unicast_peer.push(a);
+            }
+        }
+        let garp_master_delay = v.secs(
+            "garp_master_delay",
+            self.garp_master_delay,
+            5.0,
+            0.0,
+            3600.0,
+        );
+        let garp_master_repeat =
+            v.int("garp_master_repeat", self.garp_master_repeat, 5, 0, 100) as u32;
+        let track_weight = v.int("track_weight", self.track_weight, 0, -254, 0) as i32;
+        let track_virtual_servers = self.track_virtual_servers.unwrap_or(has_vs);
+        if track_virtual_servers && !has_vs {
+            v.err(
+                "track_virtual_servers",
+                "there is no [[virtual_server]] to track",
+            );
+        }
+        if nopreempt && start_as_master {
+            v.err("nopreempt", "needs state = \"BACKUP\" (as in keepalived)");
+        }
+        Some(VrrpConfig {
+            name,
+            start_as_master,
+            interface,
+            vrid,
+            priority,
+            advert_int,
+            version,
+            nopreempt,
+            preempt_delay,
+            vips,
+            auth_pass,
+            unicast_src_ip,
+            unicast_peer,
+            garp_master_delay,
+            garp_master_repeat,
+            track_interface: self.track_interface.unwrap_or_default(),
+            track_virtual_servers,
+            track_weight,
+            notify_master: self.notify_master,
+            notify_backup: self.notify_backup,
+            notify_fault: self.notify_fault,
+            notify_stop: self.notify_stop,
+            notify: self.notify,
         })
     }
 }
@@ -584,6 +871,38 @@ delay_before_retry = 3
         assert!(e[0].contains("not a contiguous netmask"), "{e:?}");
         let e = errors(&GOOD.replace("\"PROXY\"", "\"DR\""));
         assert!(e[0].starts_with("virtual_server[0].lb_kind"), "{e:?}");
+    }
+
+    #[test]
+    fn vrrp_only_config_is_valid() {
+        let c = LbConfig::parse(
+            "[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"MASTER\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\nadvert_int = 1\nversion = 2\nvirtual_ipaddress = [\"198.18.0.100\"]\n[vrrp_instance.authentication]\nauth_type = \"PASS\"\nauth_pass = \"1111\"\n",
+        )
+        .unwrap();
+        let v = &c.vrrp_instances[0];
+        assert_eq!((v.vrid, v.version, v.vips[0].1), (51, 2, 32));
+        assert!(c.virtual_servers.is_empty());
+        assert!(!v.track_virtual_servers);
+    }
+
+    #[test]
+    fn bad_vrrp_configs() {
+        let base = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100/24\"]\n";
+        let e = errors(&format!("{base}advert_int = 0.005\n"));
+        assert!(e[0].starts_with("vrrp_instance[0].advert_int"), "{e:?}");
+        let e = errors(&format!("{base}version = 2\nadvert_int = 0.5\n"));
+        assert!(e[0].contains("whole number"), "{e:?}");
+        let e = errors(&format!(
+            "{base}[vrrp_instance.authentication]\nauth_pass = \"x\"\n"
+        ));
+        assert!(e[0].contains("VRRPv2 only"), "{e:?}");
+        let e = errors(&format!("{base}priority = 300\n"));
+        assert!(e[0].starts_with("vrrp_instance[0].priority"), "{e:?}");
+        let e = errors(&base.replace("virtual_router_id = 51\n", ""));
+        assert!(
+            e[0].starts_with("vrrp_instance[0].virtual_router_id: is required"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`health`]: check thresholds (sans-I/O) and the TCP / RTMP probes.
 //! - [`balancer`]: the running state; applies a config at start and on reload.
 //! - [`proxy`]: the userspace full-proxy dispatch and its splice/buffered copy.
+//! - [`vrrp`]: VRRP v3/v2 ownership of the virtual IPs (keepalived-compatible).
 //! - [`admin`]: `/metrics`, `/status`, drain/enable/weight, and `lb status`'s table.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dispatch;
 pub mod health;
 pub mod proxy;
+pub mod vrrp;
 
 pub use balancer::Balancer;
 pub use config::LbConfig;
@@ -33,6 +35,12 @@ pub struct Running {
 impl Running {
     pub fn stop(&self) {
         self.balancer.stop();
+        self.admin.abort();
+    }
+
+    /// Graceful stop: VRRP masters hand over first.
+    pub async fn shutdown(&self) {
+        self.balancer.shutdown().await;
         self.admin.abort();
     }
 }
@@ -77,5 +85,5 @@ pub async fn run(
             }
         }
     }
-    running.stop();
+    running.shutdown().await;
 }

@@ -183,7 +183,34 @@ pub fn status(b: &Balancer) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "virtual_servers": vss })
+    let vrrps: Vec<_> = b
+        .vrrp_instances()
+        .iter()
+        .map(|v| {
+            let st = &v.stats;
+            let drops: serde_json::Map<String, serde_json::Value> = crate::vrrp::packet::Drop::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(st.drop_count(*r))))
+                .collect();
+            json!({
+                "name": v.cfg.name,
+                "interface": v.cfg.interface,
+                "virtual_router_id": v.cfg.vrid,
+                "version": v.cfg.version,
+                "state": v.state().map(|s| s.name()).unwrap_or("INIT"),
+                "priority": st.priority.load(Ordering::Relaxed),
+                "base_priority": v.cfg.priority,
+                "master": st.master.lock().unwrap().map(|m| m.to_string()),
+                "virtual_ipaddress": v.cfg.vips.iter().map(|(ip, p)| format!("{ip}/{p}")).collect::<Vec<_>>(),
+                "transitions": st.transitions.load(Ordering::Relaxed),
+                "adverts_sent": st.adverts_sent.load(Ordering::Relaxed),
+                "adverts_received": st.adverts_received.load(Ordering::Relaxed),
+                "drops": drops,
+                "last_error": st.last_error.lock().unwrap().clone(),
+            })
+        })
+        .collect();
+    json!({ "virtual_servers": vss, "vrrp_instances": vrrps })
 }
 
 /// Prometheus text exposition of [`status`].
@@ -301,6 +328,78 @@ pub fn metrics(b: &Balancer) -> String {
             }
         }
     }
+    let vrrps = st["vrrp_instances"].as_array().unwrap_or(&empty);
+    let states = ["INIT", "BACKUP", "MASTER", "FAULT"];
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_state 1 for the instance's current state.\n# TYPE edgefleet_vrrp_state gauge");
+    for v in vrrps {
+        for s in states {
+            let _ = writeln!(
+                out,
+                "edgefleet_vrrp_state{{instance=\"{}\",state=\"{s}\"}} {}",
+                v["name"].as_str().unwrap_or(""),
+                u8::from(v["state"] == s)
+            );
+        }
+    }
+    let vrrp_metrics = [
+        (
+            "edgefleet_vrrp_priority",
+            "priority",
+            "gauge",
+            "Effective priority (base plus tracking).",
+        ),
+        (
+            "edgefleet_vrrp_transitions_total",
+            "transitions",
+            "counter",
+            "State transitions.",
+        ),
+        (
+            "edgefleet_vrrp_adverts_sent_total",
+            "adverts_sent",
+            "counter",
+            "Advertisements sent.",
+        ),
+        (
+            "edgefleet_vrrp_adverts_received_total",
+            "adverts_received",
+            "counter",
+            "Valid advertisements received.",
+        ),
+    ];
+    for (name, key, kind, help) in vrrp_metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for v in vrrps {
+            let _ = writeln!(
+                out,
+                "{name}{{instance=\"{}\"}} {}",
+                v["name"].as_str().unwrap_or(""),
+                v[key]
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_adverts_dropped_total Received packets dropped, by reason.\n# TYPE edgefleet_vrrp_adverts_dropped_total counter");
+    for v in vrrps {
+        for r in crate::vrrp::packet::Drop::ALL {
+            let _ = writeln!(
+                out,
+                "edgefleet_vrrp_adverts_dropped_total{{instance=\"{}\",reason=\"{}\"}} {}",
+                v["name"].as_str().unwrap_or(""),
+                r.name(),
+                v["drops"][r.name()]
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_master_info The current master's address as a label.\n# TYPE edgefleet_vrrp_master_info gauge");
+    for v in vrrps {
+        if let Some(m) = v["master"].as_str() {
+            let _ = writeln!(
+                out,
+                "edgefleet_vrrp_master_info{{instance=\"{}\",master=\"{m}\"}} 1",
+                v["name"].as_str().unwrap_or("")
+            );
+        }
+    }
     out
 }
 
@@ -341,6 +440,26 @@ pub fn render_table(st: &serde_json::Value) -> String {
         }
         if let Some(s) = vs["sorry_server"].as_str() {
             let _ = writeln!(out, "  -> {s:<28} {:<7} (sorry server)", "Proxy");
+        }
+    }
+    let vrrps = st["vrrp_instances"].as_array().unwrap_or(&empty);
+    if !vrrps.is_empty() {
+        let _ = writeln!(out, "VRRP");
+        for v in vrrps {
+            let _ = writeln!(
+                out,
+                "  {} vrid {} on {} v{}: {} priority {} (base {}), master {}, {} transitions, VIPs {}",
+                v["name"].as_str().unwrap_or("?"),
+                v["virtual_router_id"],
+                v["interface"].as_str().unwrap_or("?"),
+                v["version"],
+                v["state"].as_str().unwrap_or("?"),
+                v["priority"],
+                v["base_priority"],
+                v["master"].as_str().unwrap_or("-"),
+                v["transitions"],
+                v["virtual_ipaddress"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+            );
         }
     }
     out

@@ -1,0 +1,417 @@
+//! VRRP: two balancers (or an lb and a keepalived) own the viewers' virtual IP together.
+//!
+//! - [`packet`]: adverts on the wire (v3 and v2), with every validity check counted.
+//! - [`machine`]: the sans-I/O state machine (election, preemption, timers).
+//! - [`net`]: raw socket, netlink addresses, gratuitous ARP, interface state.
+//!
+//! This module runs one task per `[[vrrp_instance]]`: it feeds the machine, executes its
+//! actions, tracks interfaces and the health of the virtual servers (when none of their real
+//! servers is up the instance goes FAULT, or lowers its priority by `track_weight`, so a
+//! balancer that still has healthy edges holds the VIP), and keeps the counters /metrics and
+//! `lb status` show.
+
+pub mod machine;
+pub mod net;
+pub mod packet;
+
+use crate::balancer::Balancer;
+use crate::config::VrrpConfig;
+use machine::{Action, Machine, Params, State};
+use packet::{Drop as DropReason, Expect, MULTICAST};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{error, info, warn, Instrument};
+
+const TRACK_EVERY: Duration = Duration::from_millis(100);
+
+/// What /metrics and `lb status` show of an instance.
+#[derive(Default)]
+pub struct VrrpStats {
+    pub state: Mutex<Option<State>>,
+    pub priority: AtomicU64,
+    pub master: Mutex<Option<Ipv4Addr>>,
+    pub transitions: AtomicU64,
+    pub adverts_sent: AtomicU64,
+    pub adverts_received: AtomicU64,
+    pub drops: [AtomicU64; 9],
+    pub last_error: Mutex<String>,
+}
+
+impl VrrpStats {
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.drops[i].load(Ordering::Relaxed)
+    }
+
+    fn count_drop(&self, reason: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.drops[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct VrrpRuntime {
+    pub cfg: VrrpConfig,
+    pub stats: VrrpStats,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl VrrpRuntime {
+    pub fn start(cfg: VrrpConfig, balancer: Weak<Balancer>) -> Arc<VrrpRuntime> {
+        let (tx, rx) = oneshot::channel();
+        let rt = Arc::new(VrrpRuntime {
+            cfg,
+            stats: VrrpStats::default(),
+            stop: Mutex::new(Some(tx)),
+            task: Mutex::new(None),
+        });
+        let span = tracing::info_span!(parent: None, "vrrp", instance = %rt.cfg.name);
+        let task = tokio::spawn(run(rt.clone(), balancer, rx).instrument(span));
+        *rt.task.lock().unwrap() = Some(task);
+        rt
+    }
+
+    /// Stops the instance: a master advertises priority 0 and removes its addresses.
+    pub async fn shutdown(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
+                warn!(instance = %self.cfg.name, "VRRP instance did not stop within 2 s");
+            }
+        }
+    }
+
+    /// Stops without waiting (drop paths).
+    pub fn abort(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn state(&self) -> Option<State> {
+        *self.stats.state.lock().unwrap()
+    }
+}
+
+struct Driver {
+    rt: Arc<VrrpRuntime>,
+    sock: net::VrrpSocket,
+    addrs: net::Addresses,
+    iface: net::Iface,
+    src: Ipv4Addr,
+}
+
+impl Driver {
+    fn vip_list(&self) -> Vec<Ipv4Addr> {
+        self.rt.cfg.vips.iter().map(|v| v.0).collect()
+    }
+
+    async fn exec(&self, m: &Machine, acts: Vec<Action>) {
+        let cfg = &self.rt.cfg;
+        for a in acts {
+            match a {
+                Action::Send(prio) => {
+                    let interval_cs = (cfg.advert_int.as_millis() / 10) as u16;
+                    let auth = cfg.auth_pass.as_deref().map(packet::auth_bytes);
+                    let dsts: Vec<Ipv4Addr> = if cfg.unicast_peer.is_empty() {
+                        vec![MULTICAST]
+                    } else {
+                        cfg.unicast_peer.clone()
+                    };
+                    for dst in dsts {
+                        let p = packet::encode(
+                            cfg.version,
+                            cfg.vrid,
+                            prio,
+                            interval_cs,
+                            &self.vip_list(),
+                            auth,
+                            self.src,
+                            dst,
+                        );
+                        match self.sock.send(&p, dst).await {
+                            Ok(()) => {
+                                self.rt.stats.adverts_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                *self.rt.stats.last_error.lock().unwrap() =
+                                    format!("sending advert: {e}");
+                            }
+                        }
+                    }
+                }
+                Action::AddVips => {
+                    for (ip, prefix) in &cfg.vips {
+                        if let Err(e) = self.addrs.add(self.iface.index, *ip, *prefix).await {
+                            error!(error = %e, "cannot add virtual address");
+                            *self.rt.stats.last_error.lock().unwrap() = e;
+                        }
+                    }
+                }
+                Action::RemoveVips => {
+                    for (ip, _) in &cfg.vips {
+                        if let Err(e) = self.addrs.remove(self.iface.index, *ip).await {
+                            warn!(error = %e, "cannot remove virtual address");
+                        }
+                    }
+                }
+                Action::Garp => {
+                    let (name, vips) = (self.iface.name.clone(), self.vip_list());
+                    let (repeat, delay) = (cfg.garp_master_repeat.max(1), cfg.garp_master_delay);
+                    let rt = Arc::downgrade(&self.rt);
+                    tokio::spawn(async move {
+                        for round in 0..2 {
+                            if round == 1 {
+                                if delay.is_zero() {
+                                    break;
+                                }
+                                tokio::time::sleep(delay).await;
+                                let still = rt
+                                    .upgrade()
+                                    .map(|r| r.state() == Some(State::Master))
+                                    .unwrap_or(false);
+                                if !still {
+                                    break;
+                                }
+                            }
+                            for _ in 0..repeat {
+                                let (n, v) = (name.clone(), vips.clone());
+                                match tokio::task::spawn_blocking(move || net::garp(&n, &v)).await {
+                                    Ok(Err(e)) => warn!(error = %e, "gratuitous ARP failed"),
+                                    Err(e) => warn!(error = %e, "gratuitous ARP task failed"),
+                                    Ok(Ok(())) => {}
+                                }
+                            }
+                        }
+                    });
+                }
+                Action::Transition { from, to } => {
+                    self.rt.stats.transitions.fetch_add(1, Ordering::Relaxed);
+                    *self.rt.stats.state.lock().unwrap() = Some(to);
+                    info!(
+                        from = from.name(),
+                        to = to.name(),
+                        priority = m.priority(),
+                        "VRRP transition"
+                    );
+                    self.notify(to, m.priority());
+                }
+            }
+        }
+        *self.rt.stats.master.lock().unwrap() = m.master();
+        self.rt
+            .stats
+            .priority
+            .store(m.priority() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs notify scripts as keepalived does: notify_STATE as written, and `notify` with
+    /// the arguments INSTANCE NAME STATE PRIORITY.
+    fn notify(&self, to: State, priority: u8) {
+        let cfg = &self.rt.cfg;
+        let specific = match to {
+            State::Master => cfg.notify_master.clone(),
+            State::Backup => cfg.notify_backup.clone(),
+            State::Fault => cfg.notify_fault.clone(),
+            State::Init => cfg.notify_stop.clone(),
+        };
+        let mut cmds = Vec::new();
+        if let Some(s) = specific {
+            cmds.push(s);
+        }
+        if let Some(g) = &cfg.notify {
+            cmds.push(format!(
+                "{g} INSTANCE {} {} {priority}",
+                cfg.name,
+                to.name()
+            ));
+        }
+        for c in cmds {
+            match tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&c)
+                .kill_on_drop(false)
+                .spawn()
+            {
+                Ok(mut child) => {
+                    tokio::spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+                Err(e) => warn!(script = %c, error = %e, "notify script failed to start"),
+            }
+        }
+    }
+}
+
+/// Evaluates tracking: (fault, priority).
+fn track(cfg: &VrrpConfig, balancer: &Weak<Balancer>) -> (Option<String>, u8) {
+    let mut fault = None;
+    for name in std::iter::once(&cfg.interface).chain(cfg.track_interface.iter()) {
+        match net::iface(name) {
+            Some(i) if i.running => {}
+            Some(_) => fault = Some(format!("interface {name} is down")),
+            None => fault = Some(format!("interface {name} does not exist")),
+        }
+    }
+    let mut priority = cfg.priority;
+    if cfg.track_virtual_servers {
+        if let Some(b) = balancer.upgrade() {
+            let vss = b.virtual_servers();
+            let healthy = vss
+                .iter()
+                .any(|vs| vs.sched.lock().unwrap().any_available());
+            if !vss.is_empty() && !healthy {
+                if cfg.track_weight == 0 {
+                    fault.get_or_insert_with(|| {
+                        "no real server of the tracked virtual servers is up".into()
+                    });
+                } else {
+                    priority = (cfg.priority as i32 + cfg.track_weight).clamp(1, 254) as u8;
+                }
+            }
+        }
+    }
+    (fault, priority)
+}
+
+async fn run(rt: Arc<VrrpRuntime>, balancer: Weak<Balancer>, mut stop: oneshot::Receiver<()>) {
+    let cfg = rt.cfg.clone();
+    // Wait for the interface (it may come up after lb), then open the socket.
+    let driver = loop {
+        let attempt = (|| {
+            let iface = net::iface(&cfg.interface)
+                .ok_or_else(|| format!("interface {} does not exist", cfg.interface))?;
+            let src = cfg
+                .unicast_src_ip
+                .or(iface.primary)
+                .ok_or_else(|| format!("interface {} has no IPv4 address", cfg.interface))?;
+            let sock =
+                net::VrrpSocket::open(&iface, cfg.unicast_src_ip, cfg.unicast_peer.is_empty())
+                    .map_err(|e| e.to_string())?;
+            let addrs = net::Addresses::new().map_err(|e| format!("netlink: {e}"))?;
+            Ok::<_, String>(Driver {
+                rt: rt.clone(),
+                sock,
+                addrs,
+                iface,
+                src,
+            })
+        })();
+        match attempt {
+            Ok(d) => break d,
+            Err(e) => {
+                if *rt.stats.last_error.lock().unwrap() != e {
+                    error!(error = %e, "VRRP instance cannot start; retrying every second");
+                    *rt.stats.last_error.lock().unwrap() = e;
+                    *rt.stats.state.lock().unwrap() = Some(State::Fault);
+                }
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        }
+    };
+    let mut m = Machine::new(Params {
+        version: cfg.version,
+        priority: cfg.priority,
+        advert_int: cfg.advert_int,
+        preempt: !cfg.nopreempt,
+        preempt_delay: cfg.preempt_delay,
+        start_as_master: cfg.start_as_master,
+        primary_ip: driver.src,
+    });
+    let expect = Expect {
+        version: cfg.version,
+        vrid: cfg.vrid,
+        auth_pass: cfg.auth_pass.as_deref().map(packet::auth_bytes),
+        interval_s: cfg.advert_int.as_secs().max(1) as u16,
+    };
+    let std_now = std::time::Instant::now;
+    let (fault, prio) = track(&cfg, &balancer);
+    let mut fault_reason = fault.clone();
+    m.set_priority(prio, std_now());
+    m.set_fault(fault.is_some(), std_now());
+    if let Some(f) = &fault {
+        warn!(reason = %f, "VRRP instance starts in FAULT");
+    }
+    info!(vrid = cfg.vrid, priority = cfg.priority, interface = %cfg.interface, src = %driver.src, version = cfg.version, "VRRP instance started");
+    let acts = m.start(std_now());
+    driver.exec(&m, acts).await;
+    let mut buf = vec![0u8; 2048];
+    let mut tick = tokio::time::interval(TRACK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = m.poll_timeout().map(|t| Instant::from_std(t));
+        tokio::select! {
+            _ = &mut stop => {
+                let acts = m.shutdown();
+                driver.exec(&m, acts).await;
+                info!("VRRP instance stopped");
+                return;
+            }
+            r = driver.sock.recv(&mut buf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(error = %e, "VRRP receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                match packet::parse(&buf[..n], &expect) {
+                    Ok(adv) if adv.src == driver.src => {}
+                    Ok(adv) => {
+                        rt.stats.adverts_received.fetch_add(1, Ordering::Relaxed);
+                        if adv.addrs.len() != cfg.vips.len() {
+                            tracing::debug!(from = %adv.src, "advert lists other addresses than ours (accepted, as keepalived)");
+                        }
+                        let acts = m.handle_advert(&adv, std_now());
+                        driver.exec(&m, acts).await;
+                    }
+                    Err(DropReason::OtherVrid) => rt.stats.count_drop(DropReason::OtherVrid),
+                    Err(reason) => {
+                        rt.stats.count_drop(reason);
+                        tracing::debug!(reason = reason.name(), "advert dropped");
+                    }
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                let acts = m.handle_timeout(std_now());
+                driver.exec(&m, acts).await;
+            }
+            _ = tick.tick() => {
+                let (fault, prio) = track(&cfg, &balancer);
+                if fault != fault_reason {
+                    match &fault {
+                        Some(f) => warn!(reason = %f, "VRRP fault"),
+                        None => info!("VRRP fault cleared"),
+                    }
+                    fault_reason = fault.clone();
+                }
+                let mut acts = m.set_priority(prio, std_now());
+                acts.extend(m.set_fault(fault.is_some(), std_now()));
+                if !acts.is_empty() {
+                    driver.exec(&m, acts).await;
+                }
+            }
+        }
+    }
+}
