@@ -300,3 +300,301 @@ fn backup_with_healthy_edges_takes_the_vip_when_the_masters_edges_die() {
     client_plays(&f).expect("play through the backup's healthy edge");
     let _ = &mut f;
 }
+
+fn vrrp_state(f: &Lab, host: &Host, instance: usize) -> serde_json::Value {
+    let out = f.exec(
+        host,
+        &[
+            bin("lb").to_str().unwrap(),
+            "status",
+            "--json",
+            "--admin",
+            "127.0.0.1:9180",
+        ],
+    );
+    out.ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .map(|v| v["vrrp_instances"][instance].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn malformed_adverts_are_ignored_and_counted() {
+    let test = "malformed_adverts_are_ignored_and_counted";
+    if !lab::available(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let lb1 = lab.host("lb1", 2);
+    let evil = lab.host("evil", 66);
+    let cfg = format!(
+        r#"admin_listen = "127.0.0.1:9180"
+[[vrrp_instance]]
+name = "V3"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_int = 0.5
+virtual_ipaddress = ["{VIP}/24"]
+[[vrrp_instance]]
+name = "V2"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 52
+priority = 150
+version = 2
+advert_int = 1
+virtual_ipaddress = ["198.18.0.101/24"]
+[vrrp_instance.authentication]
+auth_type = "PASS"
+auth_pass = "s3cret"
+"#
+    );
+    let path = lab.file("lb1.toml", &cfg);
+    lab.spawn(
+        &lb1,
+        "lb1",
+        &bin("lb"),
+        &["--config", path.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        wait(Duration::from_secs(5), || lab.has_addr(&lb1, VIP)
+            && lab.has_addr(&lb1, lab_ip(101)))
+        .is_some(),
+        "{}",
+        lab.log("lb1")
+    );
+    let inject = |args: &[&str]| {
+        let mut full = vec![
+            bin("vrrpinject").to_str().unwrap().to_string(),
+            "--src".into(),
+            evil.ip.to_string(),
+            "--count".into(),
+            "20".into(),
+            "--every-ms".into(),
+            "50".into(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = full.iter().map(|s| s.as_str()).collect();
+        lab.exec(&evil, &refs).expect("inject");
+    };
+    // Each would win the election if it were accepted (priority 254 > 150).
+    inject(&["--ttl", "64"]);
+    inject(&["--bad-checksum"]);
+    inject(&["--vrid", "77"]);
+    inject(&[
+        "--version",
+        "2",
+        "--vrid",
+        "52",
+        "--pass",
+        "wrong",
+        "--vip",
+        "198.18.0.101",
+    ]);
+    inject(&["--version", "2", "--vrid", "52", "--vip", "198.18.0.101"]); // no auth at all
+    std::thread::sleep(Duration::from_millis(300));
+    let v3 = vrrp_state(&lab, &lb1, 0);
+    let v2 = vrrp_state(&lab, &lb1, 1);
+    assert_eq!(v3["state"], "MASTER", "{v3}");
+    assert_eq!(v2["state"], "MASTER", "{v2}");
+    assert!(v3["drops"]["ttl"].as_u64().unwrap() >= 20, "{v3}");
+    assert!(v3["drops"]["checksum"].as_u64().unwrap() >= 20, "{v3}");
+    assert!(v3["drops"]["vrid"].as_u64().unwrap() >= 20, "{v3}");
+    assert!(v2["drops"]["auth"].as_u64().unwrap() >= 40, "{v2}");
+    assert!(lab.has_addr(&lb1, VIP) && lab.has_addr(&lb1, lab_ip(101)));
+    // Control: the same advert done right does make the instance step down.
+    inject(&[
+        "--version",
+        "2",
+        "--vrid",
+        "52",
+        "--pass",
+        "s3cret",
+        "--vip",
+        "198.18.0.101",
+    ]);
+    assert_eq!(
+        vrrp_state(&lab, &lb1, 1)["state"],
+        "BACKUP",
+        "a valid higher-priority advert was not honoured"
+    );
+    let metrics = lab.exec(&lb1, &["sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/9180; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"]);
+    if let Ok(m) = metrics {
+        let text = String::from_utf8_lossy(&m.stdout);
+        assert!(
+            text.contains("edgefleet_vrrp_adverts_dropped_total{instance=\"V3\",reason=\"ttl\"}"),
+            "{text}"
+        );
+    }
+}
+
+fn keepalived_conf(name: &str, state: &str, prio: u8, version: u8) -> String {
+    let auth = if version == 2 {
+        "    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n"
+    } else {
+        ""
+    };
+    format!(
+        "global_defs {{\n    router_id {name}\n    vrrp_version {version}\n    script_user root\n}}\nvrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 51\n    priority {prio}\n    advert_int 1\n{auth}    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+    )
+}
+
+fn lb_vrrp_only(prio: u8, version: u8) -> String {
+    let auth = if version == 2 {
+        "[vrrp_instance.authentication]\nauth_type = \"PASS\"\nauth_pass = \"1111\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "admin_listen = \"127.0.0.1:9180\"\n[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {prio}\nadvert_int = 1\nversion = {version}\nvirtual_ipaddress = [\"{VIP}/24\"]\n{auth}"
+    )
+}
+
+/// Samples which hosts hold the VIP every 20 ms in the background; returns the longest time
+/// both held it at once when stopped.
+struct Overlap {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Duration>>,
+}
+
+impl Overlap {
+    fn start(a: &Host, b: &Host) -> Overlap {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (na, nb) = (a.ns.clone(), b.ns.clone());
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let has = |ns: &str| {
+                std::process::Command::new("ip")
+                    .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+                    .unwrap_or(false)
+            };
+            let mut longest = Duration::ZERO;
+            let mut since: Option<Instant> = None;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if has(&na) && has(&nb) {
+                    let t = *since.get_or_insert_with(Instant::now);
+                    longest = longest.max(t.elapsed());
+                } else {
+                    since = None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            longest
+        });
+        Overlap {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn mixed_pair(test: &str, version: u8) {
+    if !lab::available(test) || !edgefleet_tests::have("keepalived", test) {
+        return;
+    }
+    for lb_is_master in [true, false] {
+        let mut lab = Lab::new();
+        let ours = lab.host("lb", 2);
+        let theirs = lab.host("ka", 3);
+        let (lb_prio, ka_prio) = if lb_is_master { (150, 100) } else { (100, 150) };
+        let lbc = lab.file("lb.toml", &lb_vrrp_only(lb_prio, version));
+        let kac = lab.file(
+            "keepalived.conf",
+            &keepalived_conf("ka", "BACKUP", ka_prio, version),
+        );
+        let d = lab.dir.clone();
+        let pid = |n: &str| d.join(n).to_string_lossy().into_owned();
+        lab.spawn(
+            &ours,
+            "lb",
+            &bin("lb"),
+            &["--config", lbc.to_str().unwrap()],
+            &[],
+        );
+        lab.spawn(
+            &theirs,
+            "keepalived",
+            std::path::Path::new("/usr/sbin/keepalived"),
+            &[
+                "-n",
+                "-l",
+                "-D",
+                "-P",
+                "-f",
+                kac.to_str().unwrap(),
+                "-p",
+                &pid("ka.pid"),
+                "-r",
+                &pid("ka-vrrp.pid"),
+            ],
+            &[],
+        );
+        let (master, backup) = if lb_is_master {
+            (&ours, &theirs)
+        } else {
+            (&theirs, &ours)
+        };
+        let overlap = Overlap::start(&ours, &theirs);
+        let ctx = || {
+            format!(
+                "v{version}, lb master: {lb_is_master}\nlb log:\n{}\nkeepalived log:\n{}",
+                lab.log("lb"),
+                lab.log("keepalived")
+            )
+        };
+        assert!(
+            wait(Duration::from_secs(10), || lab.has_addr(master, VIP)
+                && !lab.has_addr(backup, VIP))
+            .is_some(),
+            "election: {}",
+            ctx()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            lab.has_addr(master, VIP) && !lab.has_addr(backup, VIP),
+            "unstable election: {}",
+            ctx()
+        );
+        lab.cut(master);
+        assert!(
+            wait(Duration::from_secs(6), || lab.has_addr(backup, VIP)).is_some(),
+            "failover: {}",
+            ctx()
+        );
+        lab.restore(master);
+        assert!(
+            wait(Duration::from_secs(10), || lab.has_addr(master, VIP)
+                && !lab.has_addr(backup, VIP))
+            .is_some(),
+            "preempt back: {}",
+            ctx()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let longest = overlap.finish();
+        assert!(
+            longest <= Duration::from_secs(1),
+            "two masters for {longest:?}: {}",
+            ctx()
+        );
+    }
+}
+
+#[test]
+fn mixed_pair_with_keepalived_v3() {
+    mixed_pair("mixed_pair_with_keepalived_v3", 3);
+}
+
+#[test]
+fn mixed_pair_with_keepalived_v2_pass() {
+    mixed_pair("mixed_pair_with_keepalived_v2_pass", 2);
+}
