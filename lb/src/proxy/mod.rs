@@ -40,7 +40,9 @@ pub async fn listen(vs: Arc<VsRuntime>, mode: CopyMode) -> std::io::Result<Abort
 }
 
 async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) {
-    let max = vs.cfg.read().unwrap().max_connections;
+    // A reload that changes max_connections resizes the semaphore: more permits at once,
+    // fewer as established connections close (they are never cut).
+    let mut max = vs.cfg.read().unwrap().max_connections;
     let limit = Arc::new(Semaphore::new(max));
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -56,6 +58,21 @@ async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) 
                 continue;
             }
         };
+        let configured = vs.cfg.read().unwrap().max_connections;
+        if configured != max {
+            info!(from = max, to = configured, "max_connections changed");
+            if configured > max {
+                limit.add_permits(configured - max);
+            } else {
+                let (sem, fewer) = (limit.clone(), (max - configured) as u32);
+                tokio::spawn(async move {
+                    if let Ok(p) = sem.acquire_many_owned(fewer).await {
+                        p.forget();
+                    }
+                });
+            }
+            max = configured;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             vs.stats.refused.fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max_connections = max, "connection refused: max_connections reached");

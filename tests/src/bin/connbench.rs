@@ -3,7 +3,10 @@
 //! - `connbench serve ADDR`: accepts, writes 1 byte, closes. Runs until killed.
 //! - `connbench load ADDR [--concurrency N] [--duration S]`: N loops of connect, read the
 //!   byte, close, for S seconds; prints `{"connections":N,"errors":N,"per_second":F}`.
-//!   Only loopback targets are accepted.
+//! - `connbench probe ADDR [--timeout-ms T] [--deadline S]`: connects every few ms until one
+//!   connect succeeds; prints `{"success_unix_ms":N}` (failover measurements).
+//!
+//! Only loopback targets, or lab addresses in 198.18.0.0/15, are accepted.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -23,6 +26,13 @@ enum Cmd {
     Serve {
         addr: SocketAddr,
     },
+    Probe {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 15.0)]
+        deadline: f64,
+    },
     Load {
         addr: SocketAddr,
         #[arg(long, default_value_t = 32)]
@@ -32,9 +42,43 @@ enum Cmd {
     },
 }
 
+fn allowed(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback() || (v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18)
+        }
+        std::net::IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
+        Cmd::Probe {
+            addr,
+            timeout_ms,
+            deadline,
+        } => {
+            anyhow::ensure!(
+                allowed(addr),
+                "connbench only targets loopback or 198.18.0.0/15, not {addr}"
+            );
+            let end = Instant::now() + Duration::from_secs_f64(deadline.clamp(0.1, 120.0));
+            while Instant::now() < end {
+                let t = Duration::from_millis(timeout_ms.clamp(1, 5000));
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(t, tokio::net::TcpStream::connect(addr)).await
+                {
+                    let ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_millis();
+                    println!("{{\"success_unix_ms\":{ms}}}");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            anyhow::bail!("no successful connect to {addr} within {deadline} s")
+        }
         Cmd::Serve { addr } => {
             let l = tokio::net::TcpListener::bind(addr).await?;
             loop {
