@@ -58,10 +58,11 @@ fn load(path: &std::path::Path) -> Result<LbConfig, ExitCode> {
 fn main() -> ExitCode {
     common::logging::init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lb: cannot start the runtime: {e}");

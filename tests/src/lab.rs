@@ -100,7 +100,7 @@ fn sweep_stale() {
 
 impl Lab {
     /// A new empty lab (just the switch). Call [`available`] first.
-    pub fn new() -> Lab {
+    pub fn create() -> Lab {
         sweep_stale();
         let id = format!(
             "ef{}x{}",

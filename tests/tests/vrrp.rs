@@ -32,7 +32,7 @@ fn fleet(test: &str) -> Option<Fleet> {
     if !lab::available(test) {
         return None;
     }
-    let mut lab = Lab::new();
+    let mut lab = Lab::create();
     let origin = lab.host("origin", 10);
     let edge = lab.host("edge", 11);
     let lb1 = lab.host("lb1", 2);
@@ -324,7 +324,7 @@ fn malformed_adverts_are_ignored_and_counted() {
     if !lab::available(test) {
         return;
     }
-    let mut lab = Lab::new();
+    let mut lab = Lab::create();
     let lb1 = lab.host("lb1", 2);
     let evil = lab.host("evil", 66);
     let cfg = format!(
@@ -503,7 +503,7 @@ fn mixed_pair(test: &str, version: u8) {
         return;
     }
     for lb_is_master in [true, false] {
-        let mut lab = Lab::new();
+        let mut lab = Lab::create();
         let ours = lab.host("lb", 2);
         let theirs = lab.host("ka", 3);
         let (lb_prio, ka_prio) = if lb_is_master { (150, 100) } else { (100, 150) };

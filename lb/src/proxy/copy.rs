@@ -10,13 +10,15 @@ use crate::config::CopyMode;
 use nix::fcntl::OFlag;
 use nix::fcntl::{splice, SpliceFFlags};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-const CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for (F_SETPIPE_SZ; the default is 64 KiB, the usual maximum 1 MiB):
+/// one splice moves up to this much, so a fast stream needs fewer calls and round trips.
+const PIPE: usize = 1024 * 1024;
 const BUFFER: usize = 16 * 1024;
 
 /// Byte counters a copy adds to as it goes (so /metrics sees long-lived connections grow).
@@ -90,14 +92,28 @@ async fn splice_loop(
     start: Instant,
     counter: &AtomicU64,
 ) -> io::Result<()> {
-    let (pipe_r, pipe_w): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    // The pipe is made when the first bytes are readable: a connection that closes at once
+    // (health checks, short requests) costs no pipe.
+    let mut pipe: Option<(OwnedFd, OwnedFd, usize)> = None;
     loop {
         // The pipe is empty here, so EAGAIN can only come from the socket.
         src.readable().await?;
+        if pipe.is_none() {
+            let (r, w): (OwnedFd, OwnedFd) =
+                nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+                    .map_err(io::Error::from)?;
+            let size = nix::fcntl::fcntl(
+                w.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE as i32),
+            )
+            .map(|s| s as usize)
+            .unwrap_or(64 * 1024);
+            pipe = Some((r, w, size));
+        }
+        let (pipe_r, pipe_w, size) = pipe.as_ref().expect("pipe made above");
         let n = match src.try_io(Interest::READABLE, || {
-            splice(src, None, &pipe_w, None, CHUNK, flags).map_err(io::Error::from)
+            splice(src, None, pipe_w, None, *size, flags).map_err(io::Error::from)
         }) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -108,7 +124,7 @@ async fn splice_loop(
         while left > 0 {
             dst.writable().await?;
             match dst.try_io(Interest::WRITABLE, || {
-                splice(&pipe_r, None, dst, None, left, flags).map_err(io::Error::from)
+                splice(pipe_r, None, dst, None, left, flags).map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => left -= m,

@@ -88,7 +88,6 @@ async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) 
 
 async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: CopyMode) {
     let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or(vs.address);
     let (connect_timeout, idle) = {
         let c = vs.cfg.read().unwrap();
         (c.connect_timeout, c.idle_timeout)
@@ -117,7 +116,7 @@ async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: C
             }
         };
         let _ = server.set_nodelay(true);
-        serve(&vs, client, server, peer, local, addr, sorry, mode, idle).await;
+        serve(&vs, client, server, peer, addr, sorry, mode, idle).await;
         return;
     }
     vs.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +139,6 @@ async fn serve(
     client: TcpStream,
     mut server: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
     addr: SocketAddr,
     sorry: bool,
     mode: CopyMode,
@@ -152,6 +150,8 @@ async fn serve(
         .map(|r| r.cfg.lock().unwrap().send_proxy)
         .unwrap_or(false);
     if send_proxy {
+        // The address the viewer reached (the VIP), asked for only when a header needs it.
+        let local = client.local_addr().unwrap_or(vs.address);
         let header = common::proxy_protocol::encode_v2(peer, local);
         if let Err(e) = server.write_all(&header).await {
             warn!(%peer, rs = %addr, error = %e, "could not send the PROXY header");

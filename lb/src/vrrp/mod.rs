@@ -135,16 +135,16 @@ impl Driver {
                         cfg.unicast_peer.clone()
                     };
                     for dst in dsts {
-                        let p = packet::encode(
-                            cfg.version,
-                            cfg.vrid,
-                            prio,
+                        let vips = self.vip_list();
+                        let out = packet::Outgoing {
+                            version: cfg.version,
+                            vrid: cfg.vrid,
+                            priority: prio,
                             interval_cs,
-                            &self.vip_list(),
-                            auth,
-                            self.src,
-                            dst,
-                        );
+                            addrs: &vips,
+                            auth_pass: auth,
+                        };
+                        let p = packet::encode(&out, self.src, dst);
                         match self.sock.send(&p, dst).await {
                             Ok(()) => {
                                 self.rt.stats.adverts_sent.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +359,7 @@ async fn run(rt: Arc<VrrpRuntime>, balancer: Weak<Balancer>, mut stop: oneshot::
     let mut tick = tokio::time::interval(TRACK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let deadline = m.poll_timeout().map(|t| Instant::from_std(t));
+        let deadline = m.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = &mut stop => {
                 let acts = m.shutdown();

@@ -105,17 +105,29 @@ fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> [u8; 12] {
     p
 }
 
+/// An advert to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub version: u8,
+    pub vrid: u8,
+    pub priority: u8,
+    /// Centiseconds (v2 sends whole seconds).
+    pub interval_cs: u16,
+    pub addrs: &'a [Ipv4Addr],
+    /// v2 PASS authentication.
+    pub auth_pass: Option<[u8; 8]>,
+}
+
 /// Builds the VRRP payload. `src`/`dst` feed the v3 pseudo-header checksum.
-pub fn encode(
-    version: u8,
-    vrid: u8,
-    priority: u8,
-    interval_cs: u16,
-    addrs: &[Ipv4Addr],
-    auth_pass: Option<[u8; 8]>,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-) -> Vec<u8> {
+pub fn encode(o: &Outgoing, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let Outgoing {
+        version,
+        vrid,
+        priority,
+        interval_cs,
+        addrs,
+        auth_pass,
+    } = *o;
     let mut p = Vec::with_capacity(8 + 4 * addrs.len() + 8);
     p.push((version << 4) | 1);
     p.push(vrid);
@@ -268,7 +280,18 @@ mod tests {
 
     #[test]
     fn v3_roundtrip_and_drops() {
-        let v = encode(3, 51, 150, 100, &[VIP], None, SRC, MULTICAST);
+        let v = encode(
+            &Outgoing {
+                version: 3,
+                vrid: 51,
+                priority: 150,
+                interval_cs: 100,
+                addrs: &[VIP],
+                auth_pass: None,
+            },
+            SRC,
+            MULTICAST,
+        );
         let a = parse(&packet(&v, 255), &expect(3, None)).unwrap();
         assert_eq!((a.priority, a.interval_cs, a.src), (150, 100, SRC));
         assert_eq!(a.addrs, vec![VIP]);
@@ -279,7 +302,18 @@ mod tests {
             parse(&packet(&bad, 255), &expect(3, None)),
             Err(Drop::BadChecksum)
         );
-        let other = encode(3, 52, 150, 100, &[VIP], None, SRC, MULTICAST);
+        let other = encode(
+            &Outgoing {
+                version: 3,
+                vrid: 52,
+                priority: 150,
+                interval_cs: 100,
+                addrs: &[VIP],
+                auth_pass: None,
+            },
+            SRC,
+            MULTICAST,
+        );
         assert_eq!(
             parse(&packet(&other, 255), &expect(3, None)),
             Err(Drop::OtherVrid)
@@ -307,12 +341,14 @@ mod tests {
     #[test]
     fn v2_auth_and_interval() {
         let v = encode(
-            2,
-            51,
-            100,
-            100,
-            &[VIP],
-            Some(auth_bytes("1111")),
+            &Outgoing {
+                version: 2,
+                vrid: 51,
+                priority: 100,
+                interval_cs: 100,
+                addrs: &[VIP],
+                auth_pass: Some(auth_bytes("1111")),
+            },
             SRC,
             MULTICAST,
         );
@@ -327,12 +363,14 @@ mod tests {
             Err(Drop::BadAuth)
         );
         let slow = encode(
-            2,
-            51,
-            100,
-            300,
-            &[VIP],
-            Some(auth_bytes("1111")),
+            &Outgoing {
+                version: 2,
+                vrid: 51,
+                priority: 100,
+                interval_cs: 300,
+                addrs: &[VIP],
+                auth_pass: Some(auth_bytes("1111")),
+            },
             SRC,
             MULTICAST,
         );

@@ -92,7 +92,7 @@ fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn one_run(kind: Kind, interval: f64, run: u32) -> Result<Duration, String> {
-    let mut lab = Lab::new();
+    let mut lab = Lab::create();
     let master: Host = lab.host("master", 2);
     let backup: Host = lab.host("backup", 3);
     let client = lab.host("client", 50);

@@ -48,16 +48,15 @@ fn main() -> anyhow::Result<()> {
         "vrrpinject only sends to 224.0.0.18 or 198.18.0.0/15, not {}",
         a.dst
     );
-    let mut payload = packet::encode(
-        a.version,
-        a.vrid,
-        a.priority,
-        a.interval_cs,
-        &a.vip,
-        a.pass.as_deref().map(packet::auth_bytes),
-        a.src,
-        a.dst,
-    );
+    let out = packet::Outgoing {
+        version: a.version,
+        vrid: a.vrid,
+        priority: a.priority,
+        interval_cs: a.interval_cs,
+        addrs: &a.vip,
+        auth_pass: a.pass.as_deref().map(packet::auth_bytes),
+    };
+    let mut payload = packet::encode(&out, a.src, a.dst);
     if a.bad_checksum {
         payload[7] ^= 0x5a;
     }
