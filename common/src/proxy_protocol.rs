@@ -80,6 +80,9 @@ fn to_v6(ip: IpAddr) -> Ipv6Addr {
 
 /// Parses a header at the start of `buf`.
 pub fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
     if !looks_like_v2(buf) {
         return Err(ProxyError::NoSignature(buf[..buf.len().min(12)].to_vec()));
     }

@@ -460,3 +460,51 @@ async fn drain_and_sorry_server() {
     );
     assert_eq!(read_id(v, lo(1)).await.0, "sorry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_algorithms_over_real_edges() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let edges = [
+        edge(&[origin.addr]).await,
+        edge(&[origin.addr]).await,
+        edge(&[origin.addr]).await,
+    ];
+    for algo in ["wrr", "wlc"] {
+        let v = vip();
+        let servers: Vec<(SocketAddr, u32, &str)> = vec![
+            (edges[0].addr, 1, ""),
+            (edges[1].addr, 1, ""),
+            (edges[2].addr, 2, ""),
+        ];
+        let _lb = start_lb(&vs_toml(v, algo, "", &servers)).await;
+        let url = format!("rtmp://{v}/live/cam");
+        // Eight viewers held open: weights 1:1:2 give 2, 2 and 4 of them.
+        let mut viewers = Vec::new();
+        for _ in 0..8 {
+            let u = url.clone();
+            viewers.push(tokio::spawn(async move { play_for(&u, 3.0).await }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let counts: Vec<usize> = edges
+            .iter()
+            .map(|e| e.hub.info("live/cam").map(|i| i.players).unwrap_or(0))
+            .collect();
+        assert_eq!(counts, vec![2, 2, 4], "{algo}: viewers per edge");
+        for v in viewers {
+            assert!(v.await.unwrap().first_frame.is_some());
+        }
+        assert!(
+            wait_until(Duration::from_secs(8), || edges.iter().all(|e| e
+                .hub
+                .info("live/cam")
+                .map(|i| i.players)
+                .unwrap_or(0)
+                == 0))
+            .await
+        );
+    }
+}

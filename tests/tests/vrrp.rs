@@ -598,3 +598,40 @@ fn mixed_pair_with_keepalived_v3() {
 fn mixed_pair_with_keepalived_v2_pass() {
     mixed_pair("mixed_pair_with_keepalived_v2_pass", 2);
 }
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    let Some(f) = fleet("unicast_peers_elect_and_fail_over") else {
+        return;
+    };
+    let uni = |peer: &Host| format!("unicast_peer = [\"{}\"]", peer.ip);
+    start_lb(
+        &f,
+        &f.lb1,
+        "lb1",
+        &lb_config(&f.lb1, "BACKUP", 150, &uni(&f.lb2), f.edge.ip),
+    );
+    start_lb(
+        &f,
+        &f.lb2,
+        "lb2",
+        &lb_config(&f.lb2, "BACKUP", 100, &uni(&f.lb1), f.edge.ip),
+    );
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some(),
+        "{}",
+        f.lab.log("lb1")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !f.lab.has_addr(&f.lb2, VIP),
+        "two masters with unicast adverts"
+    );
+    assert_eq!(
+        status(&f, &f.lb2)["vrrp_instances"][0]["master"],
+        f.lb1.ip.to_string()
+    );
+    f.lab.cut(&f.lb1);
+    assert!(wait(Duration::from_secs(6), || f.lab.has_addr(&f.lb2, VIP)).is_some());
+    client_plays(&f).expect("play through the unicast backup");
+}
