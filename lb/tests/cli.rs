@@ -79,6 +79,30 @@ fn status(admin: SocketAddr) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// One HTTP/1.0 request to the admin API: (status code, body).
+fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: lb\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
 fn servers(v: &serde_json::Value) -> usize {
     v["virtual_servers"][0]["real_servers"]
         .as_array()
@@ -139,6 +163,40 @@ fn sighup_reloads_and_a_bad_reload_keeps_the_running_config() {
         .unwrap();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
         assert!(wait_for(2), "SIGHUP did not add the second real server");
+
+        // The admin API: drain, weight, enable, and errors that say what is wrong.
+        let rs = b1.local_addr().unwrap();
+        let q = format!("vs={vip}&rs={rs}");
+        let (code, body) = http(admin, "POST", &format!("/drain?{q}"));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            status(admin).unwrap()["virtual_servers"][0]["real_servers"][0]["weight"],
+            0
+        );
+        let (code, _) = http(admin, "POST", &format!("/weight?{q}&value=7"));
+        assert_eq!(code, 200);
+        assert_eq!(
+            status(admin).unwrap()["virtual_servers"][0]["real_servers"][0]["weight"],
+            7
+        );
+        let (code, _) = http(admin, "POST", &format!("/enable?{q}"));
+        assert_eq!(code, 200);
+        assert_eq!(
+            status(admin).unwrap()["virtual_servers"][0]["real_servers"][0]["weight"],
+            1
+        );
+        let (code, body) = http(admin, "POST", &format!("/weight?{q}&value=-1"));
+        assert_eq!(code, 400);
+        assert!(body.contains("value=\"-1\""), "{body}");
+        let (code, body) = http(admin, "POST", "/drain?vs=127.0.0.1:1&rs=127.0.0.1:2");
+        assert_eq!(code, 400);
+        assert!(body.contains("no virtual server 127.0.0.1:1"), "{body}");
+        let (code, body) = http(admin, "GET", "/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            body.contains(&format!("edgefleet_rs_up{{vs=\"{vip}\",rs=\"{rs}\"}} 1")),
+            "{body}"
+        );
 
         std::fs::write(&path, "this is = not [valid").unwrap();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
