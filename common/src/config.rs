@@ -5,7 +5,7 @@
 //! operator fixes a config in one pass: each [`ConfigError`] prints as `key.path: why`.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 /// One problem in a config file, located by its key path (`publish.allow[1]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,11 +108,6 @@ pub fn parse_host_port(value: &str) -> Result<(String, u16), String> {
         return Err(format!("{value:?} has no host"));
     }
     Ok((host.to_string(), port))
-}
-
-/// Resolves "HOST:PORT" now (used when connecting, so a DNS change is picked up).
-pub fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    Ok((host, port).to_socket_addrs()?.collect())
 }
 
 #[cfg(test)]

@@ -27,18 +27,6 @@ impl Trigger {
 }
 
 impl Shutdown {
-    /// A token that never fires (for tools and tests that run until they return).
-    pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        // Keep the sender alive forever so `changed()` never resolves.
-        std::mem::forget(tx);
-        Shutdown(rx)
-    }
-
-    pub fn is_fired(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Resolves once the trigger fires (or has been dropped).
     pub async fn fired(&mut self) {
         while !*self.0.borrow_and_update() {

@@ -3,7 +3,9 @@
 //! srs.conf maps over key by key. Parsed with serde (unknown keys are errors), then validated
 //! into [`EdgeConfig`] with one [`ConfigError`] per problem.
 
-use common::config::{parse_host_port, parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
+use common::config::{
+    load_toml, parse_host_port, parse_socket_addr, parse_toml, ConfigError, ConfigErrors,
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -88,13 +90,7 @@ impl PublishConfig {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                "",
-                format!("cannot read {}: {e}", path.display()),
-            )])
-        })?;
-        Self::parse(&source)
+        load_toml::<RawConfig>(path)?.validate()
     }
 
     pub fn parse(source: &str) -> Result<EdgeConfig, ConfigErrors> {

@@ -5,7 +5,7 @@
 //! for. Parsed with serde (unknown keys are errors), then validated with one error per
 //! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
 
-use common::config::{parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
+use common::config::{load_toml, parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -244,13 +244,7 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
 
 impl LbConfig {
     pub fn load(path: &Path) -> Result<LbConfig, ConfigErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                "",
-                format!("cannot read {}: {e}", path.display()),
-            )])
-        })?;
-        Self::parse(&source)
+        load_toml::<RawConfig>(path)?.validate()
     }
 
     pub fn parse(source: &str) -> Result<LbConfig, ConfigErrors> {

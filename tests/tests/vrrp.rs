@@ -84,7 +84,7 @@ fn fleet(test: &str) -> Option<Fleet> {
     })
 }
 
-fn lb_config(host: &Host, state: &str, prio: u8, extra: &str, backend: Ipv4Addr) -> String {
+fn lb_config(state: &str, prio: u8, extra: &str, backend: Ipv4Addr) -> String {
     format!(
         r#"admin_listen = "127.0.0.1:9180"
 [[virtual_server]]
@@ -109,7 +109,6 @@ virtual_ipaddress = ["{VIP}/24"]
 {extra}
 "#,
     )
-    .replace("HOST", &host.ip.to_string())
 }
 
 fn start_lb(f: &Fleet, host: &Host, label: &str, cfg: &str) {
@@ -146,11 +145,13 @@ fn client_plays(f: &Fleet) -> Result<(), String> {
     }
 }
 
-fn status(f: &Fleet, host: &Host) -> serde_json::Value {
-    let out = f.lab.exec(
+/// `lb status --json` of the lb running on `host`.
+fn lb_status(lab: &Lab, host: &Host) -> serde_json::Value {
+    let lb = bin("lb");
+    let out = lab.exec(
         host,
         &[
-            bin("lb").to_str().unwrap(),
+            lb.to_str().unwrap(),
             "status",
             "--json",
             "--admin",
@@ -162,23 +163,17 @@ fn status(f: &Fleet, host: &Host) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+fn status(f: &Fleet, host: &Host) -> serde_json::Value {
+    lb_status(&f.lab, host)
+}
+
 #[test]
 fn two_lbs_elect_fail_over_preempt_and_hand_over_on_stop() {
     let Some(f) = fleet("two_lbs_elect_fail_over_preempt_and_hand_over_on_stop") else {
         return;
     };
-    start_lb(
-        &f,
-        &f.lb1,
-        "lb1",
-        &lb_config(&f.lb1, "BACKUP", 150, "", f.edge.ip),
-    );
-    start_lb(
-        &f,
-        &f.lb2,
-        "lb2",
-        &lb_config(&f.lb2, "BACKUP", 100, "", f.edge.ip),
-    );
+    start_lb(&f, &f.lb1, "lb1", &lb_config("BACKUP", 150, "", f.edge.ip));
+    start_lb(&f, &f.lb2, "lb2", &lb_config("BACKUP", 100, "", f.edge.ip));
     // Election: the higher priority holds the VIP, the other does not.
     assert!(
         wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some(),
@@ -236,14 +231,9 @@ fn nopreempt_keeps_the_new_master() {
         &f,
         &f.lb1,
         "lb1",
-        &lb_config(&f.lb1, "BACKUP", 150, "nopreempt = true", f.edge.ip),
+        &lb_config("BACKUP", 150, "nopreempt = true", f.edge.ip),
     );
-    start_lb(
-        &f,
-        &f.lb2,
-        "lb2",
-        &lb_config(&f.lb2, "BACKUP", 100, "", f.edge.ip),
-    );
+    start_lb(&f, &f.lb2, "lb2", &lb_config("BACKUP", 100, "", f.edge.ip));
     assert!(wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some());
     f.lab.cut(&f.lb1);
     assert!(wait(Duration::from_secs(6), || f.lab.has_addr(&f.lb2, VIP)).is_some());
@@ -279,18 +269,8 @@ fn backup_with_healthy_edges_takes_the_vip_when_the_masters_edges_die() {
         &["--config", e2.to_str().unwrap()],
         &[],
     );
-    start_lb(
-        &f,
-        &f.lb1,
-        "lb1",
-        &lb_config(&f.lb1, "BACKUP", 150, "", dead.ip),
-    );
-    start_lb(
-        &f,
-        &f.lb2,
-        "lb2",
-        &lb_config(&f.lb2, "BACKUP", 100, "", f.edge.ip),
-    );
+    start_lb(&f, &f.lb1, "lb1", &lb_config("BACKUP", 150, "", dead.ip));
+    start_lb(&f, &f.lb2, "lb2", &lb_config("BACKUP", 100, "", f.edge.ip));
     assert!(wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some());
     f.lab.kill("edge2");
     let took = wait(Duration::from_secs(5), || f.lab.has_addr(&f.lb2, VIP))
@@ -301,21 +281,8 @@ fn backup_with_healthy_edges_takes_the_vip_when_the_masters_edges_die() {
     let _ = &mut f;
 }
 
-fn vrrp_state(f: &Lab, host: &Host, instance: usize) -> serde_json::Value {
-    let out = f.exec(
-        host,
-        &[
-            bin("lb").to_str().unwrap(),
-            "status",
-            "--json",
-            "--admin",
-            "127.0.0.1:9180",
-        ],
-    );
-    out.ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .map(|v| v["vrrp_instances"][instance].clone())
-        .unwrap_or(serde_json::Value::Null)
+fn vrrp_state(lab: &Lab, host: &Host, instance: usize) -> serde_json::Value {
+    lb_status(lab, host)["vrrp_instances"][instance].clone()
 }
 
 #[test]
@@ -609,13 +576,13 @@ fn unicast_peers_elect_and_fail_over() {
         &f,
         &f.lb1,
         "lb1",
-        &lb_config(&f.lb1, "BACKUP", 150, &uni(&f.lb2), f.edge.ip),
+        &lb_config("BACKUP", 150, &uni(&f.lb2), f.edge.ip),
     );
     start_lb(
         &f,
         &f.lb2,
         "lb2",
-        &lb_config(&f.lb2, "BACKUP", 100, &uni(&f.lb1), f.edge.ip),
+        &lb_config("BACKUP", 100, &uni(&f.lb1), f.edge.ip),
     );
     assert!(
         wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some(),

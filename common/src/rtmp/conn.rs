@@ -128,11 +128,6 @@ impl<R: AsyncRead + Unpin> RtmpReader<R> {
         self.decoder.set_max_message_size(limit);
     }
 
-    /// Total bytes read after the handshake.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in
-    }
-
     /// The sequence number to acknowledge, when the peer's window has been crossed since the
     /// last acknowledgement.
     pub fn take_ack(&mut self) -> Option<u32> {
@@ -207,10 +202,6 @@ impl<W: AsyncWrite + Unpin> RtmpWriter<W> {
             chunk_size: chunk::DEFAULT_CHUNK_SIZE,
             out: BytesMut::new(),
         }
-    }
-
-    pub fn chunk_size(&self) -> usize {
-        self.chunk_size
     }
 
     pub fn get_mut(&mut self) -> &mut W {

@@ -129,10 +129,6 @@ impl Hub {
         })
     }
 
-    pub fn chunk_size(&self) -> usize {
-        self.opts.chunk_size
-    }
-
     fn stream(self: &Arc<Self>, key: &str) -> Arc<Stream> {
         let mut map = self.streams.lock().unwrap();
         map.entry(key.to_string())
@@ -240,10 +236,6 @@ impl Stream {
         }
     }
 
-    pub fn players(&self) -> usize {
-        self.inner.lock().unwrap().players
-    }
-
     /// For the pull task: if no player has been here for `linger`, end the pull (atomically
     /// with respect to new subscribers) and return true.
     pub fn stop_pull_if_idle(&self, linger: std::time::Duration, now: Instant) -> bool {
@@ -260,14 +252,6 @@ impl Stream {
             }
         }
         idle
-    }
-
-    /// Marks the pull as ended without an idle check (shutdown).
-    pub fn end_pull(&self) {
-        self.inner.lock().unwrap().pulling = false;
-        if let Some(hub) = self.hub.upgrade() {
-            hub.maybe_remove(&self.key);
-        }
     }
 }
 

@@ -332,10 +332,6 @@ impl Scheduler {
         self.templates
             .retain(|_, t| t.active > 0 || t.expires.map(|e| e > now).unwrap_or(true));
     }
-
-    pub fn templates(&self) -> usize {
-        self.templates.len()
-    }
 }
 
 #[cfg(test)]
