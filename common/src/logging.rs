@@ -11,3 +11,13 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// For tests: the same filter, written through libtest's capture, so a passing test's logs
+/// stay out of the run's output and a failing test's logs are shown with it.
+pub fn init_for_tests() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

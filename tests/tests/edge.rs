@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 fn init() {
-    common::logging::init();
+    common::logging::init_for_tests();
 }
 
 async fn play_for(url: &str, secs: f64) -> ClientResult {

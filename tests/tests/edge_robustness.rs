@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 fn init() {
-    common::logging::init();
+    common::logging::init_for_tests();
 }
 
 fn spawn_player(url: String, secs: f64) -> tokio::task::JoinHandle<ClientResult> {

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 fn init() {
-    common::logging::init();
+    common::logging::init_for_tests();
 }
 
 fn lo(i: u8) -> IpAddr {
