@@ -508,3 +508,34 @@ async fn weighted_algorithms_over_real_edges() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_per_virtual_server() {
+    init();
+    use tokio::io::AsyncReadExt;
+    let (a, _ta) = id_server("a").await;
+    let v = vip();
+    let lb = start_lb(&vs_toml(v, "rr", "max_connections = 2", &[(a, 1, "")])).await;
+    let (_, first) = read_id(v, lo(1)).await;
+    let (_, second) = read_id(v, lo(1)).await;
+    // The third is accepted and closed at once, and counted.
+    let mut third = tokio::net::TcpStream::connect(v).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection past max_connections was served");
+    assert_eq!(
+        lb::admin::status(&lb.balancer)["virtual_servers"][0]["refused"],
+        1
+    );
+    drop(first);
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        read_id(v, lo(1)).await.0,
+        "a",
+        "capacity comes back when connections close"
+    );
+}

@@ -372,6 +372,38 @@ impl Drop for Source {
     }
 }
 
+/// A player's policy after falling a ring behind: send nothing until the next keyframe (or
+/// sequence header), so the decoder restarts cleanly instead of on a broken reference chain.
+#[derive(Debug, Default)]
+pub struct Skipper {
+    skipping: bool,
+    /// Messages lost to lag, in total.
+    pub lost: u64,
+    /// Messages dropped while waiting for a keyframe, in total.
+    pub dropped: u64,
+}
+
+impl Skipper {
+    /// The ring overwrote `n` messages this player had not read.
+    pub fn lagged(&mut self, n: u64) {
+        self.skipping = true;
+        self.lost += n;
+    }
+
+    /// Whether `frame` is to be sent.
+    pub fn admit(&mut self, frame: &Frame) -> bool {
+        if self.skipping {
+            if frame.is_video_key() || frame.kind == MediaKind::SequenceHeader {
+                self.skipping = false;
+            } else {
+                self.dropped += 1;
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// A player's view of a stream: what to send first, then the live ring.
 pub struct Player {
     pub stream: Arc<Stream>,
@@ -444,6 +476,51 @@ mod tests {
         s2.push(msg_type::VIDEO, 0, Bytes::from_static(&[0x17, 1]));
         assert_eq!(rx.try_recv().unwrap().timestamp, 5000);
         assert_eq!(rx.try_recv().unwrap().timestamp, 5040);
+    }
+
+    #[test]
+    fn a_lagging_player_resumes_at_the_next_keyframe() {
+        let hub = hub(); // ring of 64 messages
+        let (mut p, _) = hub.subscribe("live/lag", false);
+        let src = hub.start_source("live/lag", 1).unwrap();
+        // 100 messages while the player reads nothing: keyframes at 0, 70 and 90.
+        for i in 0..100u32 {
+            let key = i == 0 || i == 70 || i == 90;
+            let payload: &'static [u8] = if key {
+                &[0x17, 1]
+            } else if i % 2 == 0 {
+                &[0x27, 1]
+            } else {
+                &[0xaf, 1]
+            };
+            src.push(
+                if payload[0] == 0xaf {
+                    msg_type::AUDIO
+                } else {
+                    msg_type::VIDEO
+                },
+                i * 10,
+                Bytes::from_static(payload),
+            );
+        }
+        let mut skipper = Skipper::default();
+        let mut sent = Vec::new();
+        loop {
+            match p.rx.try_recv() {
+                Ok(f) => {
+                    if skipper.admit(&f) {
+                        sent.push(f.timestamp / 10);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => skipper.lagged(n),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(skipper.lost, 36, "the ring kept the last 64 of 100");
+        // Messages 36..70 are dropped; the player resumes exactly at the keyframe at 70.
+        assert_eq!(sent.first(), Some(&70));
+        assert_eq!(sent, (70..100).collect::<Vec<_>>());
+        assert_eq!(skipper.dropped, 34);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! not take a write for `queue_length`, or that stays behind that long, is disconnected.
 
 use super::{Session, StreamName};
-use crate::hub::{SharedFrame, PLAY_STREAM_ID};
+use crate::hub::{SharedFrame, Skipper, PLAY_STREAM_ID};
 use crate::upstream;
 use crate::Mode;
 use bytes::Bytes;
@@ -101,7 +101,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     };
     let mut batch: Vec<Bytes> = player.initial.iter().map(wire).collect();
     player.initial = Vec::new();
-    let mut skipping = false;
+    let mut skipper = Skipper::default();
     let mut caught_up_at = Instant::now();
     let result: Result<(), RtmpError> = async {
         loop {
@@ -136,29 +136,16 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             while let Some(r) = next.take() {
                 match r {
                     Ok(f) => {
-                        if skipping {
-                            if f.is_video_key()
-                                || f.kind == common::rtmp::media::MediaKind::SequenceHeader
-                            {
-                                skipping = false;
-                            } else {
-                                continue_try(
-                                    &mut next,
-                                    &mut player.rx,
-                                    &mut caught_up_at,
-                                    batch.len(),
-                                );
-                                continue;
-                            }
+                        if skipper.admit(&f) {
+                            batch.push(wire(&f));
                         }
-                        batch.push(wire(&f));
                     }
                     Err(RecvError::Lagged(n)) => {
                         warn!(
                             skipped = n,
                             "player fell behind: skipping to the next keyframe"
                         );
-                        skipping = true;
+                        skipper.lagged(n);
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 }
