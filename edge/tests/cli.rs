@@ -6,7 +6,12 @@ const EDGE: &str = env!("CARGO_BIN_EXE_edge");
 
 #[test]
 fn check_accepts_the_examples_and_names_bad_keys() {
-    for f in ["examples/origin.toml", "examples/edge.toml"] {
+    for f in [
+        "examples/origin.toml",
+        "examples/edge.toml",
+        "../vagrant/config/origin.toml",
+        "../vagrant/config/edge.toml",
+    ] {
         let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(EDGE)
             .args(["--check", "--config", &path])
