@@ -317,6 +317,18 @@ impl Drop for Lab {
     }
 }
 
+/// Polls `cond` every 10 ms for at most `limit`; returns how long it took to hold.
+pub fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
 /// Path of a workspace binary built next to the running test (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

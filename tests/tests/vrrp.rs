@@ -2,22 +2,11 @@
 //! origin and a client host, all on 198.18.0.0/24. Needs root; skipped with a printed reason
 //! otherwise (a failure under EDGEFLEET_REQUIRE_ALL=1).
 
-use edgefleet_tests::lab::{self, bin, lab_ip, Host, Lab};
+use edgefleet_tests::lab::{self, bin, lab_ip, wait, Host, Lab};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
 
 struct Fleet {
     lab: Lab,

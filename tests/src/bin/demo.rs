@@ -86,31 +86,16 @@ async fn main() -> anyhow::Result<()> {
     }));
 
     let vip = at(args.lb_port);
-    let lb_toml = format!(
-        r#"admin_listen = "{admin}"
-[[virtual_server]]
-address = "{vip}"
-lb_algo = "rr"
-lb_kind = "PROXY"
-delay_loop = 2
-[[virtual_server.real_server]]
-address = "{e1}"
-[virtual_server.real_server.rtmp_check]
-connect_timeout = 3
-retry = 1
-delay_before_retry = 1
-stream = "live/{stream}"
-[[virtual_server.real_server]]
-address = "{e2}"
-[virtual_server.real_server.rtmp_check]
-connect_timeout = 3
-retry = 1
-delay_before_retry = 1
-stream = "live/{stream}"
-"#,
-        admin = at(args.admin_port),
-        stream = args.stream
+    let mut lb_toml = format!(
+        "admin_listen = \"{}\"\n[[virtual_server]]\naddress = \"{vip}\"\nlb_algo = \"rr\"\nlb_kind = \"PROXY\"\ndelay_loop = 2\n",
+        at(args.admin_port)
     );
+    for edge in [e1, e2] {
+        lb_toml.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{edge}\"\n[virtual_server.real_server.rtmp_check]\nconnect_timeout = 3\nretry = 1\ndelay_before_retry = 1\nstream = \"live/{}\"\n",
+            args.stream
+        ));
+    }
     let lb_config =
         lb::LbConfig::parse(&lb_toml).map_err(|e| anyhow::anyhow!("demo lb config: {e}"))?;
     let balancer = lb::start(lb_config).await.map_err(|e| {

@@ -8,9 +8,9 @@
 //! Needs root, iproute2 and keepalived. Bounded: every wait has a deadline.
 
 use clap::Parser;
-use edgefleet_tests::lab::{self, bin, Host, Lab};
+use edgefleet_tests::lab::{self, bin, wait, Host, Lab};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
@@ -80,17 +80,6 @@ fn config(
     }
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 fn one_run(kind: Kind, interval: f64, run: u32) -> Result<Duration, String> {
     let mut lab = Lab::create();
     let master: Host = lab.host("master", 2);
@@ -115,9 +104,10 @@ fn one_run(kind: Kind, interval: f64, run: u32) -> Result<Duration, String> {
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         lab.spawn(h, &h.name, &prog, &refs, &[("RUST_LOG", "warn")]);
     }
-    if !wait(Duration::from_secs(15), || {
+    let elected = wait(Duration::from_secs(15), || {
         lab.has_addr(&master, VIP) && !lab.has_addr(&backup, VIP)
-    }) {
+    });
+    if elected.is_none() {
         return Err(format!(
             "{kind:?}: no stable master\n{}\n{}",
             lab.log("master"),
