@@ -6,11 +6,13 @@
 //!   the key path) and parsers for the address forms both configs use.
 //! - [`shutdown`]: the one shutdown signal passed explicitly to every task.
 //! - [`logging`]: tracing setup shared by both binaries.
+//! - [`rlimit`]: raising the open-files limit at start.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod logging;
 pub mod proxy_protocol;
+pub mod rlimit;
 pub mod rtmp;
 pub mod sd_notify;
 pub mod shutdown;

@@ -167,7 +167,7 @@ async fn run_play(
         eprintln!("edge play: --clients must be >= 1 and --duration within 0..=86400");
         return ExitCode::from(64);
     }
-    raise_nofile(clients as u64 * 2 + 256);
+    common::rlimit::raise_nofile(clients as u64 * 2 + 256);
     let opts = play::PlayOptions {
         clients,
         duration: Duration::from_secs_f64(duration),
@@ -185,19 +185,5 @@ async fn run_play(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
-}
-
-fn raise_nofile(want: u64) {
-    if let Ok((soft, hard)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    {
-        if soft < want {
-            let _ = nix::sys::resource::setrlimit(
-                nix::sys::resource::Resource::RLIMIT_NOFILE,
-                want.min(hard),
-                hard,
-            );
-        }
     }
 }
