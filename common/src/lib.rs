@@ -6,12 +6,14 @@
 //!   the key path) and parsers for the address forms both configs use.
 //! - [`shutdown`]: the one shutdown signal passed explicitly to every task.
 //! - [`logging`]: tracing setup shared by both binaries.
+//! - [`redact`]: secrets (query values) masked before they are logged.
 //! - [`rlimit`]: raising the open-files limit at start.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod logging;
 pub mod proxy_protocol;
+pub mod redact;
 pub mod rlimit;
 pub mod rtmp;
 pub mod sd_notify;

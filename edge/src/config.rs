@@ -29,7 +29,13 @@ pub struct RawConfig {
     pub pull_idle_timeout: Option<f64>,
     pub max_message_size: Option<i64>,
     pub proxy_protocol: Option<bool>,
+    pub set_real_ip_from: Option<Vec<String>>,
     pub send_buffer: Option<i64>,
+    pub max_handshakes: Option<i64>,
+    pub max_handshakes_per_ip: Option<i64>,
+    pub max_queue_bytes: Option<i64>,
+    pub max_queue_bytes_total: Option<i64>,
+    pub log_level: Option<String>,
     pub publish: Option<RawPublish>,
 }
 
@@ -50,7 +56,7 @@ pub enum Mode {
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
     pub listen: SocketAddr,
     pub mode: Mode,
@@ -66,26 +72,93 @@ pub struct EdgeConfig {
     pub pull_idle_timeout: Duration,
     pub max_message_size: usize,
     pub proxy_protocol: bool,
+    /// Peers that must (and alone may) send a PROXY v2 header when `proxy_protocol` is on.
+    pub set_real_ip_from: Vec<IpNet>,
     /// SO_SNDBUF of client sockets in bytes (0 = kernel autotuning).
     pub send_buffer: usize,
+    /// Connections still in handshake (before play/publish), in total and per client address.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_ip: usize,
+    /// Bytes a stream's queue (ring + GOP cache) may hold, and all streams together.
+    pub max_queue_bytes: usize,
+    pub max_queue_bytes_total: usize,
+    /// A tracing filter directive (`info`, `debug`, `edge=debug,warn`).
+    pub log_level: String,
     pub publish: PublishConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishConfig {
     pub enabled: bool,
     pub allow: Vec<IpNet>,
     pub key: Option<String>,
 }
 
+/// `ip` in any of `nets` (an IPv4-mapped IPv6 address counts as its IPv4 address).
+pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
+}
+
 impl PublishConfig {
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.allow.iter().any(|n| n.contains(&ip))
+        in_networks(&self.allow, ip)
     }
+
+    /// Whether `offered` is the publish key, compared in constant time (a wrong key's
+    /// timing says nothing about how much of it was right).
+    pub fn key_matches(&self, offered: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        match (&self.key, offered) {
+            (None, _) => true,
+            (Some(k), Some(o)) => bool::from(k.as_bytes().ct_eq(o.as_bytes())),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// The hub's options for this config.
+    pub fn hub_options(&self) -> crate::hub::HubOptions {
+        crate::hub::HubOptions {
+            chunk_size: self.chunk_size,
+            gop_cache: self.gop_cache,
+            ring: crate::hub::ring::Limits {
+                window: self.queue_length,
+                // Far above what the time window holds at ~75 messages/s; a bound for
+                // streams of many tiny messages.
+                max_frames: ((self.queue_length.as_secs_f64() * 400.0) as usize)
+                    .clamp(1024, 65536),
+                max_bytes: self.max_queue_bytes,
+            },
+            max_total_bytes: self.max_queue_bytes_total,
+        }
+    }
+}
+
+/// Parses a list of "CIDR or IP" entries, one error per bad entry under `key[i]`.
+fn networks(errs: &mut Vec<ConfigError>, key: &str, list: &[String]) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let parsed = a
+            .parse::<IpNet>()
+            .or_else(|_| a.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => nets.push(n),
+            Err(_) => errs.push(ConfigError::new(
+                format!("{key}[{i}]"),
+                format!("{a:?} is not a CIDR (like \"198.18.0.0/15\") or an IP address"),
+            )),
+        }
+    }
+    nets
+}
+
+fn loopback_nets() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
 }
 
 impl EdgeConfig {
@@ -263,23 +336,60 @@ impl RawConfig {
             0,
             64 << 20,
         ) as usize;
-        let raw_pub = self.publish.unwrap_or_default();
-        let mut allow = Vec::new();
-        let allow_raw = raw_pub
-            .allow
-            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]);
-        for (i, a) in allow_raw.iter().enumerate() {
-            let parsed = a
-                .parse::<IpNet>()
-                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from));
-            match parsed {
-                Ok(n) => allow.push(n),
-                Err(_) => errs.push(ConfigError::new(
-                    format!("publish.allow[{i}]"),
-                    format!("{a:?} is not a CIDR (like \"198.18.0.0/15\") or an IP address"),
-                )),
-            }
+        let max_handshakes = integer(
+            &mut errs,
+            "max_handshakes",
+            self.max_handshakes,
+            256,
+            1,
+            1_000_000,
+        ) as usize;
+        let max_handshakes_per_ip = integer(
+            &mut errs,
+            "max_handshakes_per_ip",
+            self.max_handshakes_per_ip,
+            16,
+            1,
+            1_000_000,
+        ) as usize;
+        let max_queue_bytes = integer(
+            &mut errs,
+            "max_queue_bytes",
+            self.max_queue_bytes,
+            64 << 20,
+            1 << 20,
+            1 << 34,
+        ) as usize;
+        let max_queue_bytes_total = integer(
+            &mut errs,
+            "max_queue_bytes_total",
+            self.max_queue_bytes_total,
+            2 << 30,
+            1 << 20,
+            1 << 40,
+        ) as usize;
+        let log_level = self.log_level.unwrap_or_else(|| "info".into());
+        if let Err(e) = common::logging::check_level(&log_level) {
+            errs.push(ConfigError::new("log_level", e));
         }
+        let proxy_protocol = self.proxy_protocol.unwrap_or(false);
+        if self.set_real_ip_from.is_some() && !proxy_protocol {
+            errs.push(ConfigError::new(
+                "set_real_ip_from",
+                "only used with proxy_protocol = true (the peers allowed to send a PROXY header)",
+            ));
+        }
+        let set_real_ip_from = networks(
+            &mut errs,
+            "set_real_ip_from",
+            &self.set_real_ip_from.unwrap_or_else(loopback_nets),
+        );
+        let raw_pub = self.publish.unwrap_or_default();
+        let allow = networks(
+            &mut errs,
+            "publish.allow",
+            &raw_pub.allow.unwrap_or_else(loopback_nets),
+        );
         if let Some(k) = &raw_pub.key {
             if k.is_empty() || k.contains(['&', '?', ' ']) {
                 errs.push(ConfigError::new(
@@ -309,8 +419,14 @@ impl RawConfig {
             origin_timeout,
             pull_idle_timeout,
             max_message_size,
-            proxy_protocol: self.proxy_protocol.unwrap_or(false),
+            proxy_protocol,
+            set_real_ip_from,
             send_buffer,
+            max_handshakes,
+            max_handshakes_per_ip,
+            max_queue_bytes,
+            max_queue_bytes_total,
+            log_level,
             publish,
         })
     }

@@ -3,7 +3,10 @@
 //! fans it out.
 //!
 //! Layout:
-//! - [`config`]: the SRS-style TOML, validated with one error per problem.
+//! - [`config`]: the SRS-style TOML, validated with one error per problem; [`reload`]: the
+//!   plan of a reload (what changed, when it applies), computed without I/O.
+//! - [`state`]: the running server's state (config in force, hub, slots, counters), at the
+//!   bottom; [`guard`]: admission rules (slots, key failures, not-found memory, origin probes).
 //! - [`hub`]: streams, sources, GOP cache and the shared fan-out ring (no sockets).
 //! - [`session`]: the accept loop and one RTMP client connection (publisher or player).
 //! - [`upstream`]: the edge's pull from origins (failover, backoff, idle stop) and publish
@@ -12,10 +15,13 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod guard;
 pub mod hub;
+pub mod reload;
 pub mod session;
+pub mod state;
 pub mod tools;
 pub mod upstream;
 
 pub use config::{EdgeConfig, Mode};
-pub use session::EdgeServer;
+pub use session::{EdgeHandle, EdgeServer};

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::rtmp::url::RtmpUrl;
 use edge::tools::{play, publish};
-use edge::{EdgeConfig, EdgeServer};
+use edge::{EdgeConfig, EdgeHandle, EdgeServer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -92,12 +92,18 @@ fn main() -> ExitCode {
                 println!("{}: ok", path.display());
                 return ExitCode::SUCCESS;
             }
-            rt.block_on(serve(config))
+            rt.block_on(serve(config, path))
         }
     }
 }
 
-async fn serve(config: EdgeConfig) -> ExitCode {
+async fn serve(config: EdgeConfig, path: PathBuf) -> ExitCode {
+    if let Some((before, now)) = common::rlimit::raise_nofile_to_hard() {
+        tracing::info!(before, now, "open files limit (soft RLIMIT_NOFILE)");
+    }
+    if !common::logging::set_level(&config.log_level) && config.log_level != "info" {
+        tracing::info!(log_level = %config.log_level, "log_level not applied: RUST_LOG is set and wins");
+    }
     let listen = config.listen;
     let server = match EdgeServer::bind(config)
         .await
@@ -115,9 +121,51 @@ async fn serve(config: EdgeConfig) -> ExitCode {
         tracing::info!("signal received: shutting down");
         trigger.fire();
     });
+    tokio::spawn(reload_on_sighup(server.handle(), path));
     common::sd_notify::ready();
     server.run(shutdown).await;
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: read and validate the file again, then apply it (SRS admins reload with
+/// `killall -1`, log rotation sends it too). A bad file is logged, problem by problem, and
+/// the running config stays.
+async fn reload_on_sighup(handle: EdgeHandle, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload by signal is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading");
+        let config = match EdgeConfig::load(&path) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in &errs.0 {
+                    tracing::error!(config = %path.display(), "reload refused: {e}");
+                }
+                tracing::warn!("the running configuration stays");
+                continue;
+            }
+        };
+        match handle.reload(config).await {
+            Ok(changes) if changes.is_empty() => {
+                tracing::info!("configuration reloaded: nothing changed")
+            }
+            Ok(changes) => {
+                for c in &changes {
+                    tracing::info!(key = c.key, "changed: {c}");
+                }
+                tracing::info!(changes = changes.len(), "configuration reloaded");
+            }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("reload refused: {p}");
+                }
+                tracing::warn!("the running configuration stays");
+            }
+        }
+    }
 }
 
 async fn run_publish(file: PathBuf, url: String, looped: bool) -> ExitCode {
@@ -143,6 +191,7 @@ async fn run_publish(file: PathBuf, url: String, looped: bool) -> ExitCode {
     match publish::publish(&tags, &url, looped, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The URL prints with its query values masked (a publish key stays out of logs).
             eprintln!("edge publish: {url}: {e}");
             ExitCode::from(1)
         }

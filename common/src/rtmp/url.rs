@@ -12,8 +12,11 @@ pub struct RtmpUrl {
 }
 
 impl RtmpUrl {
+    /// Errors show the URL with its query values masked (it may carry a publish key).
     pub fn parse(url: &str) -> Result<RtmpUrl, String> {
-        let rest = url
+        let raw = url;
+        let url = crate::redact::query(raw);
+        let rest = raw
             .strip_prefix("rtmp://")
             .ok_or_else(|| format!("{url:?} does not start with rtmp://"))?;
         let (authority, path) = rest
@@ -54,9 +57,15 @@ impl RtmpUrl {
     }
 }
 
+/// For logs: query values (publish keys, tokens) are masked.
 impl fmt::Display for RtmpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tc_url(), self.stream)
+        write!(
+            f,
+            "{}/{}",
+            crate::redact::query(&self.tc_url()),
+            crate::redact::query(&self.stream)
+        )
     }
 }
 
@@ -74,5 +83,6 @@ mod tests {
         assert!(RtmpUrl::parse("http://h/live/s").is_err());
         assert!(RtmpUrl::parse("rtmp://h/live").is_err());
         assert!(RtmpUrl::parse("rtmp://h:99999/live/s").is_err());
+        assert_eq!(u.to_string(), "rtmp://127.0.0.1:1936/live/cam?key=***");
     }
 }

@@ -1,30 +1,35 @@
 //! The stream hub: which streams exist, who feeds each (a publisher or an upstream pull), and
 //! the shared fan-out of its media to every player.
 //!
-//! Owns: per-stream GOP cache, the broadcast ring players read from, timestamp continuity
-//! across source changes, player counting (which drives the edge's pull lifetime).
+//! Owns: per-stream GOP cache, the fan-out [`ring`] players read from, timestamp continuity
+//! across source changes, player counting (which drives the edge's pull lifetime), the
+//! end of a stream that no origin has, and keepalive traffic while a stream has no source.
 //! Does not touch sockets: sessions feed it and read from it.
 //!
 //! Fan-out: every media message becomes one [`Frame`], encoded into RTMP chunks once
-//! (`wire`) and handed to all players through a `tokio::sync::broadcast` ring as an
-//! `Arc<Frame>`. A player that falls more than the ring behind gets `Lagged` and skips to the
-//! next keyframe; the ring's size (from `queue_length`) bounds memory whatever players do.
+//! (`wire`) and held once in the stream's ring as an `Arc<Frame>`; every player reads the
+//! same frames through its own cursor. Memory is bounded by the ring's bounds (time =
+//! `queue_length`, bytes = `max_queue_bytes` per stream and `max_queue_bytes_total` per
+//! server): a player that falls behind the ring skips to the next keyframe.
+
+pub mod ring;
 
 use bytes::Bytes;
 use common::rtmp::chunk::{self, csid, msg_type};
-use common::rtmp::command;
+use common::rtmp::command::{self, user_control};
 use common::rtmp::media::{audio_kind, video_kind, MediaKind};
+use ring::{Budget, Limits, Read, Ring};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
-use tokio::sync::broadcast;
-use tracing::info;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 /// The message stream id players are given by `createStream` and that `wire` is encoded for.
 pub const PLAY_STREAM_ID: u32 = 1;
-/// Frames kept in a GOP cache at most (a stream that never sends a keyframe stays bounded).
-const GOP_MAX_FRAMES: usize = 4096;
-const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// A stream without media for this long gets a keepalive ping to its players, so that no
+/// intermediary (a proxy's idle timer) cuts them while the edge waits for the source.
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(3);
 
 /// One media or data message, shared by every player.
 #[derive(Debug)]
@@ -33,7 +38,8 @@ pub struct Frame {
     pub timestamp: u32,
     pub kind: MediaKind,
     pub payload: Bytes,
-    /// The message as chunks for stream id [`PLAY_STREAM_ID`] at the hub's chunk size.
+    /// The message as chunks for stream id [`PLAY_STREAM_ID`] at the stream's chunk size
+    /// (for a user-control keepalive: on stream 0, valid for any player).
     pub wire: Bytes,
 }
 
@@ -42,13 +48,17 @@ impl Frame {
         match type_id {
             msg_type::AUDIO => csid::AUDIO,
             msg_type::VIDEO => csid::VIDEO,
+            msg_type::USER_CONTROL => csid::PROTOCOL,
             _ => csid::DATA,
         }
     }
 
     /// The frame's chunks for another message stream id (rare: a player that created more
-    /// than one stream).
+    /// than one stream). Control frames are the same for every stream.
     pub fn encode_for(&self, stream_id: u32, chunk_size: usize) -> Bytes {
+        if self.is_control() {
+            return self.wire.clone();
+        }
         chunk::encode_to_bytes(
             Self::csid(self.type_id),
             self.timestamp,
@@ -62,16 +72,28 @@ impl Frame {
     pub fn is_video_key(&self) -> bool {
         self.type_id == msg_type::VIDEO && self.kind == MediaKind::Keyframe
     }
+
+    pub fn is_control(&self) -> bool {
+        self.type_id == msg_type::USER_CONTROL
+    }
+
+    /// Bytes this frame holds.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.wire.len()
+    }
 }
 
 pub type SharedFrame = Arc<Frame>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubOptions {
+    /// Chunk size frames are encoded with (fixed per stream at its creation).
     pub chunk_size: usize,
     pub gop_cache: bool,
-    /// Broadcast ring capacity in messages.
-    pub ring_capacity: usize,
+    /// Bounds of each stream's ring.
+    pub ring: Limits,
+    /// Bytes all rings together may hold.
+    pub max_total_bytes: usize,
 }
 
 /// What a test or status page can see of a stream.
@@ -82,33 +104,41 @@ pub struct StreamInfo {
     pub has_source: bool,
     pub pulling: bool,
     pub frames_in: u64,
+    /// Bytes held by the stream's ring (GOP included).
+    pub queued_bytes: usize,
 }
 
 pub struct Hub {
-    opts: HubOptions,
+    opts: Mutex<HubOptions>,
+    budget: Arc<Budget>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
 }
 
 pub struct Stream {
     pub key: String,
+    /// Chunk size of `Frame::wire` for this stream.
+    pub chunk_size: usize,
     hub: Weak<Hub>,
-    tx: broadcast::Sender<SharedFrame>,
+    budget: Arc<Budget>,
+    changed: Notify,
     inner: Mutex<StreamInner>,
 }
 
-#[derive(Default)]
 struct StreamInner {
     /// Id of the session feeding the stream (publisher or pull), if any.
     source: Option<u64>,
     metadata: Option<SharedFrame>,
     video_seq: Option<SharedFrame>,
     audio_seq: Option<SharedFrame>,
-    gop: Vec<SharedFrame>,
-    gop_bytes: usize,
+    ring: Ring,
+    gop_cache: bool,
     players: usize,
     last_player_left: Option<Instant>,
     pulling: bool,
     frames_in: u64,
+    last_push: Option<Instant>,
+    /// Set when the stream ended for good (no origin has it): players are told and close.
+    end: Option<String>,
     /// Output timestamps stay monotonic across source changes: out = in + offset.
     ts_offset: u32,
     last_out_ts: Option<u32>,
@@ -124,35 +154,82 @@ pub enum HubError {
 impl Hub {
     pub fn new(opts: HubOptions) -> Arc<Hub> {
         Arc::new(Hub {
-            opts,
+            budget: Arc::new(Budget::new(opts.max_total_bytes)),
+            opts: Mutex::new(opts),
             streams: Mutex::new(HashMap::new()),
         })
     }
 
+    pub fn options(&self) -> HubOptions {
+        self.opts.lock().unwrap().clone()
+    }
+
+    /// Applies new options (a reload): bounds and GOP caching at once to every stream; the
+    /// chunk size to streams created from now on.
+    pub fn set_options(&self, opts: HubOptions) {
+        self.budget.set_limit(opts.max_total_bytes);
+        for s in self.streams.lock().unwrap().values() {
+            let mut i = s.inner.lock().unwrap();
+            i.ring.set_limits(opts.ring);
+            i.gop_cache = opts.gop_cache;
+            if !opts.gop_cache {
+                i.ring.reset_gop();
+            }
+        }
+        *self.opts.lock().unwrap() = opts;
+    }
+
+    /// Bytes held by every ring.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
     fn stream(self: &Arc<Self>, key: &str) -> Arc<Stream> {
+        let opts = self.options();
         let mut map = self.streams.lock().unwrap();
         map.entry(key.to_string())
             .or_insert_with(|| {
-                let (tx, _) = broadcast::channel(self.opts.ring_capacity);
                 Arc::new(Stream {
                     key: key.to_string(),
+                    chunk_size: opts.chunk_size,
                     hub: Arc::downgrade(self),
-                    tx,
-                    inner: Mutex::new(StreamInner::default()),
+                    budget: self.budget.clone(),
+                    changed: Notify::new(),
+                    inner: Mutex::new(StreamInner {
+                        source: None,
+                        metadata: None,
+                        video_seq: None,
+                        audio_seq: None,
+                        ring: Ring::new(opts.ring),
+                        gop_cache: opts.gop_cache,
+                        players: 0,
+                        last_player_left: None,
+                        pulling: false,
+                        frames_in: 0,
+                        last_push: None,
+                        end: None,
+                        ts_offset: 0,
+                        last_out_ts: None,
+                        rebase_pending: false,
+                    }),
                 })
             })
             .clone()
     }
 
-    /// Removes a stream that nobody feeds, plays or pulls any more.
-    fn maybe_remove(&self, key: &str) {
+    /// Removes `stream` from the map when nobody feeds, plays or pulls it any more.
+    fn maybe_remove(&self, stream: &Arc<Stream>) {
         let mut map = self.streams.lock().unwrap();
-        if let Some(s) = map.get(key) {
-            let i = s.inner.lock().unwrap();
-            if i.source.is_none() && i.players == 0 && !i.pulling {
-                drop(i);
-                map.remove(key);
-            }
+        let Some(s) = map.get(&stream.key) else {
+            return;
+        };
+        if !Arc::ptr_eq(s, stream) {
+            return;
+        }
+        let i = s.inner.lock().unwrap();
+        if i.source.is_none() && i.players == 0 && !i.pulling {
+            drop(i);
+            map.remove(&stream.key);
         }
     }
 
@@ -179,18 +256,13 @@ impl Hub {
             let mut i = stream.inner.lock().unwrap();
             if i.source.is_some() {
                 drop(i);
-                self.maybe_remove(key);
+                self.maybe_remove(&stream);
                 return Err(HubError::AlreadyPublishing(key.to_string()));
             }
             i.source = Some(id);
             i.rebase_pending = i.last_out_ts.is_some();
         }
-        Ok(Source {
-            stream,
-            id,
-            chunk_size: self.opts.chunk_size,
-            gop_cache: self.opts.gop_cache,
-        })
+        Ok(Source { stream, id })
     }
 
     /// Adds a player. With `may_pull` (edge mode), the first player of a stream that has
@@ -198,7 +270,7 @@ impl Hub {
     /// caller starts the pull (decided under the stream's lock, so once per pull lifetime).
     pub fn subscribe(self: &Arc<Self>, key: &str, may_pull: bool) -> (Player, bool) {
         let stream = self.stream(key);
-        let (rx, initial, start_pull) = {
+        let (cursor, initial, start_pull) = {
             let mut i = stream.inner.lock().unwrap();
             i.players += 1;
             i.last_player_left = None;
@@ -206,21 +278,38 @@ impl Hub {
             initial.extend(i.metadata.iter().cloned());
             initial.extend(i.video_seq.iter().cloned());
             initial.extend(i.audio_seq.iter().cloned());
-            initial.extend(i.gop.iter().cloned());
+            initial.extend(
+                i.ring
+                    .gop()
+                    .filter(|f| {
+                        matches!(f.type_id, msg_type::AUDIO | msg_type::VIDEO)
+                            && f.kind != MediaKind::SequenceHeader
+                    })
+                    .cloned(),
+            );
             let start_pull = may_pull && i.source.is_none() && !i.pulling;
             if start_pull {
                 i.pulling = true;
             }
-            (stream.tx.subscribe(), initial, start_pull)
+            (i.ring.tail(), initial, start_pull)
         };
         (
             Player {
                 stream,
-                rx,
+                cursor,
                 initial,
             },
             start_pull,
         )
+    }
+
+    /// Sends a keepalive to the players of every stream that has had no media for
+    /// [`KEEPALIVE_AFTER`] (its source is gone or silent). Called every second or so.
+    pub fn keepalive(&self, now: Instant) {
+        let streams: Vec<Arc<Stream>> = self.streams.lock().unwrap().values().cloned().collect();
+        for s in streams {
+            s.keepalive(now);
+        }
     }
 }
 
@@ -233,12 +322,19 @@ impl Stream {
             has_source: i.source.is_some(),
             pulling: i.pulling,
             frames_in: i.frames_in,
+            queued_bytes: i.ring.bytes(),
         }
+    }
+
+    /// Whether the stream had media from a source at some point (a pull that drops is then
+    /// waited for; a stream never seen is answered "not found").
+    pub fn ever_played(&self) -> bool {
+        self.inner.lock().unwrap().last_out_ts.is_some()
     }
 
     /// For the pull task: if no player has been here for `linger`, end the pull (atomically
     /// with respect to new subscribers) and return true.
-    pub fn stop_pull_if_idle(&self, linger: std::time::Duration, now: Instant) -> bool {
+    pub fn stop_pull_if_idle(self: &Arc<Self>, linger: Duration, now: Instant) -> bool {
         let mut i = self.inner.lock().unwrap();
         let idle = i.players == 0
             && i.last_player_left
@@ -248,10 +344,69 @@ impl Stream {
             i.pulling = false;
             drop(i);
             if let Some(hub) = self.hub.upgrade() {
-                hub.maybe_remove(&self.key);
+                hub.maybe_remove(self);
             }
         }
         idle
+    }
+
+    /// Ends the stream for good: its players are told `reason` and close, the pull stops,
+    /// and the stream leaves the hub at once (a later player starts afresh).
+    pub fn end(self: &Arc<Self>, reason: String) {
+        {
+            let mut i = self.inner.lock().unwrap();
+            i.pulling = false;
+            i.end = Some(reason);
+        }
+        if let Some(hub) = self.hub.upgrade() {
+            let mut map = hub.streams.lock().unwrap();
+            if map.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, self)) {
+                map.remove(&self.key);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn keepalive(&self, now: Instant) {
+        let mut i = self.inner.lock().unwrap();
+        let quiet = i
+            .last_push
+            .map(|t| now.saturating_duration_since(t) >= KEEPALIVE_AFTER)
+            .unwrap_or(true);
+        if i.players == 0 || !quiet || i.end.is_some() {
+            return;
+        }
+        // A user-control PingRequest: RTMP players answer it (PingResponse) or ignore it, and
+        // it moves bytes both ways through any proxy.
+        let stamp = i.ring.tail() as u32;
+        let payload = command::user_control(user_control::PING_REQUEST, stamp);
+        let wire = chunk::encode_to_bytes(
+            csid::PROTOCOL,
+            0,
+            msg_type::USER_CONTROL,
+            0,
+            &payload,
+            chunk::DEFAULT_CHUNK_SIZE,
+        );
+        let frame = Arc::new(Frame {
+            type_id: msg_type::USER_CONTROL,
+            timestamp: 0,
+            kind: MediaKind::Frame,
+            payload,
+            wire,
+        });
+        let size = frame.size();
+        i.last_push = Some(now);
+        i.ring.push(frame, size, now, false, false, &self.budget);
+        drop(i);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let i = self.inner.get_mut().unwrap();
+        i.ring.clear(&self.budget);
     }
 }
 
@@ -259,8 +414,6 @@ impl Stream {
 pub struct Source {
     stream: Arc<Stream>,
     id: u64,
-    chunk_size: usize,
-    gop_cache: bool,
 }
 
 impl Source {
@@ -271,6 +424,10 @@ impl Source {
     /// Feeds one audio, video or data message. Data messages other than onMetaData are
     /// passed through without being cached.
     pub fn push(&self, type_id: u8, timestamp: u32, payload: Bytes) {
+        self.push_at(type_id, timestamp, payload, Instant::now())
+    }
+
+    pub fn push_at(&self, type_id: u8, timestamp: u32, payload: Bytes, now: Instant) {
         let (kind, payload) = match type_id {
             msg_type::VIDEO => (video_kind(&payload), payload),
             msg_type::AUDIO => (audio_kind(&payload), payload),
@@ -290,7 +447,8 @@ impl Source {
         } else {
             type_id
         };
-        let mut i = self.stream.inner.lock().unwrap();
+        let stream = &self.stream;
+        let mut i = stream.inner.lock().unwrap();
         if i.rebase_pending {
             let last = i.last_out_ts.unwrap_or(0);
             i.ts_offset = last.wrapping_add(40).wrapping_sub(timestamp);
@@ -311,7 +469,7 @@ impl Source {
             type_id,
             PLAY_STREAM_ID,
             &payload,
-            self.chunk_size,
+            stream.chunk_size,
         );
         let frame = Arc::new(Frame {
             type_id,
@@ -321,34 +479,32 @@ impl Source {
             wire,
         });
         i.frames_in += 1;
+        i.last_push = Some(now);
         match (type_id, kind) {
             (msg_type::DATA_AMF0, MediaKind::SequenceHeader) => i.metadata = Some(frame.clone()),
             (msg_type::VIDEO, MediaKind::SequenceHeader) => {
                 i.video_seq = Some(frame.clone());
-                i.gop.clear();
-                i.gop_bytes = 0;
+                i.ring.reset_gop();
             }
             (msg_type::AUDIO, MediaKind::SequenceHeader) => i.audio_seq = Some(frame.clone()),
-            (msg_type::DATA_AMF0, _) => {}
-            _ if self.gop_cache => {
-                if frame.is_video_key() {
-                    i.gop.clear();
-                    i.gop_bytes = 0;
-                }
-                // Audio before the first keyframe is useless to a joining player.
-                if !i.gop.is_empty() || frame.is_video_key() {
-                    i.gop_bytes += frame.payload.len();
-                    i.gop.push(frame.clone());
-                    if i.gop.len() > GOP_MAX_FRAMES || i.gop_bytes > GOP_MAX_BYTES {
-                        i.gop.clear();
-                        i.gop_bytes = 0;
-                    }
-                }
-            }
             _ => {}
         }
-        // Sent under the lock so a subscriber's snapshot and its ring position agree.
-        let _ = self.stream.tx.send(frame);
+        let size = frame.size();
+        let starts_gop = frame.is_video_key();
+        let gop = i.gop_cache;
+        let evicted = i.ring.evicted_for_bytes;
+        i.ring
+            .push(frame, size, now, starts_gop, gop, &stream.budget);
+        let pressure = i.ring.evicted_for_bytes > evicted && evicted == 0;
+        drop(i);
+        if pressure {
+            warn!(
+                stream = %stream.key,
+                frame_bytes = size,
+                "queue byte bound reached (max_queue_bytes / max_queue_bytes_total): oldest frames dropped, slow players skip to the next keyframe"
+            );
+        }
+        stream.changed.notify_waiters();
     }
 }
 
@@ -358,8 +514,7 @@ impl Drop for Source {
             let mut i = self.stream.inner.lock().unwrap();
             if i.source == Some(self.id) {
                 i.source = None;
-                i.gop.clear();
-                i.gop_bytes = 0;
+                i.ring.reset_gop();
                 i.metadata = None;
                 i.video_seq = None;
                 i.audio_seq = None;
@@ -367,12 +522,12 @@ impl Drop for Source {
         }
         info!(stream = %self.stream.key, "source ended");
         if let Some(hub) = self.stream.hub.upgrade() {
-            hub.maybe_remove(&self.stream.key);
+            hub.maybe_remove(&self.stream);
         }
     }
 }
 
-/// A player's policy after falling a ring behind: send nothing until the next keyframe (or
+/// A player's policy after falling behind the ring: send nothing until the next keyframe (or
 /// sequence header), so the decoder restarts cleanly instead of on a broken reference chain.
 #[derive(Debug, Default)]
 pub struct Skipper {
@@ -384,7 +539,7 @@ pub struct Skipper {
 }
 
 impl Skipper {
-    /// The ring overwrote `n` messages this player had not read.
+    /// The ring dropped `n` messages this player had not read.
     pub fn lagged(&mut self, n: u64) {
         self.skipping = true;
         self.lost += n;
@@ -392,7 +547,7 @@ impl Skipper {
 
     /// Whether `frame` is to be sent.
     pub fn admit(&mut self, frame: &Frame) -> bool {
-        if self.skipping {
+        if self.skipping && !frame.is_control() {
             if frame.is_video_key() || frame.kind == MediaKind::SequenceHeader {
                 self.skipping = false;
             } else {
@@ -404,12 +559,61 @@ impl Skipper {
     }
 }
 
+/// What [`Player::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PlayerEvent {
+    /// Frames were appended to the output.
+    Frames(usize),
+    /// The player was `n` frames behind the ring and lost them.
+    Lagged(u64),
+    /// The stream ended for good, with the reason.
+    Ended(String),
+}
+
 /// A player's view of a stream: what to send first, then the live ring.
 pub struct Player {
     pub stream: Arc<Stream>,
-    pub rx: broadcast::Receiver<SharedFrame>,
-    /// Metadata, sequence headers and the GOP so far, to send before anything from `rx`.
+    cursor: u64,
+    /// Metadata, sequence headers and the GOP so far, to send before anything else.
     pub initial: Vec<SharedFrame>,
+}
+
+impl Player {
+    /// Takes what is ready without waiting: at most `max_frames`, and past the first frame
+    /// at most `max_bytes`. `None` when nothing is.
+    pub fn try_next(
+        &mut self,
+        out: &mut Vec<SharedFrame>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Option<PlayerEvent> {
+        let i = self.stream.inner.lock().unwrap();
+        match i.ring.read(&mut self.cursor, out, max_frames, max_bytes) {
+            Read::Frames(n) => Some(PlayerEvent::Frames(n)),
+            Read::Lagged(n) => Some(PlayerEvent::Lagged(n)),
+            Read::Empty => i.end.clone().map(PlayerEvent::Ended),
+        }
+    }
+
+    /// Waits until frames are ready (or the stream ended). Cancel-safe: frames are taken
+    /// only when it returns.
+    pub async fn next(
+        &mut self,
+        out: &mut Vec<SharedFrame>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> PlayerEvent {
+        let stream = self.stream.clone();
+        loop {
+            let notified = stream.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(ev) = self.try_next(out, max_frames, max_bytes) {
+                return ev;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Drop for Player {
@@ -422,7 +626,7 @@ impl Drop for Player {
             }
         }
         if let Some(hub) = self.stream.hub.upgrade() {
-            hub.maybe_remove(&self.stream.key);
+            hub.maybe_remove(&self.stream);
         }
     }
 }
@@ -431,12 +635,27 @@ impl Drop for Player {
 mod tests {
     use super::*;
 
-    fn hub() -> Arc<Hub> {
+    fn hub_with(max_frames: usize, max_bytes: usize, total: usize) -> Arc<Hub> {
         Hub::new(HubOptions {
             chunk_size: 4096,
             gop_cache: true,
-            ring_capacity: 64,
+            ring: Limits {
+                window: Duration::from_secs(10),
+                max_frames,
+                max_bytes,
+            },
+            max_total_bytes: total,
         })
+    }
+
+    fn hub() -> Arc<Hub> {
+        hub_with(64, 1 << 30, usize::MAX)
+    }
+
+    fn drain(p: &mut Player) -> Vec<SharedFrame> {
+        let mut out = Vec::new();
+        while let Some(PlayerEvent::Frames(_)) = p.try_next(&mut out, 1000, usize::MAX) {}
+        out
     }
 
     #[test]
@@ -462,20 +681,20 @@ mod tests {
         assert!(!hub.has_source("live/a"));
         drop(p);
         assert!(hub.info("live/a").is_none());
+        assert_eq!(hub.queued_bytes(), 0, "a removed stream frees its ring");
     }
 
     #[test]
     fn timestamps_continue_across_sources() {
         let hub = hub();
-        let (p, _) = hub.subscribe("live/b", false);
-        let mut rx = p.stream.tx.subscribe();
+        let (mut p, _) = hub.subscribe("live/b", false);
         let s1 = hub.start_source("live/b", 1).unwrap();
         s1.push(msg_type::VIDEO, 5000, Bytes::from_static(&[0x17, 1]));
         drop(s1);
         let s2 = hub.start_source("live/b", 2).unwrap();
         s2.push(msg_type::VIDEO, 0, Bytes::from_static(&[0x17, 1]));
-        assert_eq!(rx.try_recv().unwrap().timestamp, 5000);
-        assert_eq!(rx.try_recv().unwrap().timestamp, 5040);
+        let ts: Vec<u32> = drain(&mut p).iter().map(|f| f.timestamp).collect();
+        assert_eq!(ts, vec![5000, 5040]);
     }
 
     #[test]
@@ -505,15 +724,18 @@ mod tests {
         }
         let mut skipper = Skipper::default();
         let mut sent = Vec::new();
+        let mut out = Vec::new();
         loop {
-            match p.rx.try_recv() {
-                Ok(f) => {
-                    if skipper.admit(&f) {
-                        sent.push(f.timestamp / 10);
+            match p.try_next(&mut out, 1000, usize::MAX) {
+                Some(PlayerEvent::Frames(_)) => {
+                    for f in out.drain(..) {
+                        if skipper.admit(&f) {
+                            sent.push(f.timestamp / 10);
+                        }
                     }
                 }
-                Err(broadcast::error::TryRecvError::Lagged(n)) => skipper.lagged(n),
-                Err(_) => break,
+                Some(PlayerEvent::Lagged(n)) => skipper.lagged(n),
+                _ => break,
             }
         }
         assert_eq!(skipper.lost, 36, "the ring kept the last 64 of 100");
@@ -521,6 +743,63 @@ mod tests {
         assert_eq!(sent.first(), Some(&70));
         assert_eq!(sent, (70..100).collect::<Vec<_>>());
         assert_eq!(skipper.dropped, 34);
+    }
+
+    #[test]
+    fn huge_frames_stay_within_the_byte_bounds() {
+        // A publisher of 1 MB frames with a player that never reads: the stream holds at
+        // most its max_queue_bytes, the server its total.
+        let hub = hub_with(100_000, 8 << 20, 12 << 20);
+        let (_stalled, _) = hub.subscribe("live/big", false);
+        let src = hub.start_source("live/big", 1).unwrap();
+        let big = Bytes::from(vec![0x27u8; 1 << 20]);
+        for i in 0..200u32 {
+            src.push(msg_type::VIDEO, i * 33, big.clone());
+            assert!(hub.info("live/big").unwrap().queued_bytes <= 8 << 20);
+        }
+        let src2 = hub.start_source("live/big2", 2).unwrap();
+        let (_p2, _) = hub.subscribe("live/big2", false);
+        for i in 0..200u32 {
+            src2.push(msg_type::VIDEO, i * 33, big.clone());
+            src.push(msg_type::VIDEO, i * 33, big.clone());
+            assert!(hub.queued_bytes() <= (12 << 20) + (4 << 20), "{}", hub.queued_bytes());
+        }
+    }
+
+    #[test]
+    fn an_ended_stream_tells_its_players_and_leaves_the_hub() {
+        let hub = hub();
+        let (mut p, pull) = hub.subscribe("live/none", true);
+        assert!(pull);
+        p.stream.end("not found".into());
+        assert!(hub.info("live/none").is_none());
+        let mut out = Vec::new();
+        assert_eq!(
+            p.try_next(&mut out, 10, 1000),
+            Some(PlayerEvent::Ended("not found".into()))
+        );
+        // A later player starts afresh, with its own pull.
+        let (_q, pull) = hub.subscribe("live/none", true);
+        assert!(pull);
+        drop(p);
+        assert!(hub.info("live/none").is_some(), "the old player's exit keeps the new stream");
+    }
+
+    #[test]
+    fn keepalive_only_while_quiet() {
+        let hub = hub();
+        let (mut p, _) = hub.subscribe("live/ka", false);
+        let t0 = Instant::now();
+        hub.keepalive(t0);
+        let out = drain(&mut p);
+        assert_eq!(out.len(), 1, "no media yet: one ping");
+        assert!(out[0].is_control());
+        let src = hub.start_source("live/ka", 1).unwrap();
+        src.push_at(msg_type::VIDEO, 0, Bytes::from_static(&[0x17, 1]), t0);
+        hub.keepalive(t0 + Duration::from_secs(1));
+        assert_eq!(drain(&mut p).len(), 1, "the frame, no ping while media flows");
+        hub.keepalive(t0 + KEEPALIVE_AFTER);
+        assert!(drain(&mut p)[0].is_control());
     }
 
     #[test]
@@ -534,7 +813,7 @@ mod tests {
         let s = hub.info("live/c").unwrap();
         assert!(s.pulling && s.players == 0);
         let stream = hub.stream("live/c");
-        assert!(stream.stop_pull_if_idle(std::time::Duration::ZERO, Instant::now()));
+        assert!(stream.stop_pull_if_idle(Duration::ZERO, Instant::now()));
         drop(stream);
         assert!(hub.info("live/c").is_none());
     }

@@ -8,8 +8,11 @@
 mod play;
 mod publish;
 
-use crate::config::{EdgeConfig, Mode};
-use crate::hub::{Hub, HubOptions, PLAY_STREAM_ID};
+use crate::config::{in_networks, EdgeConfig, Mode};
+use crate::guard::{HandshakeSlot, Refusal, SessionSlot};
+use crate::hub::{Hub, PLAY_STREAM_ID};
+use crate::reload::{self, Change};
+pub use crate::state::ServerState;
 use bytes::BytesMut;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, Command};
@@ -17,11 +20,10 @@ use common::rtmp::conn::{handshake_server, RtmpError, RtmpReader, RtmpWriter};
 use common::shutdown::Shutdown;
 use rml_amf0::Amf0Value;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
@@ -29,58 +31,76 @@ use tracing::{debug, info, warn, Instrument};
 const PRE_PUBLISH_MAX_MESSAGE: usize = 64 * 1024;
 const WINDOW_ACK_SIZE: u32 = 2_500_000;
 
-/// State shared by all sessions of one server.
-pub struct ServerState {
-    pub config: EdgeConfig,
-    pub hub: Arc<Hub>,
-    next_id: AtomicU64,
-    /// Running pulls, aborted at shutdown.
-    pub pulls: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
-}
-
-impl ServerState {
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
 /// A bound server, ready to [`EdgeServer::run`].
 pub struct EdgeServer {
     listener: TcpListener,
     state: Arc<ServerState>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    handle: EdgeHandle,
+}
+
+/// A reload asked of a running server, answered with what changed or why nothing did.
+struct ReloadRequest {
+    config: EdgeConfig,
+    done: oneshot::Sender<Result<Vec<Change>, Vec<String>>>,
+}
+
+/// Talks to a running [`EdgeServer`]: reload its config, read its state.
+#[derive(Clone)]
+pub struct EdgeHandle {
+    state: Arc<ServerState>,
+    reloads: mpsc::Sender<ReloadRequest>,
+}
+
+impl EdgeHandle {
+    /// Validated config in, applied without dropping anyone: `Ok(changes)` (empty when the
+    /// file did not change), or `Err(problems)` and the running config stays.
+    pub async fn reload(&self, config: EdgeConfig) -> Result<Vec<Change>, Vec<String>> {
+        let (done, answer) = oneshot::channel();
+        self.reloads
+            .send(ReloadRequest { config, done })
+            .await
+            .map_err(|_| vec!["the server is not running".to_string()])?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(vec!["the server stopped during the reload".to_string()]))
+    }
+
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+}
+
+/// Binds `addr` the way the server listens (SO_REUSEADDR, a deep backlog).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }
 
 impl EdgeServer {
     /// Binds `config.listen` (port 0 picks a free port: see [`EdgeServer::local_addr`]).
     pub async fn bind(config: EdgeConfig) -> std::io::Result<EdgeServer> {
-        let sock = match config.listen {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        sock.set_reuseaddr(true)?;
-        sock.bind(config.listen)?;
-        let listener = sock.listen(4096)?;
+        let listener = bind_listener(config.listen)?;
         Ok(Self::from_listener(listener, config))
     }
 
     /// Uses an already-bound listener (socket activation, tests).
     pub fn from_listener(listener: TcpListener, config: EdgeConfig) -> EdgeServer {
-        let ring_capacity = ((config.queue_length.as_secs_f64() * 100.0) as usize)
-            .clamp(256, 16384)
-            .next_power_of_two();
-        let hub = Hub::new(HubOptions {
-            chunk_size: config.chunk_size,
-            gop_cache: config.gop_cache,
-            ring_capacity,
-        });
+        let state = Arc::new(ServerState::new(config));
+        let (tx, reloads) = mpsc::channel(4);
         EdgeServer {
             listener,
-            state: Arc::new(ServerState {
-                config,
-                hub,
-                next_id: AtomicU64::new(1),
-                pulls: Default::default(),
-            }),
+            handle: EdgeHandle {
+                state: state.clone(),
+                reloads: tx,
+            },
+            state,
+            reloads,
         }
     }
 
@@ -94,23 +114,41 @@ impl EdgeServer {
         self.state.hub.clone()
     }
 
+    pub fn handle(&self) -> EdgeHandle {
+        self.handle.clone()
+    }
+
     /// Serves until `shutdown` fires, then closes every connection and pull.
     pub async fn run(self, mut shutdown: Shutdown) {
-        let EdgeServer { listener, state } = self;
-        let cfg = &state.config;
-        info!(
-            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            mode = ?cfg.mode,
-            origins = ?cfg.origin,
-            "edge serving"
-        );
-        let limit = Arc::new(Semaphore::new(cfg.max_connections));
+        let EdgeServer {
+            mut listener,
+            state,
+            mut reloads,
+            handle,
+        } = self;
+        drop(handle);
+        {
+            let cfg = state.config();
+            info!(
+                listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                mode = ?cfg.mode,
+                origins = ?cfg.origin,
+                "edge serving"
+            );
+        }
         let mut sessions = JoinSet::new();
         let mut backoff = std::time::Duration::from_millis(5);
+        let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(1));
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.fired() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                _ = keepalive.tick() => state.hub.keepalive(std::time::Instant::now()),
+                Some(req) = reloads.recv() => {
+                    let result = apply_reload(&state, &mut listener, req.config);
+                    let _ = req.done.send(result);
+                }
                 accepted = listener.accept() => {
                     let (tcp, peer) = match accepted {
                         Ok(a) => { backoff = std::time::Duration::from_millis(5); a }
@@ -122,17 +160,20 @@ impl EdgeServer {
                             continue;
                         }
                     };
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        warn!(%peer, max_connections = cfg.max_connections, "connection refused: max_connections reached");
-                        drop(tcp);
-                        continue;
+                    let cfg = state.config();
+                    let slot = match state.slots.handshake(cfg.max_handshakes) {
+                        Ok(s) => s,
+                        Err(why) => {
+                            state.refuse(why, peer, "too many connections in handshake");
+                            drop(tcp);
+                            continue;
+                        }
                     };
                     let st = state.clone();
                     let id = st.next_id();
                     let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
                     sessions.spawn(async move {
-                        let _permit = permit;
-                        match serve(st, tcp, peer, id).await {
+                        match serve(st, tcp, peer, id, slot).await {
                             Ok(()) => debug!("closed"),
                             Err(RtmpError::Closed) => debug!("client closed"),
                             Err(e) => info!(error = %e, "connection closed"),
@@ -150,6 +191,28 @@ impl EdgeServer {
     }
 }
 
+/// Carries out a reload: the plan first (nothing is touched if it says no), then a new
+/// listener if `listen` changed, then the config swap.
+fn apply_reload(
+    state: &ServerState,
+    listener: &mut TcpListener,
+    new: EdgeConfig,
+) -> Result<Vec<Change>, Vec<String>> {
+    let old = state.config();
+    let changes = reload::plan(&old, &new)?;
+    if changes.iter().any(|c| c.key == "listen") {
+        let l = bind_listener(new.listen)
+            .map_err(|e| vec![format!("listen: cannot listen on {}: {e}", new.listen)])?;
+        *listener = l;
+    }
+    if changes.iter().any(|c| c.key == "log_level") && !common::logging::set_level(&new.log_level)
+    {
+        warn!("log_level not applied: RUST_LOG is set and wins");
+    }
+    state.set_config(new);
+    Ok(changes)
+}
+
 /// What a client asked for once its commands are done.
 pub(crate) struct Session {
     pub state: Arc<ServerState>,
@@ -159,7 +222,11 @@ pub(crate) struct Session {
     pub writer: RtmpWriter<OwnedWriteHalf>,
     pub app: String,
     pub tc_url: String,
+    /// The config in force when the session started.
+    pub config: Arc<EdgeConfig>,
     next_stream_id: u32,
+    /// This session's place among `max_connections`, once it plays or publishes.
+    slot: Option<SessionSlot>,
 }
 
 /// A stream name as sent in play/publish: `name?query`.
@@ -198,9 +265,10 @@ async fn serve(
     mut tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
+    mut slot: HandshakeSlot,
 ) -> Result<(), RtmpError> {
     let _ = tcp.set_nodelay(true);
-    let cfg = &state.config;
+    let cfg = state.config();
     if cfg.send_buffer > 0 {
         // A bounded kernel queue makes a stalled player's writes block (and time out after
         // queue_length) within seconds, instead of after megabytes of autotuned buffer.
@@ -208,13 +276,25 @@ async fn serve(
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
-    let peer = tokio::time::timeout_at(
+    let trusted = cfg.proxy_protocol && in_networks(&cfg.set_real_ip_from, peer.ip());
+    let client = match tokio::time::timeout_at(
         deadline,
-        proxy_header(&mut tcp, &mut buf, peer, cfg.proxy_protocol),
+        proxy_header(&mut tcp, &mut buf, peer, trusted),
     )
     .await
-    .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))??;
-    tracing::Span::current().record("client", tracing::field::display(peer));
+    .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))?
+    {
+        Err(RtmpError::Protocol(why)) => {
+            state.refuse(Refusal::ProxyHeader, peer, &why);
+            return Err(RtmpError::Protocol(why));
+        }
+        other => other?,
+    };
+    tracing::Span::current().record("client", tracing::field::display(client));
+    if let Err(why) = slot.bind_ip(client.ip(), cfg.max_handshakes_per_ip) {
+        state.refuse(why, client, "too many connections in handshake from this address");
+        return Ok(());
+    }
     tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))
         .await
         .map_err(|_| RtmpError::Timeout("in the handshake"))??;
@@ -222,24 +302,34 @@ async fn serve(
     let mut s = Session {
         state: state.clone(),
         id,
-        peer,
+        peer: client,
         reader: RtmpReader::new(r, buf, PRE_PUBLISH_MAX_MESSAGE),
         writer: RtmpWriter::new(w),
         app: String::new(),
         tc_url: String::new(),
+        config: cfg.clone(),
         next_stream_id: PLAY_STREAM_ID,
+        slot: None,
     };
     let next = tokio::time::timeout_at(deadline, s.negotiate())
         .await
         .map_err(|_| RtmpError::Timeout("waiting for play or publish"))??;
+    match state.slots.establish(slot, cfg.max_connections) {
+        Ok(established) => s.slot = Some(established),
+        Err(why) => {
+            state.refuse(why, client, "max_connections reached");
+            return Ok(());
+        }
+    }
     match next {
         Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await,
         Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await,
     }
 }
 
-/// Reads the first bytes: with `expected`, a PROXY v2 header whose source becomes the
-/// client's address; without, makes sure none is there (a misconfigured balancer).
+/// Reads the first bytes: from a peer in `set_real_ip_from` (with `proxy_protocol`), a PROXY
+/// v2 header whose source becomes the client's address; from any other peer, makes sure none
+/// is there (a forged header, or a balancer not listed).
 async fn proxy_header(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
@@ -254,9 +344,9 @@ async fn proxy_header(
         }
         if !expected {
             if looks_like_v2(buf) && buf.len() >= 12 {
-                return Err(RtmpError::Protocol(
-                    "PROXY protocol header on a listener without proxy_protocol = true".into(),
-                ));
+                return Err(RtmpError::Protocol(format!(
+                    "PROXY protocol header from {peer}, which may not send one (proxy_protocol = true and set_real_ip_from must include it)"
+                )));
             }
             if looks_like_v2(buf) {
                 continue;
@@ -271,7 +361,7 @@ async fn proxy_header(
             }
             Err(e) => {
                 return Err(RtmpError::Protocol(format!(
-                    "expected a PROXY protocol v2 header (proxy_protocol = true): {e}"
+                    "expected a PROXY protocol v2 header from {peer} (in set_real_ip_from): {e}"
                 )))
             }
         }
@@ -333,7 +423,7 @@ impl Session {
         if self.app.is_empty() || self.app.len() > 128 || self.app.chars().any(|c| c.is_control()) {
             return Err(RtmpError::Protocol(format!("bad app name {:?}", self.app)));
         }
-        info!(app = %self.app, tc_url = %self.tc_url, "connect");
+        info!(app = %self.app, tc_url = %common::redact::query(&self.tc_url), "connect");
         let w = &mut self.writer;
         w.queue_control(
             msg_type::WINDOW_ACK_SIZE,
@@ -343,7 +433,7 @@ impl Session {
             msg_type::SET_PEER_BANDWIDTH,
             &command::set_peer_bandwidth(WINDOW_ACK_SIZE),
         );
-        w.queue_set_chunk_size(self.state.config.chunk_size as u32);
+        w.queue_set_chunk_size(self.config.chunk_size as u32);
         let props = command::object(&[
             ("fmsVer", command::string("FMS/3,5,3,888")),
             ("capabilities", Amf0Value::Number(127.0)),
@@ -399,6 +489,6 @@ impl Session {
     }
 
     pub fn mode(&self) -> Mode {
-        self.state.config.mode
+        self.config.mode
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Writes are merged: after each write the player sleeps `mw_latency` and then sends every
 //! message that arrived meanwhile in one `writev`, which is what keeps the cost per viewer
-//! low. A player that falls a ring behind skips to the next keyframe; one whose socket does
+//! low. A player that falls behind the ring skips to the next keyframe; one whose socket does
 //! not take a write for `queue_length`, or that stays behind that long, is disconnected.
+//! A stream that no origin has ends its players with `StreamNotFound`.
 
 use super::{Session, StreamName};
-use crate::hub::{SharedFrame, Skipper, PLAY_STREAM_ID};
+use crate::hub::{PlayerEvent, SharedFrame, Skipper, PLAY_STREAM_ID};
 use crate::upstream;
 use crate::Mode;
 use bytes::Bytes;
@@ -17,11 +18,13 @@ use common::rtmp::conn::RtmpError;
 use std::io::IoSlice;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tracing::{info, warn};
 
-/// At most this many messages go into one writev.
+/// At most this many messages go into one writev...
 const MAX_BATCH: usize = 64;
+/// ...and, past the first message, at most this many bytes: what a stalled player holds
+/// (besides the kernel's socket buffer) is one batch.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<(), RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
@@ -35,23 +38,24 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         )
         .await?;
         return Err(RtmpError::Protocol(format!(
-            "play of a bad stream name {raw:?}"
+            "play of a bad stream name {:?}",
+            common::redact::query(&raw)
         )));
     }
     let key = s.stream_key(&name);
     let hub = s.state.hub.clone();
+    let shown = common::redact::query(&raw).into_owned();
     if s.mode() == Mode::Local && !hub.has_source(&key) {
-        s.status(
-            stream_id,
-            "error",
-            "NetStream.Play.StreamNotFound",
-            &format!("{key} is not being published"),
-        )
-        .await?;
-        info!(stream = %key, "play refused: not published");
-        // Give the client a moment to read the status before the close.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        return Ok(());
+        return not_found(s, stream_id, &key, &format!("{key} is not being published")).await;
+    }
+    if s.mode() == Mode::Remote
+        && s.state
+            .not_found
+            .lock()
+            .unwrap()
+            .contains(&key, Instant::now())
+    {
+        return not_found(s, stream_id, &key, &format!("{key} is on no origin")).await;
     }
     let (mut player, start_pull) = hub.subscribe(&key, s.mode() == Mode::Remote);
     if start_pull {
@@ -63,6 +67,12 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         );
     }
     info!(stream = %key, "play started");
+    // The stream's frames are encoded at its own chunk size, which a reload may have made
+    // differ from the one announced at connect.
+    let chunk_size = player.stream.chunk_size;
+    if chunk_size != s.config.chunk_size {
+        s.writer.queue_set_chunk_size(chunk_size as u32);
+    }
 
     let w = &mut s.writer;
     w.queue_control(
@@ -89,11 +99,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     );
     w.flush().await?;
 
-    let state = s.state.clone();
-    let cfg = &state.config;
-    let chunk_size = cfg.chunk_size;
+    let cfg = s.config.clone();
     let wire = |f: &SharedFrame| -> Bytes {
-        if stream_id == PLAY_STREAM_ID {
+        if stream_id == PLAY_STREAM_ID || f.is_control() {
             f.wire.clone()
         } else {
             f.encode_for(stream_id, chunk_size)
@@ -101,8 +109,10 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     };
     let mut batch: Vec<Bytes> = player.initial.iter().map(wire).collect();
     player.initial = Vec::new();
+    let mut frames: Vec<SharedFrame> = Vec::with_capacity(MAX_BATCH);
     let mut skipper = Skipper::default();
     let mut caught_up_at = Instant::now();
+    let mut ended: Option<String> = None;
     let result: Result<(), RtmpError> = async {
         loop {
             if !batch.is_empty() {
@@ -115,9 +125,16 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     tokio::time::sleep(cfg.mw_latency).await;
                 }
             }
-            // Wait for the next message, reading the client's commands meanwhile.
-            let first = tokio::select! {
-                r = player.rx.recv() => r,
+            if let Some(reason) = ended.take() {
+                s.status(stream_id, "error", "NetStream.Play.StreamNotFound", &reason)
+                    .await?;
+                info!(stream = %key, %reason, "play ended: stream not found");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                return Ok(());
+            }
+            // Wait for the next frames, reading the client's commands meanwhile.
+            let mut event = tokio::select! {
+                ev = player.next(&mut frames, MAX_BATCH, MAX_BATCH_BYTES) => ev,
                 msg = s.reader.read_message() => {
                     let msg = msg?;
                     s.ack_if_due().await?;
@@ -132,24 +149,39 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     continue;
                 }
             };
-            let mut next = Some(first);
-            while let Some(r) = next.take() {
-                match r {
-                    Ok(f) => {
-                        if skipper.admit(&f) {
-                            batch.push(wire(&f));
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
+            // Take what is ready, up to one batch.
+            loop {
+                match event {
+                    PlayerEvent::Frames(_) => {}
+                    PlayerEvent::Lagged(n) => {
                         warn!(
                             skipped = n,
                             "player fell behind: skipping to the next keyframe"
                         );
                         skipper.lagged(n);
                     }
-                    Err(RecvError::Closed) => return Ok(()),
+                    PlayerEvent::Ended(reason) => {
+                        ended = Some(reason);
+                        break;
+                    }
                 }
-                continue_try(&mut next, &mut player.rx, &mut caught_up_at, batch.len());
+                let taken: usize = frames.iter().map(|f| f.size()).sum();
+                if frames.len() >= MAX_BATCH || taken >= MAX_BATCH_BYTES {
+                    break;
+                }
+                let room = MAX_BATCH - frames.len();
+                match player.try_next(&mut frames, room, MAX_BATCH_BYTES - taken) {
+                    Some(ev) => event = ev,
+                    None => {
+                        caught_up_at = Instant::now();
+                        break;
+                    }
+                }
+            }
+            for f in frames.drain(..) {
+                if skipper.admit(&f) {
+                    batch.push(wire(&f));
+                }
             }
             if caught_up_at.elapsed() > cfg.queue_length {
                 return Err(RtmpError::Timeout(
@@ -159,30 +191,23 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         }
     }
     .await;
-    info!(stream = %key, "play stopped");
+    info!(stream = %key, name = %shown, "play stopped");
     let _ = s.writer.get_mut().shutdown().await;
     result
 }
 
-/// Takes the next ready message if the batch has room; notes when the ring is drained.
-fn continue_try(
-    next: &mut Option<Result<SharedFrame, RecvError>>,
-    rx: &mut tokio::sync::broadcast::Receiver<SharedFrame>,
-    caught_up_at: &mut Instant,
-    batched: usize,
-) {
-    if batched >= MAX_BATCH {
-        return;
-    }
-    *next = match rx.try_recv() {
-        Ok(f) => Some(Ok(f)),
-        Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-        Err(TryRecvError::Empty) => {
-            *caught_up_at = Instant::now();
-            None
-        }
-    };
+/// Answers a play with `StreamNotFound` and closes after a moment (so the client reads it).
+async fn not_found(
+    mut s: Session,
+    stream_id: u32,
+    key: &str,
+    why: &str,
+) -> Result<(), RtmpError> {
+    s.status(stream_id, "error", "NetStream.Play.StreamNotFound", why)
+        .await?;
+    info!(stream = %key, "play refused: {why}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(())
 }
 
 /// Writes all buffers with writev, resuming after partial writes.

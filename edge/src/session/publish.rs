@@ -6,33 +6,33 @@ use crate::upstream;
 use crate::Mode;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control, Command};
+use crate::guard::{KeyGuard, KeyVerdict, Refusal};
 use common::rtmp::conn::RtmpError;
+use std::time::Instant;
 use tracing::{info, warn};
 
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<(), RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
     let name = StreamName::parse(&raw);
-    let cfg = s.state.config.publish.clone();
+    let cfg = s.config.publish.clone();
+    let ip = s.peer.ip();
     let refusal = if !name.is_valid() {
         Some((
             "NetStream.Publish.BadName",
-            format!("bad stream name {:?}", name.name),
+            format!("bad stream name {:?}", common::redact::query(&raw)),
         ))
     } else if !cfg.enabled {
         Some((
             "NetStream.Publish.Rejected",
             "publishing is disabled on this server".to_string(),
         ))
-    } else if !cfg.allows(s.peer.ip()) {
+    } else if !cfg.allows(ip) {
         Some((
             "NetStream.Publish.Rejected",
-            format!("{} is not in publish.allow", s.peer.ip()),
+            format!("{ip} is not in publish.allow"),
         ))
-    } else if cfg.key.is_some() && name.param("key") != cfg.key.as_deref() {
-        Some((
-            "NetStream.Publish.Rejected",
-            "missing or wrong ?key= for this stream".to_string(),
-        ))
+    } else if cfg.key.is_some() {
+        check_key(&mut s, &cfg, &name).await
     } else {
         None
     };
@@ -59,8 +59,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             return Ok(());
         }
     };
-    s.reader
-        .set_max_message_size(s.state.config.max_message_size);
+    s.reader.set_max_message_size(s.config.max_message_size);
     s.writer.queue_control(
         msg_type::USER_CONTROL,
         &command::user_control(user_control::STREAM_BEGIN, stream_id),
@@ -99,6 +98,48 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     };
     info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
     result
+}
+
+/// The publish key, compared in constant time; a source that keeps failing is slowed down
+/// (each answer delayed) and then refused for a while without its key being looked at
+/// (`guard::KeyGuard`). Returns the refusal, if any.
+async fn check_key(
+    s: &mut Session,
+    cfg: &crate::config::PublishConfig,
+    name: &StreamName,
+) -> Option<(&'static str, String)> {
+    let ip = s.peer.ip();
+    let now = Instant::now();
+    let verdict = s.state.key_guard.lock().unwrap().verdict(ip, now);
+    if let KeyVerdict::Blocked(until) = verdict {
+        s.state
+            .refuse(Refusal::PublishBlocked, s.peer, "too many wrong publish keys");
+        let secs = until.saturating_duration_since(now).as_secs();
+        return Some((
+            "NetStream.Publish.Rejected",
+            format!("too many wrong keys from {ip}: refused for {secs} s more"),
+        ));
+    }
+    if cfg.key_matches(name.param("key")) {
+        s.state.key_guard.lock().unwrap().succeeded(ip);
+        return None;
+    }
+    let (failures, delay) = s.state.key_guard.lock().unwrap().failed(ip, now);
+    let total = s.state.refusals.count(Refusal::PublishKey);
+    warn!(
+        failures,
+        total,
+        delay_ms = delay.as_millis() as u64,
+        "publish key wrong or missing"
+    );
+    if failures >= KeyGuard::BLOCK_AFTER {
+        warn!(%ip, failures, "publish source blocked for {} s", KeyGuard::BLOCK_FOR.as_secs());
+    }
+    tokio::time::sleep(delay).await;
+    Some((
+        "NetStream.Publish.Rejected",
+        "missing or wrong ?key= for this stream".to_string(),
+    ))
 }
 
 /// Splits an aggregate message (type 22: FLV tags back to back) into its messages.

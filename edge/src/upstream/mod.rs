@@ -4,12 +4,22 @@
 //! A pull starts with a stream's first player (the hub decides, once) and tries the origins
 //! in order: connect, `play`, and the first `Play.Start` wins; a connect error, a timeout or a
 //! refusal (`StreamNotFound`) moves to the next. While pulling, media goes into the hub as the
-//! stream's source. When the upstream drops or goes silent for `origin_timeout`, the pull
-//! retries with backoff (250 ms doubling to 5 s) while players stay connected. It ends
-//! `pull_idle_timeout` after the last player left.
+//! stream's source.
+//!
+//! - A stream that was never seen: after one full round of origins without one delivering,
+//!   its players get `StreamNotFound` and close, and the answer is remembered for
+//!   `guard::NotFound::TTL` so that a crowd of such plays costs the origins one lookup.
+//! - A stream that played and dropped (upstream lost, or silent for `origin_timeout`): the
+//!   pull retries every 100 ms growing to 400 ms while players stay connected, so it resumes
+//!   within half a second of the origin answering again. An origin that refuses connections
+//!   is probed by one pull at a time (`guard::OriginGate`), not by every stream at once.
+//!
+//! It ends `pull_idle_timeout` after the last player left. Origins and timeouts are read
+//! from the config in force at each attempt, so a reload applies at the next connect.
 
 use crate::hub::Stream;
-use crate::session::{ServerState, Session};
+use crate::session::Session;
+use crate::state::ServerState;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::client::{is_command, RtmpClient};
 use common::rtmp::command;
@@ -19,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn, Instrument};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_millis(400);
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// Starts the pull of `stream` (called once per pull lifetime, by the hub's decision).
@@ -47,14 +57,25 @@ enum PullEnd {
     Dropped(RtmpError),
 }
 
+/// Why one origin did not deliver.
+enum Failed {
+    /// The origin could not be reached (connect refused, unreachable, timeout).
+    Unreachable(RtmpError),
+    /// Another pull just found it unreachable: not tried this round.
+    Gated,
+    /// It answered, but without the stream (or with an error).
+    Answered(RtmpError),
+}
+
 async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw: String) {
-    let cfg = &state.config;
-    let origins = &cfg.origin;
     let mut first = 0;
-    let mut backoff = BACKOFF_MIN;
-    info!(origins = origins.len(), "pull requested by first player");
+    let mut retry = RETRY_MIN;
+    info!("pull requested by first player");
     loop {
+        let cfg = state.config();
+        let origins = &cfg.origin;
         let mut delivered = false;
+        let mut reasons = Vec::new();
         for i in 0..origins.len() {
             let idx = (first + i) % origins.len();
             let (host, port) = &origins[idx];
@@ -70,7 +91,11 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
                     delivered = true;
                     break;
                 }
-                Err(e) => warn!(%origin, error = %e, "origin failed; trying the next"),
+                Err(Failed::Gated) => reasons.push(format!("{origin}: unreachable")),
+                Err(Failed::Unreachable(e)) | Err(Failed::Answered(e)) => {
+                    warn!(%origin, error = %e, "origin failed; trying the next");
+                    reasons.push(format!("{origin}: {e}"));
+                }
             }
             if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
                 info!("pull stopped: no players left");
@@ -78,9 +103,20 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
             }
         }
         if delivered {
-            backoff = BACKOFF_MIN;
+            retry = RETRY_MIN;
+        } else if !stream.ever_played() {
+            // A stream nobody has: tell its players now rather than hold them forever.
+            let reason = format!("no origin has {}: {}", stream.key, reasons.join("; "));
+            info!(%reason, "pull ended: stream not found");
+            state
+                .not_found
+                .lock()
+                .unwrap()
+                .insert(&stream.key, Instant::now());
+            stream.end(reason);
+            return;
         }
-        let until = Instant::now() + backoff;
+        let until = Instant::now() + retry;
         while Instant::now() < until {
             if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
                 info!("pull stopped: no players left");
@@ -89,7 +125,7 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
             tokio::time::sleep(IDLE_CHECK.min(until - Instant::now())).await;
         }
         if !delivered {
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            retry = (retry * 2).min(RETRY_MAX);
         }
     }
 }
@@ -102,27 +138,56 @@ async fn pull_once(
     port: u16,
     app: &str,
     raw: &str,
-) -> Result<PullEnd, RtmpError> {
-    let cfg = &state.config;
+) -> Result<PullEnd, Failed> {
+    let cfg = state.config();
+    let origin = format!("{host}:{port}");
+    if !state
+        .origin_gate
+        .lock()
+        .unwrap()
+        .may_try(&origin, Instant::now())
+    {
+        return Err(Failed::Gated);
+    }
     let url = RtmpUrl {
         host: host.to_string(),
         port,
         app: app.to_string(),
         stream: raw.to_string(),
     };
-    let mut client = RtmpClient::connect_url(&url, cfg.origin_timeout).await?;
+    let mut client = match RtmpClient::connect_url(&url, cfg.origin_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, RtmpError::Io(_) | RtmpError::Timeout(_)) {
+                state
+                    .origin_gate
+                    .lock()
+                    .unwrap()
+                    .refused(&origin, Instant::now());
+                return Err(Failed::Unreachable(e));
+            }
+            return Err(Failed::Answered(e));
+        }
+    };
+    state.origin_gate.lock().unwrap().answered(&origin);
     client.reader.set_max_message_size(cfg.max_message_size);
-    client.play(raw, cfg.origin_timeout).await?;
+    client
+        .play(raw, cfg.origin_timeout)
+        .await
+        .map_err(Failed::Answered)?;
     let source = state
         .hub
         .start_source(&stream.key, state.next_id())
-        .map_err(|e| RtmpError::Protocol(e.to_string()))?;
-    info!(origin = %format!("{host}:{port}"), "pull started");
+        .map_err(|e| Failed::Answered(RtmpError::Protocol(e.to_string())))?;
+    state.not_found.lock().unwrap().remove(&stream.key);
+    info!(%origin, "pull started");
     let mut last_media = Instant::now();
     loop {
         match tokio::time::timeout(IDLE_CHECK, client.reader.read_message()).await {
             Ok(Ok(msg)) => {
-                client.respond(&msg).await?;
+                if let Err(e) = client.respond(&msg).await {
+                    return Ok(PullEnd::Dropped(e));
+                }
                 match msg.type_id {
                     msg_type::AUDIO
                     | msg_type::VIDEO
@@ -162,8 +227,9 @@ pub(crate) async fn forward_publish(
     raw: &str,
     stream_id: u32,
 ) -> Result<(), RtmpError> {
-    let cfg = s.state.config.clone();
+    let cfg = s.config.clone();
     let mut upstream = None;
+    let mut refusal: Option<(String, String)> = None;
     for (host, port) in &cfg.origin {
         let url = RtmpUrl {
             host: host.clone(),
@@ -183,18 +249,23 @@ pub(crate) async fn forward_publish(
                 break;
             }
             Err(e) => {
-                warn!(origin = %format!("{host}:{port}"), error = %e, "origin refused the forwarded publish")
+                warn!(origin = %format!("{host}:{port}"), error = %e, "origin refused the forwarded publish");
+                // The first origin that answered with a reason is the one the publisher hears.
+                if let (RtmpError::Refused { code, description }, None) = (&e, &refusal) {
+                    refusal = Some((code.clone(), description.clone()));
+                }
             }
         }
     }
     let Some(mut up) = upstream else {
-        s.status(
-            stream_id,
-            "error",
-            "NetStream.Publish.Rejected",
-            "no origin accepted the publish",
-        )
-        .await?;
+        let (code, description) = refusal.unwrap_or_else(|| {
+            (
+                "NetStream.Publish.Rejected".to_string(),
+                "no origin accepted the publish".to_string(),
+            )
+        });
+        s.status(stream_id, "error", &code, &format!("origin: {description}"))
+            .await?;
         return Ok(());
     };
     s.reader.set_max_message_size(cfg.max_message_size);
