@@ -356,3 +356,118 @@ pub fn rs_status(running: &lb::Running, rs: SocketAddr) -> serde_json::Value {
         .cloned()
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// The `edge` binary running as its own process with a config file (for what only a process
+/// shows: signals, its log, its memory). Killed when dropped.
+pub struct EdgeProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("edgefleet-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl EdgeProc {
+    /// Starts `edge --config` with `toml` plus `listen` on a free loopback port, and waits
+    /// until it accepts connections.
+    pub fn start(toml: &str) -> EdgeProc {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = TempDir::new("edgeproc");
+        let config = dir.0.join("edge.toml");
+        std::fs::write(&config, format!("listen = \"{addr}\"\n{toml}")).unwrap();
+        let log = dir.0.join("edge.log");
+        let child = Command::new(lab::bin("edge"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn edge");
+        let p = EdgeProc {
+            child,
+            addr,
+            config,
+            log,
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < end, "edge did not listen:\n{}", p.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn url(&self, stream: &str) -> String {
+        format!("rtmp://{}/live/{stream}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Rewrites the config file (the same `listen` is kept first).
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(&self.config, format!("listen = \"{}\"\n{toml}", self.addr)).unwrap();
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    /// Waits until the log contains `needle` (at least `count` times).
+    pub async fn wait_log(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        wait_until(limit, || self.log().matches(needle).count() >= count).await
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -75,6 +75,13 @@ impl RtmpClient {
         .map_err(|_| RtmpError::Timeout("connecting"))?
     }
 
+    /// Handshake + `connect(app)` on an already connected socket (after a PROXY header
+    /// written by the caller, say).
+    pub async fn from_tcp(tcp: TcpStream, url: &RtmpUrl) -> Result<RtmpClient, RtmpError> {
+        let addr = tcp.peer_addr()?;
+        Self::start(tcp, addr, url).await
+    }
+
     async fn connect_inner(addr: SocketAddr, url: &RtmpUrl) -> Result<RtmpClient, RtmpError> {
         let tcp = TcpStream::connect(addr).await?;
         Self::start(tcp, addr, url).await

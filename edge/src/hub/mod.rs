@@ -29,7 +29,7 @@ use tracing::{info, warn};
 pub const PLAY_STREAM_ID: u32 = 1;
 /// A stream without media for this long gets a keepalive ping to its players, so that no
 /// intermediary (a proxy's idle timer) cuts them while the edge waits for the source.
-pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(3);
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(2);
 
 /// One media or data message, shared by every player.
 #[derive(Debug)]

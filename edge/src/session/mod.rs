@@ -161,7 +161,7 @@ impl EdgeServer {
                         }
                     };
                     let cfg = state.config();
-                    let slot = match state.slots.handshake(cfg.max_handshakes) {
+                    let mut slot = match state.slots.handshake(cfg.max_handshakes) {
                         Ok(s) => s,
                         Err(why) => {
                             state.refuse(why, peer, "too many connections in handshake");
@@ -169,11 +169,23 @@ impl EdgeServer {
                             continue;
                         }
                     };
+                    // A peer that sends no PROXY header is the client itself: count it
+                    // against its address now, so silent connections from one address are
+                    // turned away at once. A balancer's connections are counted against the
+                    // client its header names.
+                    let trusted = cfg.proxy_protocol && in_networks(&cfg.set_real_ip_from, peer.ip());
+                    if !trusted {
+                        if let Err(why) = slot.bind_ip(peer.ip(), cfg.max_handshakes_per_ip) {
+                            state.refuse(why, peer, "too many connections in handshake from this address");
+                            drop(tcp);
+                            continue;
+                        }
+                    }
                     let st = state.clone();
                     let id = st.next_id();
                     let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
                     sessions.spawn(async move {
-                        match serve(st, tcp, peer, id, slot).await {
+                        match serve(st, tcp, peer, id, slot, trusted).await {
                             Ok(()) => debug!("closed"),
                             Err(RtmpError::Closed) => debug!("client closed"),
                             Err(e) => info!(error = %e, "connection closed"),
@@ -266,6 +278,7 @@ async fn serve(
     peer: SocketAddr,
     id: u64,
     mut slot: HandshakeSlot,
+    trusted: bool,
 ) -> Result<(), RtmpError> {
     let _ = tcp.set_nodelay(true);
     let cfg = state.config();
@@ -276,7 +289,6 @@ async fn serve(
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
-    let trusted = cfg.proxy_protocol && in_networks(&cfg.set_real_ip_from, peer.ip());
     let client = match tokio::time::timeout_at(
         deadline,
         proxy_header(&mut tcp, &mut buf, peer, trusted),
@@ -291,9 +303,11 @@ async fn serve(
         other => other?,
     };
     tracing::Span::current().record("client", tracing::field::display(client));
-    if let Err(why) = slot.bind_ip(client.ip(), cfg.max_handshakes_per_ip) {
-        state.refuse(why, client, "too many connections in handshake from this address");
-        return Ok(());
+    if trusted {
+        if let Err(why) = slot.bind_ip(client.ip(), cfg.max_handshakes_per_ip) {
+            state.refuse(why, client, "too many connections in handshake from this address");
+            return Ok(());
+        }
     }
     tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))
         .await

@@ -32,6 +32,7 @@ use tracing::{info, warn, Instrument};
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_millis(400);
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Starts the pull of `stream` (called once per pull lifetime, by the hub's decision).
 pub fn start_pull(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw_name: String) {
@@ -70,6 +71,10 @@ enum Failed {
 async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw: String) {
     let mut first = 0;
     let mut retry = RETRY_MIN;
+    // Failures are logged once, then every LOG_EVERY with a count: an outage of minutes
+    // is a few lines, not one per retry.
+    let mut failures = 0u64;
+    let mut last_log: Option<Instant> = None;
     info!("pull requested by first player");
     loop {
         let cfg = state.config();
@@ -89,11 +94,17 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
                     warn!(%origin, error = %e, "upstream dropped; reconnecting, players kept");
                     first = idx;
                     delivered = true;
+                    failures = 0;
+                    last_log = None;
                     break;
                 }
                 Err(Failed::Gated) => reasons.push(format!("{origin}: unreachable")),
                 Err(Failed::Unreachable(e)) | Err(Failed::Answered(e)) => {
-                    warn!(%origin, error = %e, "origin failed; trying the next");
+                    failures += 1;
+                    if last_log.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
+                        warn!(%origin, error = %e, failures, "origin failed; trying the next");
+                        last_log = Some(Instant::now());
+                    }
                     reasons.push(format!("{origin}: {e}"));
                 }
             }
