@@ -130,8 +130,7 @@ impl EdgeConfig {
                 window: self.queue_length,
                 // Far above what the time window holds at ~75 messages/s; a bound for
                 // streams of many tiny messages.
-                max_frames: ((self.queue_length.as_secs_f64() * 400.0) as usize)
-                    .clamp(1024, 65536),
+                max_frames: ((self.queue_length.as_secs_f64() * 400.0) as usize).clamp(1024, 65536),
                 max_bytes: self.max_queue_bytes,
             },
             max_total_bytes: self.max_queue_bytes_total,

@@ -17,7 +17,11 @@ pub struct Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} -> {} ({})", self.key, self.old, self.new, self.effect)
+        write!(
+            f,
+            "{}: {} -> {} ({})",
+            self.key, self.old, self.new, self.effect
+        )
     }
 }
 
@@ -202,7 +206,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
     diff(
         "publish.key",
         // Never the key itself: reload logs are read by many.
-        if old.publish.key.is_some() { "set" } else { "unset" }.into(),
+        if old.publish.key.is_some() {
+            "set"
+        } else {
+            "unset"
+        }
+        .into(),
         match (&old.publish.key, &publish.key) {
             (Some(a), Some(b)) if a != b => "changed".into(),
             (_, Some(_)) => "set".into(),
@@ -249,7 +258,10 @@ mod tests {
             ("pull_idle_timeout", "pull_idle_timeout = 30"),
             ("max_message_size", "max_message_size = 1048576"),
             ("proxy_protocol", "proxy_protocol = true"),
-            ("set_real_ip_from", "proxy_protocol = true\nset_real_ip_from = [\"198.18.0.0/15\"]"),
+            (
+                "set_real_ip_from",
+                "proxy_protocol = true\nset_real_ip_from = [\"198.18.0.0/15\"]",
+            ),
             ("send_buffer", "send_buffer = 0"),
             ("max_handshakes", "max_handshakes = 7"),
             ("max_handshakes_per_ip", "max_handshakes_per_ip = 7"),
@@ -279,7 +291,11 @@ mod tests {
     fn a_key_never_shows_in_the_plan() {
         let a = cfg("[publish]\nkey = \"first-secret\"");
         let b = cfg("[publish]\nkey = \"second-secret\"");
-        let shown: String = plan(&a, &b).unwrap().iter().map(|c| c.to_string()).collect();
+        let shown: String = plan(&a, &b)
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         assert!(shown.contains("publish.key: set -> changed"), "{shown}");
         assert!(!shown.contains("secret"), "{shown}");
     }

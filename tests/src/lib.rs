@@ -156,8 +156,8 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub async fn wait_published(hub: &Hub, stream: &str) {
     let key = format!("live/{stream}");
     assert!(
-        wait_until(Duration::from_secs(10), || hub.has_source(&key)).await,
-        "{key} was not published within 10 s"
+        wait_until(Duration::from_secs(20), || hub.has_source(&key)).await,
+        "{key} was not published within 20 s"
     );
 }
 

@@ -93,6 +93,10 @@ async fn sighup_reloads_the_edge_and_keeps_its_viewers() {
     init();
     let mut edge = EdgeProc::start("");
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
     let (seen, _viewer) = watch(&edge.url("cam"), Duration::from_secs(60));
     assert!(wait_until(Duration::from_secs(10), || media(&seen) > 20).await);
 
@@ -100,14 +104,21 @@ async fn sighup_reloads_the_edge_and_keeps_its_viewers() {
     edge.write_config("max_connections = 500\n[publish]\nkey = \"k1-secret\"\n");
     edge.signal(Signal::SIGHUP);
     assert!(
-        edge.wait_log("configuration reloaded", 1, Duration::from_secs(5)).await,
+        edge.wait_log("configuration reloaded", 1, Duration::from_secs(5))
+            .await,
         "{}",
         edge.log()
     );
     let log = edge.log();
-    assert!(log.contains("changed: max_connections: 1000 -> 500"), "{log}");
+    assert!(
+        log.contains("changed: max_connections: 1000 -> 500"),
+        "{log}"
+    );
     assert!(log.contains("publish.key: unset -> set"), "{log}");
-    assert!(!log.contains("k1-secret"), "the key is never logged:\n{log}");
+    assert!(
+        !log.contains("k1-secret"),
+        "the key is never logged:\n{log}"
+    );
     assert!(edge.alive(), "SIGHUP killed the edge");
     let before = media(&seen);
     assert!(wait_until(Duration::from_secs(5), || media(&seen) > before + 20).await);
@@ -119,18 +130,25 @@ async fn sighup_reloads_the_edge_and_keeps_its_viewers() {
     edge.write_config("max_connections = 0\nqueue_length = -1\n");
     edge.signal(Signal::SIGHUP);
     assert!(
-        edge.wait_log("the running configuration stays", 1, Duration::from_secs(5)).await,
+        edge.wait_log("the running configuration stays", 1, Duration::from_secs(5))
+            .await,
         "{}",
         edge.log()
     );
     let log = edge.log();
     assert!(log.contains("reload refused: max_connections:"), "{log}");
     assert!(log.contains("reload refused: queue_length:"), "{log}");
-    assert!(try_publish(&edge.url("third")).await.is_err(), "the key rule stays");
+    assert!(
+        try_publish(&edge.url("third")).await.is_err(),
+        "the key rule stays"
+    );
     // A mode change is refused whole.
     edge.write_config("mode = \"remote\"\norigin = [\"127.0.0.1:1\"]\n");
     edge.signal(Signal::SIGHUP);
-    assert!(edge.wait_log("the running configuration stays", 2, Duration::from_secs(5)).await);
+    assert!(
+        edge.wait_log("the running configuration stays", 2, Duration::from_secs(5))
+            .await
+    );
     assert!(edge.log().contains("reload refused: mode:"));
     assert!(edge.alive());
     let before = media(&seen);
@@ -161,14 +179,23 @@ async fn viewers_behind_lb_outlive_an_origin_outage_and_resume_at_once() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     {
         let g = seen.lock().unwrap();
-        assert!(g.closed.is_none(), "viewer cut during the outage: {:?}", g.closed);
+        assert!(
+            g.closed.is_none(),
+            "viewer cut during the outage: {:?}",
+            g.closed
+        );
         assert!(g.pings >= 1, "no keepalive reached the viewer: {g:?}");
     }
     // The origin returns: the viewer's media resumes on the same connection.
     let origin2 = start(edge::EdgeConfig::origin(port)).await;
     let (_stop2, _pub2) = publish_clip(&origin2.url("out"));
     let back = Instant::now();
-    assert!(wait_until(Duration::from_secs(10), || origin2.hub.has_source("live/out")).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || origin2
+            .hub
+            .has_source("live/out"))
+        .await
+    );
     let published = Instant::now();
     let resumed = wait_until(Duration::from_secs(10), || {
         seen.lock()
@@ -186,7 +213,10 @@ async fn viewers_behind_lb_outlive_an_origin_outage_and_resume_at_once() {
         resume
     );
     // Retries are 400 ms apart at most: the first one after the stream is back finds it.
-    assert!(resume < Duration::from_millis(1500), "resume took {resume:?}");
+    assert!(
+        resume < Duration::from_millis(1500),
+        "resume took {resume:?}"
+    );
     drop(lb);
 }
 
@@ -203,7 +233,9 @@ async fn a_stream_no_origin_has_is_answered_and_costs_one_lookup() {
     let took = t0.elapsed();
     let g = seen.lock().unwrap();
     assert!(
-        g.statuses.iter().any(|s| s == "NetStream.Play.StreamNotFound"),
+        g.statuses
+            .iter()
+            .any(|s| s == "NetStream.Play.StreamNotFound"),
         "{g:?}"
     );
     assert!(g.closed.is_some(), "the player is closed after the answer");
@@ -226,9 +258,7 @@ async fn a_stream_no_origin_has_is_answered_and_costs_one_lookup() {
 }
 
 /// A TCP relay to `to` counting the connections it passes.
-async fn counting_relay(
-    to: SocketAddr,
-) -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+async fn counting_relay(to: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -254,7 +284,10 @@ async fn a_refused_forwarded_publish_gives_the_origins_reason() {
     match try_publish(&edge.url("fwd")).await {
         Err(RtmpError::Refused { code, description }) => {
             assert_eq!(code, "NetStream.Publish.Rejected");
-            assert!(description.contains("origin") && description.contains("key"), "{description}");
+            assert!(
+                description.contains("origin") && description.contains("key"),
+                "{description}"
+            );
         }
         Err(e) => panic!("refused without the origin's reason: {e}"),
         Ok(_) => panic!("published without the key"),
@@ -268,7 +301,10 @@ async fn silent_connections_cannot_lock_viewers_out() {
     common::rlimit::raise_nofile(8192);
     let edge = EdgeProc::start("max_handshakes_per_ip = 16\nhandshake_timeout = 30\n");
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
     // 1000 connections from 127.0.0.1 that never say a word (the default max_connections).
     let mut silent = Vec::new();
     for _ in 0..1000 {
@@ -296,7 +332,8 @@ async fn silent_connections_cannot_lock_viewers_out() {
     .await;
     assert!(matches!(got, Ok(Ok(()))), "viewer locked out: {got:?}");
     assert!(
-        edge.wait_log("reason=max_handshakes_per_ip", 1, Duration::from_secs(5)).await,
+        edge.wait_log("reason=max_handshakes_per_ip", 1, Duration::from_secs(5))
+            .await,
         "{}",
         edge.log()
     );
@@ -324,7 +361,10 @@ async fn a_forged_proxy_header_does_not_pass_publish_allow() {
         tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
     )
     .await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "forged header accepted: {r:?}");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "forged header accepted: {r:?}"
+    );
     // 127.0.0.1 without a header connects plainly (an operator is not locked out), but is
     // not 198.18.0.5, so it may not publish.
     assert!(try_publish(&origin.url("x")).await.is_err());
@@ -371,11 +411,19 @@ async fn publish_keys_stay_out_of_logs_and_wrong_keys_slow_down() {
     assert!(out_bad.contains("key=***"), "{out_bad}");
     // Attempts 2..=4 from the same address: the 4th answer comes only after a delay.
     for i in 2..=3 {
-        assert!(try_publish(&edge.url(&format!("cam?key=wrong-secret-{i}"))).await.is_err());
+        assert!(try_publish(&edge.url(&format!("cam?key=wrong-secret-{i}")))
+            .await
+            .is_err());
     }
     let t = Instant::now();
-    assert!(try_publish(&edge.url("cam?key=wrong-secret-4")).await.is_err());
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(try_publish(&edge.url("cam?key=wrong-secret-4"))
+        .await
+        .is_err());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     let log = edge.log();
     for text in [&log, &out_ok, &out_bad] {
         assert!(!text.contains("hunter2"), "a key leaked:\n{text}");
@@ -396,7 +444,10 @@ async fn huge_frames_and_a_stalled_player_keep_the_origin_bounded() {
     let mut publisher = RtmpClient::connect_url(&url, Duration::from_secs(5))
         .await
         .unwrap();
-    publisher.publish("huge", Duration::from_secs(5)).await.unwrap();
+    publisher
+        .publish("huge", Duration::from_secs(5))
+        .await
+        .unwrap();
     // The stalled player: plays, then never reads again.
     let mut stalled = RtmpClient::connect_url(&url, Duration::from_secs(5))
         .await
@@ -410,18 +461,19 @@ async fn huge_frames_and_a_stalled_player_keep_the_origin_bounded() {
     let end = Instant::now() + Duration::from_secs(20);
     for i in 0..120u32 {
         let frame = if i % 10 == 0 { &key } else { &inter };
-        let sent = tokio::time::timeout_at(
-            end,
-            publisher.send_media(msg_type::VIDEO, i * 40, frame),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout_at(end, publisher.send_media(msg_type::VIDEO, i * 40, frame))
+                .await;
         if !matches!(sent, Ok(Ok(()))) {
             break;
         }
         sent_frames += 1;
         peak = peak.max(edge.rss_kib());
     }
-    assert!(sent_frames >= 60, "only {sent_frames} frames of 8 MB went in");
+    assert!(
+        sent_frames >= 60,
+        "only {sent_frames} frames of 8 MB went in"
+    );
     let grown_mb = peak.saturating_sub(base) / 1024;
     eprintln!(
         "origin RSS: {} MB at start, {} MB peak under {sent_frames} frames of 8 MB",

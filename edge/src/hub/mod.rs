@@ -762,7 +762,11 @@ mod tests {
         for i in 0..200u32 {
             src2.push(msg_type::VIDEO, i * 33, big.clone());
             src.push(msg_type::VIDEO, i * 33, big.clone());
-            assert!(hub.queued_bytes() <= (12 << 20) + (4 << 20), "{}", hub.queued_bytes());
+            assert!(
+                hub.queued_bytes() <= (12 << 20) + (4 << 20),
+                "{}",
+                hub.queued_bytes()
+            );
         }
     }
 
@@ -782,7 +786,10 @@ mod tests {
         let (_q, pull) = hub.subscribe("live/none", true);
         assert!(pull);
         drop(p);
-        assert!(hub.info("live/none").is_some(), "the old player's exit keeps the new stream");
+        assert!(
+            hub.info("live/none").is_some(),
+            "the old player's exit keeps the new stream"
+        );
     }
 
     #[test]
@@ -797,7 +804,11 @@ mod tests {
         let src = hub.start_source("live/ka", 1).unwrap();
         src.push_at(msg_type::VIDEO, 0, Bytes::from_static(&[0x17, 1]), t0);
         hub.keepalive(t0 + Duration::from_secs(1));
-        assert_eq!(drain(&mut p).len(), 1, "the frame, no ping while media flows");
+        assert_eq!(
+            drain(&mut p).len(),
+            1,
+            "the frame, no ping while media flows"
+        );
         hub.keepalive(t0 + KEEPALIVE_AFTER);
         assert!(drain(&mut p)[0].is_control());
     }

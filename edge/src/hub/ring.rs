@@ -273,7 +273,14 @@ mod tests {
         assert_eq!(r.len(), 30);
         assert_eq!(r.gop().count(), 30);
         // A new keyframe at 3 s: the old GOP is no longer protected, the window applies.
-        r.push(frame(30, 10), 10, t0 + Duration::from_secs(3), true, true, &budget);
+        r.push(
+            frame(30, 10),
+            10,
+            t0 + Duration::from_secs(3),
+            true,
+            true,
+            &budget,
+        );
         assert_eq!(r.gop().count(), 1);
         assert!(r.len() <= 12, "{}", r.len());
         assert_eq!(budget.used(), r.bytes());

@@ -217,8 +217,7 @@ fn apply_reload(
             .map_err(|e| vec![format!("listen: cannot listen on {}: {e}", new.listen)])?;
         *listener = l;
     }
-    if changes.iter().any(|c| c.key == "log_level") && !common::logging::set_level(&new.log_level)
-    {
+    if changes.iter().any(|c| c.key == "log_level") && !common::logging::set_level(&new.log_level) {
         warn!("log_level not applied: RUST_LOG is set and wins");
     }
     state.set_config(new);
@@ -289,23 +288,25 @@ async fn serve(
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
-    let client = match tokio::time::timeout_at(
-        deadline,
-        proxy_header(&mut tcp, &mut buf, peer, trusted),
-    )
-    .await
-    .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))?
-    {
-        Err(RtmpError::Protocol(why)) => {
-            state.refuse(Refusal::ProxyHeader, peer, &why);
-            return Err(RtmpError::Protocol(why));
-        }
-        other => other?,
-    };
+    let client =
+        match tokio::time::timeout_at(deadline, proxy_header(&mut tcp, &mut buf, peer, trusted))
+            .await
+            .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))?
+        {
+            Err(RtmpError::Protocol(why)) => {
+                state.refuse(Refusal::ProxyHeader, peer, &why);
+                return Err(RtmpError::Protocol(why));
+            }
+            other => other?,
+        };
     tracing::Span::current().record("client", tracing::field::display(client));
     if trusted {
         if let Err(why) = slot.bind_ip(client.ip(), cfg.max_handshakes_per_ip) {
-            state.refuse(why, client, "too many connections in handshake from this address");
+            state.refuse(
+                why,
+                client,
+                "too many connections in handshake from this address",
+            );
             return Ok(());
         }
     }

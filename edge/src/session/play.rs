@@ -197,12 +197,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
 }
 
 /// Answers a play with `StreamNotFound` and closes after a moment (so the client reads it).
-async fn not_found(
-    mut s: Session,
-    stream_id: u32,
-    key: &str,
-    why: &str,
-) -> Result<(), RtmpError> {
+async fn not_found(mut s: Session, stream_id: u32, key: &str, why: &str) -> Result<(), RtmpError> {
     s.status(stream_id, "error", "NetStream.Play.StreamNotFound", why)
         .await?;
     info!(stream = %key, "play refused: {why}");

@@ -2,11 +2,11 @@
 //! on an edge with publishing enabled, forwards the publish to the origin.
 
 use super::{Session, StreamName};
+use crate::guard::{KeyGuard, KeyVerdict, Refusal};
 use crate::upstream;
 use crate::Mode;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control, Command};
-use crate::guard::{KeyGuard, KeyVerdict, Refusal};
 use common::rtmp::conn::RtmpError;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -112,8 +112,11 @@ async fn check_key(
     let now = Instant::now();
     let verdict = s.state.key_guard.lock().unwrap().verdict(ip, now);
     if let KeyVerdict::Blocked(until) = verdict {
-        s.state
-            .refuse(Refusal::PublishBlocked, s.peer, "too many wrong publish keys");
+        s.state.refuse(
+            Refusal::PublishBlocked,
+            s.peer,
+            "too many wrong publish keys",
+        );
         let secs = until.saturating_duration_since(now).as_secs();
         return Some((
             "NetStream.Publish.Rejected",
