@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub max_queue_bytes: Option<i64>,
     pub max_queue_bytes_total: Option<i64>,
     pub log_level: Option<String>,
+    pub grace_period: Option<f64>,
     pub publish: Option<RawPublish>,
 }
 
@@ -84,6 +85,8 @@ pub struct EdgeConfig {
     pub max_queue_bytes_total: usize,
     /// A tracing filter directive (`info`, `debug`, `edge=debug,warn`).
     pub log_level: String,
+    /// SIGTERM: how long current viewers keep playing after the listener closed.
+    pub grace_period: Duration,
     pub publish: PublishConfig,
 }
 
@@ -367,6 +370,14 @@ impl RawConfig {
             1 << 20,
             1 << 40,
         ) as usize;
+        let grace_period = seconds(
+            &mut errs,
+            "grace_period",
+            self.grace_period,
+            10.0,
+            0.0,
+            3600.0,
+        );
         let log_level = self.log_level.unwrap_or_else(|| "info".into());
         if let Err(e) = common::logging::check_level(&log_level) {
             errs.push(ConfigError::new("log_level", e));
@@ -426,6 +437,7 @@ impl RawConfig {
             max_queue_bytes,
             max_queue_bytes_total,
             log_level,
+            grace_period,
             publish,
         })
     }

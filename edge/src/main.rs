@@ -116,9 +116,14 @@ async fn serve(config: EdgeConfig, path: PathBuf) -> ExitCode {
         }
     };
     let (trigger, shutdown) = common::shutdown::channel();
+    let handle = server.handle();
     tokio::spawn(async move {
+        // The first SIGTERM/SIGINT drains (grace_period), a second one stops at once.
         common::signals::terminated().await;
-        tracing::info!("signal received: shutting down");
+        tracing::info!("signal received: draining (signal again to stop at once)");
+        handle.drain().await;
+        common::signals::terminated().await;
+        tracing::info!("second signal: stopping now");
         trigger.fire();
     });
     tokio::spawn(reload_on_sighup(server.handle(), path));

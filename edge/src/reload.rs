@@ -56,6 +56,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         max_queue_bytes,
         max_queue_bytes_total,
         log_level,
+        grace_period,
         publish,
     } = new;
     if *mode != old.mode {
@@ -192,6 +193,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
     );
     diff("log_level", old.log_level.clone(), log_level.clone(), NOW);
     diff(
+        "grace_period",
+        format!("{:?}", old.grace_period),
+        format!("{grace_period:?}"),
+        "at the next SIGTERM",
+    );
+    diff(
         "publish.enabled",
         old.publish.enabled.to_string(),
         publish.enabled.to_string(),
@@ -268,6 +275,7 @@ mod tests {
             ("max_queue_bytes", "max_queue_bytes = 2097152"),
             ("max_queue_bytes_total", "max_queue_bytes_total = 2097152"),
             ("log_level", "log_level = \"debug\""),
+            ("grace_period", "grace_period = 30"),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

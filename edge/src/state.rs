@@ -24,6 +24,17 @@ pub struct ServerState {
     pub key_guard: Mutex<KeyGuard>,
     pub not_found: Mutex<NotFound>,
     pub origin_gate: Mutex<OriginGate>,
+    pub clients: Clients,
+    pub totals: Totals,
+}
+
+/// Server-wide counters (Prometheus totals).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub connections: AtomicU64,
+    pub pulls_started: AtomicU64,
+    pub pulls_failed: AtomicU64,
+    pub pulls_not_found: AtomicU64,
 }
 
 impl ServerState {
@@ -38,6 +49,8 @@ impl ServerState {
             key_guard: Default::default(),
             not_found: Default::default(),
             origin_gate: Default::default(),
+            clients: Default::default(),
+            totals: Default::default(),
         }
     }
 
@@ -61,6 +74,110 @@ impl ServerState {
         let total = self.refusals.count(why);
         if self.refusals.should_log(why, Instant::now()) {
             warn!(%peer, reason = %why, total, "connection refused: {detail}");
+        }
+    }
+}
+
+/// What a connection is doing, for the API and the end-of-session log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Connected, not yet playing or publishing.
+    Connecting,
+    Play,
+    Publish,
+    /// The edge's own pull from an origin.
+    Pull,
+}
+
+/// One connection (or pull) as the API lists it. Counters are updated by its session.
+#[derive(Debug)]
+pub struct Client {
+    pub id: u64,
+    pub peer: std::net::SocketAddr,
+    pub started: Instant,
+    pub protocol: &'static str,
+    pub kind: Mutex<ClientKind>,
+    pub stream: Mutex<String>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Notified to disconnect this client (`DELETE /api/v1/clients/{id}`).
+    pub kick: tokio::sync::Notify,
+}
+
+impl Client {
+    pub fn set(&self, kind: ClientKind, stream: &str) {
+        *self.kind.lock().unwrap() = kind;
+        *self.stream.lock().unwrap() = stream.to_string();
+    }
+
+    pub fn add_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Every live client, by id. Entries leave when their [`ClientEntry`] is dropped.
+#[derive(Debug, Default)]
+pub struct Clients {
+    map: Mutex<std::collections::BTreeMap<u64, Arc<Client>>>,
+}
+
+/// A client's registration, removed when dropped.
+pub struct ClientEntry {
+    pub client: Arc<Client>,
+    state: std::sync::Weak<ServerState>,
+}
+
+impl Clients {
+    pub fn list(&self) -> Vec<Arc<Client>> {
+        self.map.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Client>> {
+        self.map.lock().unwrap().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ServerState {
+    /// Registers a connection (or pull) for the API.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        peer: std::net::SocketAddr,
+        protocol: &'static str,
+        kind: ClientKind,
+    ) -> ClientEntry {
+        let client = Arc::new(Client {
+            id,
+            peer,
+            started: Instant::now(),
+            protocol,
+            kind: Mutex::new(kind),
+            stream: Mutex::new(String::new()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            kick: tokio::sync::Notify::new(),
+        });
+        self.clients.map.lock().unwrap().insert(id, client.clone());
+        ClientEntry {
+            client,
+            state: Arc::downgrade(self),
+        }
+    }
+}
+
+impl Drop for ClientEntry {
+    fn drop(&mut self) {
+        if let Some(st) = self.state.upgrade() {
+            st.clients.map.lock().unwrap().remove(&self.client.id);
         }
     }
 }

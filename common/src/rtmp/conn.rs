@@ -124,6 +124,11 @@ impl<R: AsyncRead + Unpin> RtmpReader<R> {
         }
     }
 
+    /// Bytes read from the peer so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
     pub fn set_max_message_size(&mut self, limit: usize) {
         self.decoder.set_max_message_size(limit);
     }

@@ -13,6 +13,7 @@ use crate::guard::{HandshakeSlot, Refusal, SessionSlot};
 use crate::hub::{Hub, PLAY_STREAM_ID};
 use crate::reload::{self, Change};
 pub use crate::state::ServerState;
+use crate::state::{Client, ClientKind};
 use bytes::BytesMut;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, Command};
@@ -35,21 +36,26 @@ const WINDOW_ACK_SIZE: u32 = 2_500_000;
 pub struct EdgeServer {
     listener: TcpListener,
     state: Arc<ServerState>,
-    reloads: mpsc::Receiver<ReloadRequest>,
+    reloads: mpsc::Receiver<Request>,
     handle: EdgeHandle,
 }
 
-/// A reload asked of a running server, answered with what changed or why nothing did.
-struct ReloadRequest {
-    config: EdgeConfig,
-    done: oneshot::Sender<Result<Vec<Change>, Vec<String>>>,
+/// What a handle asks of the running server.
+enum Request {
+    /// A reload, answered with what changed or why nothing did.
+    Reload {
+        config: EdgeConfig,
+        done: oneshot::Sender<Result<Vec<Change>, Vec<String>>>,
+    },
+    /// Stop accepting, let current sessions run for `grace_period`, then stop.
+    Drain,
 }
 
 /// Talks to a running [`EdgeServer`]: reload its config, read its state.
 #[derive(Clone)]
 pub struct EdgeHandle {
     state: Arc<ServerState>,
-    reloads: mpsc::Sender<ReloadRequest>,
+    reloads: mpsc::Sender<Request>,
 }
 
 impl EdgeHandle {
@@ -58,12 +64,19 @@ impl EdgeHandle {
     pub async fn reload(&self, config: EdgeConfig) -> Result<Vec<Change>, Vec<String>> {
         let (done, answer) = oneshot::channel();
         self.reloads
-            .send(ReloadRequest { config, done })
+            .send(Request::Reload { config, done })
             .await
             .map_err(|_| vec!["the server is not running".to_string()])?;
         answer
             .await
             .unwrap_or_else(|_| Err(vec!["the server stopped during the reload".to_string()]))
+    }
+
+    /// Starts the drain (SIGTERM): the listener closes at once, so health checks of the
+    /// balancers fail and no new viewer comes; current sessions keep playing for
+    /// `grace_period`, then the server stops (`run` returns).
+    pub async fn drain(&self) {
+        let _ = self.reloads.send(Request::Drain).await;
     }
 
     pub fn state(&self) -> &Arc<ServerState> {
@@ -121,7 +134,7 @@ impl EdgeServer {
     /// Serves until `shutdown` fires, then closes every connection and pull.
     pub async fn run(self, mut shutdown: Shutdown) {
         let EdgeServer {
-            mut listener,
+            listener,
             state,
             mut reloads,
             handle,
@@ -140,16 +153,69 @@ impl EdgeServer {
         let mut backoff = std::time::Duration::from_millis(5);
         let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(1));
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchdog = common::sd_notify::watchdog_interval();
+        let mut last_watchdog = std::time::Instant::now();
+        let mut listener = Some(listener);
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
+            if drain_until.is_some() && sessions.is_empty() {
+                info!("drained: no session left");
+                break;
+            }
+            let accept = async {
+                match &listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let grace_over = async {
+                match drain_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.fired() => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                _ = keepalive.tick() => state.hub.keepalive(std::time::Instant::now()),
-                Some(req) = reloads.recv() => {
-                    let result = apply_reload(&state, &mut listener, req.config);
-                    let _ = req.done.send(result);
+                _ = grace_over => {
+                    info!(sessions = sessions.len(), "grace_period over: closing the remaining sessions");
+                    break;
                 }
-                accepted = listener.accept() => {
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                _ = keepalive.tick() => {
+                    let now = std::time::Instant::now();
+                    state.hub.keepalive(now);
+                    // From the loop that does the work: a stuck accept loop stops the pings
+                    // and systemd restarts the server.
+                    if watchdog.is_some_and(|w| now.duration_since(last_watchdog) >= w.min(std::time::Duration::from_secs(1))) {
+                        common::sd_notify::watchdog();
+                        last_watchdog = now;
+                    }
+                }
+                Some(req) = reloads.recv() => match req {
+                    Request::Reload { config, done } => {
+                        common::sd_notify::reloading();
+                        let result = match listener.as_mut() {
+                            Some(l) => apply_reload(&state, l, config),
+                            None => Err(vec!["the server is draining".to_string()]),
+                        };
+                        common::sd_notify::ready();
+                        let _ = done.send(result);
+                    }
+                    Request::Drain => {
+                        if drain_until.is_none() {
+                            let grace = state.config().grace_period;
+                            common::sd_notify::stopping();
+                            listener = None;
+                            drain_until = Some(tokio::time::Instant::now() + grace);
+                            info!(
+                                sessions = sessions.len(),
+                                grace_period = ?grace,
+                                "draining: listener closed, current sessions keep playing"
+                            );
+                        }
+                    }
+                },
+                accepted = accept => {
                     let (tcp, peer) = match accepted {
                         Ok(a) => { backoff = std::time::Duration::from_millis(5); a }
                         Err(e) => {
@@ -183,13 +249,13 @@ impl EdgeServer {
                     }
                     let st = state.clone();
                     let id = st.next_id();
+                    st.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
                     sessions.spawn(async move {
-                        match serve(st, tcp, peer, id, slot, trusted).await {
-                            Ok(()) => debug!("closed"),
-                            Err(RtmpError::Closed) => debug!("client closed"),
-                            Err(e) => info!(error = %e, "connection closed"),
-                        }
+                        let entry = st.register(id, peer, "rtmp", ClientKind::Connecting);
+                        let client = entry.client.clone();
+                        let result = serve(st, tcp, peer, id, slot, trusted, client.clone()).await;
+                        log_end(&client, result);
                     }.instrument(span));
                 }
             }
@@ -201,6 +267,50 @@ impl EdgeServer {
         sessions.shutdown().await;
         crate::upstream::stop_all(&state);
     }
+}
+
+/// One line per session end, with its reason and bytes. A viewer's ordinary hang-up (close,
+/// reset, broken pipe) is a reason like any other, not an error; a connection that never got
+/// to play or publish is logged only when it broke a rule (bad input, timeouts).
+fn log_end(client: &Client, result: Result<(), RtmpError>) {
+    let kind = *client.kind.lock().unwrap();
+    let stream = client.stream.lock().unwrap().clone();
+    let (reason, fault) = match &result {
+        Ok(()) => ("closed by the server".to_string(), false),
+        Err(RtmpError::Closed) => ("client closed".to_string(), false),
+        Err(RtmpError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            (format!("client hung up ({e})"), false)
+        }
+        Err(e) => (e.to_string(), true),
+    };
+    let bytes_in = client.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes_out = client.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+    let secs = client.started.elapsed().as_secs_f64();
+    if kind == ClientKind::Connecting {
+        if fault {
+            info!(%reason, bytes_in, "connection closed");
+        } else {
+            debug!(%reason, "connection closed");
+        }
+        return;
+    }
+    info!(
+        kind = ?kind,
+        %stream,
+        %reason,
+        bytes_in,
+        bytes_out,
+        seconds = format!("{secs:.1}"),
+        "session ended"
+    );
 }
 
 /// Carries out a reload: the plan first (nothing is touched if it says no), then a new
@@ -238,6 +348,8 @@ pub(crate) struct Session {
     next_stream_id: u32,
     /// This session's place among `max_connections`, once it plays or publishes.
     slot: Option<SessionSlot>,
+    /// What the API shows of this session (kind, stream, bytes); also its kick switch.
+    pub client: Arc<Client>,
 }
 
 /// A stream name as sent in play/publish: `name?query`.
@@ -278,6 +390,7 @@ async fn serve(
     id: u64,
     mut slot: HandshakeSlot,
     trusted: bool,
+    client_info: Arc<Client>,
 ) -> Result<(), RtmpError> {
     let _ = tcp.set_nodelay(true);
     let cfg = state.config();
@@ -325,6 +438,7 @@ async fn serve(
         config: cfg.clone(),
         next_stream_id: PLAY_STREAM_ID,
         slot: None,
+        client: client_info,
     };
     let next = tokio::time::timeout_at(deadline, s.negotiate())
         .await

@@ -9,6 +9,7 @@
 
 use super::{Session, StreamName};
 use crate::hub::{PlayerEvent, SharedFrame, Skipper, PLAY_STREAM_ID};
+use crate::state::ClientKind;
 use crate::upstream;
 use crate::Mode;
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use common::rtmp::conn::RtmpError;
 use std::io::IoSlice;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// At most this many messages go into one writev...
 const MAX_BATCH: usize = 64;
@@ -67,6 +68,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         );
     }
     info!(stream = %key, "play started");
+    s.client.set(ClientKind::Play, &key);
     // The stream's frames are encoded at its own chunk size, which a reload may have made
     // differ from the one announced at connect.
     let chunk_size = player.stream.chunk_size;
@@ -120,6 +122,8 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 tokio::time::timeout(cfg.queue_length, write)
                     .await
                     .map_err(|_| RtmpError::Timeout("writing to a stalled player"))??;
+                s.client
+                    .add_out(batch.iter().map(|b| b.len() as u64).sum());
                 batch.clear();
                 if !cfg.mw_latency.is_zero() {
                     tokio::time::sleep(cfg.mw_latency).await;
@@ -135,6 +139,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             // Wait for the next frames, reading the client's commands meanwhile.
             let mut event = tokio::select! {
                 ev = player.next(&mut frames, MAX_BATCH, MAX_BATCH_BYTES) => ev,
+                _ = s.client.kick.notified() => {
+                    return Err(RtmpError::Protocol("disconnected by the operator".into()));
+                }
                 msg = s.reader.read_message() => {
                     let msg = msg?;
                     s.ack_if_due().await?;
@@ -191,7 +198,10 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         }
     }
     .await;
-    info!(stream = %key, name = %shown, "play stopped");
+    debug!(stream = %key, name = %shown, "play stopped");
+    s.client
+        .bytes_in
+        .store(s.reader.bytes_in(), std::sync::atomic::Ordering::Relaxed);
     let _ = s.writer.get_mut().shutdown().await;
     result
 }

@@ -3,6 +3,7 @@
 
 use super::{Session, StreamName};
 use crate::guard::{KeyGuard, KeyVerdict, Refusal};
+use crate::state::ClientKind;
 use crate::upstream;
 use crate::Mode;
 use common::rtmp::chunk::msg_type;
@@ -43,6 +44,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     }
     let key = s.stream_key(&name);
     if s.mode() == Mode::Remote {
+        s.client.set(ClientKind::Publish, &key);
         return upstream::forward_publish(s, &raw, stream_id).await;
     }
     let source = match s.state.hub.start_source(&key, s.id) {
@@ -72,11 +74,24 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     )
     .await?;
     info!(stream = %key, "publish started");
+    s.client.set(ClientKind::Publish, &key);
+    let client = s.client.clone();
     let result = loop {
-        let msg = match s.read().await {
-            Ok(m) => m,
-            Err(e) => break Err(e),
+        let msg = tokio::select! {
+            m = s.reader.read_message() => match m {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            },
+            _ = client.kick.notified() => {
+                break Err(RtmpError::Protocol("disconnected by the operator".into()));
+            }
         };
+        if let Err(e) = s.ack_if_due().await {
+            break Err(e);
+        }
+        client
+            .bytes_in
+            .store(s.reader.bytes_in(), std::sync::atomic::Ordering::Relaxed);
         match msg.type_id {
             msg_type::AUDIO | msg_type::VIDEO | msg_type::DATA_AMF0 | msg_type::DATA_AMF3 => {
                 source.push(msg.type_id, msg.timestamp, msg.payload)

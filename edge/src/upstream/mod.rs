@@ -25,6 +25,8 @@ use common::rtmp::client::{is_command, RtmpClient};
 use common::rtmp::command;
 use common::rtmp::conn::RtmpError;
 use common::rtmp::url::RtmpUrl;
+use crate::state::ClientKind;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn, Instrument};
@@ -101,6 +103,7 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
                 Err(Failed::Gated) => reasons.push(format!("{origin}: unreachable")),
                 Err(Failed::Unreachable(e)) | Err(Failed::Answered(e)) => {
                     failures += 1;
+                    state.totals.pulls_failed.fetch_add(1, Ordering::Relaxed);
                     if last_log.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
                         warn!(%origin, error = %e, failures, "origin failed; trying the next");
                         last_log = Some(Instant::now());
@@ -116,6 +119,7 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
         if delivered {
             retry = RETRY_MIN;
         } else if !stream.ever_played() {
+            state.totals.pulls_not_found.fetch_add(1, Ordering::Relaxed);
             // A stream nobody has: tell its players now rather than hold them forever.
             let reason = format!("no origin has {}: {}", stream.key, reasons.join("; "));
             info!(%reason, "pull ended: stream not found");
@@ -191,6 +195,9 @@ async fn pull_once(
         .start_source(&stream.key, state.next_id())
         .map_err(|e| Failed::Answered(RtmpError::Protocol(e.to_string())))?;
     state.not_found.lock().unwrap().remove(&stream.key);
+    state.totals.pulls_started.fetch_add(1, Ordering::Relaxed);
+    let entry = state.register(state.next_id(), client.peer, "rtmp", ClientKind::Pull);
+    entry.client.set(ClientKind::Pull, &stream.key);
     info!(%origin, "pull started");
     let mut last_media = Instant::now();
     loop {
@@ -205,6 +212,10 @@ async fn pull_once(
                     | msg_type::DATA_AMF0
                     | msg_type::DATA_AMF3 => {
                         last_media = Instant::now();
+                        entry
+                            .client
+                            .bytes_in
+                            .store(client.reader.bytes_in(), Ordering::Relaxed);
                         source.push(msg.type_id, msg.timestamp, msg.payload);
                     }
                     _ if is_command(&msg) => {
