@@ -46,6 +46,39 @@ pub fn audio_kind(payload: &[u8]) -> MediaKind {
     }
 }
 
+/// The video codec of a tag, by FLV codec id (or Enhanced RTMP FourCC).
+pub fn video_codec(payload: &[u8]) -> Option<&'static str> {
+    let b0 = *payload.first()?;
+    if b0 & 0x80 != 0 {
+        return Some(match payload.get(1..5)? {
+            b"avc1" => "H264",
+            b"hvc1" => "H265",
+            b"av01" => "AV1",
+            b"vp09" => "VP9",
+            _ => "other",
+        });
+    }
+    Some(match b0 & 0x0f {
+        7 => "H264",
+        12 => "H265",
+        2 => "H263",
+        4 | 5 => "VP6",
+        _ => "other",
+    })
+}
+
+/// The audio codec of a tag, by FLV sound format.
+pub fn audio_codec(payload: &[u8]) -> Option<&'static str> {
+    Some(match payload.first()? >> 4 {
+        10 => "AAC",
+        2 | 14 => "MP3",
+        11 => "Speex",
+        13 => "Opus",
+        7 | 8 => "G711",
+        _ => "other",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

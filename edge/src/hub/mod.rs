@@ -17,7 +17,7 @@ pub mod ring;
 use bytes::Bytes;
 use common::rtmp::chunk::{self, csid, msg_type};
 use common::rtmp::command::{self, user_control};
-use common::rtmp::media::{audio_kind, video_kind, MediaKind};
+use common::rtmp::media::{audio_codec, audio_kind, video_codec, video_kind, MediaKind};
 use ring::{Budget, Limits, Read, Ring};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -106,6 +106,19 @@ pub struct StreamInfo {
     pub frames_in: u64,
     /// Bytes held by the stream's ring (GOP included).
     pub queued_bytes: usize,
+    /// Media bytes received from sources, and written to players, in the stream's life.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Messages players lost or dropped to the lag policy.
+    pub frames_skipped: u64,
+    /// Times the pull lost its upstream and reconnected.
+    pub reconnects: u64,
+    pub video_codec: Option<&'static str>,
+    pub audio_codec: Option<&'static str>,
+    /// How long the current source has fed the stream.
+    pub source_age: Option<Duration>,
+    /// The stream's age.
+    pub age: Duration,
 }
 
 pub struct Hub {
@@ -116,6 +129,10 @@ pub struct Hub {
 
 pub struct Stream {
     pub key: String,
+    created: Instant,
+    bytes_out: std::sync::atomic::AtomicU64,
+    frames_skipped: std::sync::atomic::AtomicU64,
+    reconnects: std::sync::atomic::AtomicU64,
     /// Chunk size of `Frame::wire` for this stream.
     pub chunk_size: usize,
     hub: Weak<Hub>,
@@ -136,6 +153,10 @@ struct StreamInner {
     last_player_left: Option<Instant>,
     pulling: bool,
     frames_in: u64,
+    bytes_in: u64,
+    source_since: Option<Instant>,
+    video_codec: Option<&'static str>,
+    audio_codec: Option<&'static str>,
     last_push: Option<Instant>,
     /// Set when the stream ended for good (no origin has it): players are told and close.
     end: Option<String>,
@@ -191,6 +212,10 @@ impl Hub {
             .or_insert_with(|| {
                 Arc::new(Stream {
                     key: key.to_string(),
+                    created: Instant::now(),
+                    bytes_out: Default::default(),
+                    frames_skipped: Default::default(),
+                    reconnects: Default::default(),
                     chunk_size: opts.chunk_size,
                     hub: Arc::downgrade(self),
                     budget: self.budget.clone(),
@@ -206,6 +231,10 @@ impl Hub {
                         last_player_left: None,
                         pulling: false,
                         frames_in: 0,
+                        bytes_in: 0,
+                        source_since: None,
+                        video_codec: None,
+                        audio_codec: None,
                         last_push: None,
                         end: None,
                         ts_offset: 0,
@@ -260,6 +289,7 @@ impl Hub {
                 return Err(HubError::AlreadyPublishing(key.to_string()));
             }
             i.source = Some(id);
+            i.source_since = Some(Instant::now());
             i.rebase_pending = i.last_out_ts.is_some();
         }
         Ok(Source { stream, id })
@@ -323,7 +353,33 @@ impl Stream {
             pulling: i.pulling,
             frames_in: i.frames_in,
             queued_bytes: i.ring.bytes(),
+            bytes_in: i.bytes_in,
+            bytes_out: self.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+            frames_skipped: self.frames_skipped.load(std::sync::atomic::Ordering::Relaxed),
+            reconnects: self.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+            video_codec: i.video_codec,
+            audio_codec: i.audio_codec,
+            source_age: i.source.and(i.source_since).map(|t| t.elapsed()),
+            age: self.created.elapsed(),
         }
+    }
+
+    /// A player wrote `n` bytes of this stream.
+    pub fn add_out(&self, n: u64) {
+        self.bytes_out
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A player lost or dropped `n` messages to the lag policy.
+    pub fn add_skipped(&self, n: u64) {
+        self.frames_skipped
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The pull lost its upstream and goes on reconnecting.
+    pub fn count_reconnect(&self) {
+        self.reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the stream had media from a source at some point (a pull that drops is then
@@ -479,14 +535,25 @@ impl Source {
             wire,
         });
         i.frames_in += 1;
+        i.bytes_in += frame.payload.len() as u64;
         i.last_push = Some(now);
         match (type_id, kind) {
             (msg_type::DATA_AMF0, MediaKind::SequenceHeader) => i.metadata = Some(frame.clone()),
             (msg_type::VIDEO, MediaKind::SequenceHeader) => {
+                i.video_codec = video_codec(&frame.payload);
                 i.video_seq = Some(frame.clone());
                 i.ring.reset_gop();
             }
-            (msg_type::AUDIO, MediaKind::SequenceHeader) => i.audio_seq = Some(frame.clone()),
+            (msg_type::AUDIO, MediaKind::SequenceHeader) => {
+                i.audio_codec = audio_codec(&frame.payload);
+                i.audio_seq = Some(frame.clone());
+            }
+            (msg_type::VIDEO, _) if i.video_codec.is_none() => {
+                i.video_codec = video_codec(&frame.payload)
+            }
+            (msg_type::AUDIO, _) if i.audio_codec.is_none() => {
+                i.audio_codec = audio_codec(&frame.payload)
+            }
             _ => {}
         }
         let size = frame.size();

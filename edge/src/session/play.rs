@@ -122,8 +122,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 tokio::time::timeout(cfg.queue_length, write)
                     .await
                     .map_err(|_| RtmpError::Timeout("writing to a stalled player"))??;
-                s.client
-                    .add_out(batch.iter().map(|b| b.len() as u64).sum());
+                let n: u64 = batch.iter().map(|b| b.len() as u64).sum();
+                s.client.add_out(n);
+                player.stream.add_out(n);
                 batch.clear();
                 if !cfg.mw_latency.is_zero() {
                     tokio::time::sleep(cfg.mw_latency).await;
@@ -166,6 +167,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                             "player fell behind: skipping to the next keyframe"
                         );
                         skipper.lagged(n);
+                        player.stream.add_skipped(n);
                     }
                     PlayerEvent::Ended(reason) => {
                         ended = Some(reason);
@@ -185,10 +187,14 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     }
                 }
             }
+            let dropped = skipper.dropped;
             for f in frames.drain(..) {
                 if skipper.admit(&f) {
                     batch.push(wire(&f));
                 }
+            }
+            if skipper.dropped > dropped {
+                player.stream.add_skipped(skipper.dropped - dropped);
             }
             if caught_up_at.elapsed() > cfg.queue_length {
                 return Err(RtmpError::Timeout(

@@ -94,6 +94,7 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
                 }
                 Ok(PullEnd::Dropped(e)) => {
                     warn!(%origin, error = %e, "upstream dropped; reconnecting, players kept");
+                    stream.count_reconnect();
                     first = idx;
                     delivered = true;
                     failures = 0;
