@@ -539,3 +539,79 @@ async fn max_connections_per_virtual_server() {
         "capacity comes back when connections close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_check_sends_the_proxy_header_an_edge_expects() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let e = edge_with(&[origin.addr], |c| c.proxy_protocol = true).await;
+    let check = "[virtual_server.real_server.rtmp_check]\nconnect_timeout = 2\nretry = 0\ndelay_before_retry = 0.2\nstream = \"live/cam\"";
+    let v = vip();
+    let with_header = format!("send_proxy = \"v2\"\n{check}");
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(e.addr, 1, &with_header)])).await;
+    // The control: the same check without send_proxy is closed by that edge, so it is DOWN.
+    let v2 = vip();
+    let control = start_lb(&vs_toml(v2, "rr", "", &[(e.addr, 1, check)])).await;
+
+    // Several checks have run (each plays live/cam), none failed, no flip.
+    assert!(
+        wait_until(Duration::from_secs(15), || rs_status(&lb, e.addr)["checks"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3)
+        .await,
+        "{}",
+        rs_status(&lb, e.addr)
+    );
+    let st = rs_status(&lb, e.addr);
+    assert_eq!(st["state"], "UP", "{st}");
+    assert_eq!(st["check_failures"], 0, "{st}");
+    assert_eq!(st["flips"], 0, "{st}");
+    assert!(
+        wait_until(Duration::from_secs(10), || rs_status(&control, e.addr)
+            ["state"]
+            == "DOWN")
+        .await,
+        "without the header the check should fail: {}",
+        rs_status(&control, e.addr)
+    );
+
+    // A viewer plays through the lb (its connection carries a PROXY header with its address).
+    let r = play_for(&format!("rtmp://{v}/live/cam"), 1.0).await;
+    assert!(r.first_frame.is_some(), "{:?}", r.error);
+    assert_eq!(rs_status(&lb, e.addr)["state"], "UP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_check_sends_a_local_proxy_header_with_send_proxy() {
+    init();
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rs = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let _srv = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+                let _ = tx.send(got).await;
+            });
+        }
+    });
+    let check = "send_proxy = \"v2\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\ndelay_before_retry = 0.2";
+    let lb = start_lb(&vs_toml(vip(), "rr", "", &[(rs, 1, check)])).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a check within 5 s")
+        .unwrap();
+    assert_eq!(
+        got,
+        common::proxy_protocol::encode_v2_local(),
+        "a tcp_check to a send_proxy server starts with a LOCAL PROXY v2 header, and sends nothing else"
+    );
+    assert_eq!(rs_status(&lb, rs)["state"], "UP");
+    assert_eq!(rs_status(&lb, rs)["check_failures"], 0);
+}

@@ -164,6 +164,8 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "bytes_out": r.bytes_out.load(Ordering::Relaxed),
                         "flips": r.flips.load(Ordering::Relaxed),
                         "connect_failures": r.connect_failures.load(Ordering::Relaxed),
+                        "checks": r.checks.load(Ordering::Relaxed),
+                        "check_failures": r.check_failures.load(Ordering::Relaxed),
                         "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp" }),
                         "last_error": r.last_error.lock().unwrap().clone(),
                     })
@@ -291,6 +293,18 @@ pub fn metrics(b: &Balancer) -> String {
             "connect_failures",
             "counter",
             "Proxy connects to the real server that failed.",
+        ),
+        (
+            "edgefleet_rs_checks_total",
+            "checks",
+            "counter",
+            "Health checks run.",
+        ),
+        (
+            "edgefleet_rs_check_failures_total",
+            "check_failures",
+            "counter",
+            "Health checks that failed.",
         ),
     ];
     let empty = vec![];
