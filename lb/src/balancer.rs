@@ -56,6 +56,9 @@ pub struct VsStats {
     /// Connections refused: no server available and no sorry server, or max_connections.
     pub refused: AtomicU64,
     pub sorry: AtomicU64,
+    /// Rate limit of the warning for connections refused because this process is out of
+    /// file descriptors.
+    pub local_errors: Mutex<crate::accept::Throttle>,
 }
 
 pub struct VsRuntime {

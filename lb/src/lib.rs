@@ -9,8 +9,10 @@
 //! - [`proxy`]: the userspace full-proxy dispatch and its splice/buffered copy.
 //! - [`vrrp`]: VRRP v3/v2 ownership of the virtual IPs (keepalived-compatible).
 //! - [`admin`]: `/metrics`, `/status`, drain/enable/weight, and `lb status`'s table.
+//! - [`accept`]: backoff and throttled warnings shared by the accept loops.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod balancer;
 pub mod config;
