@@ -264,6 +264,24 @@ async fn proxy_connect_failure_tries_the_next_server() {
         assert_eq!(id, "a");
     }
     assert!(rs_status(&lb, dead)["connect_failures"].as_u64().unwrap() >= 1);
+    // Without a check it stays UP (keepalived's rule): once something listens there again,
+    // it gets connections without a reload.
+    assert_eq!(rs_status(&lb, dead)["state"], "UP");
+    let back = tokio::net::TcpListener::bind(dead).await.unwrap();
+    let _srv = tokio::spawn(async move {
+        while let Ok((mut s, _)) = back.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"back\n").await;
+        }
+    });
+    let ids: Vec<String> = {
+        let mut v2 = Vec::new();
+        for _ in 0..4 {
+            v2.push(read_id(v, lo(1)).await.0);
+        }
+        v2
+    };
+    assert!(ids.iter().any(|i| i == "back"), "{ids:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

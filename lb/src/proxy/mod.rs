@@ -151,7 +151,12 @@ fn fail(vs: &VsRuntime, addr: SocketAddr, sorry: bool, why: String) {
     if !sorry {
         if let Some(rs) = vs.server(addr) {
             rs.connect_failures.fetch_add(1, Ordering::Relaxed);
-            vs.report(&rs, Err(why));
+            // Only a checked server can be marked down by it: its checks bring it back. A
+            // server without a check is always up (keepalived), or one failed connect would
+            // take it out until the next reload.
+            if rs.cfg.lock().unwrap().check.is_some() {
+                vs.report(&rs, Err(why));
+            }
         }
     }
 }
