@@ -1,7 +1,8 @@
 //! PROXY protocol v2 (haproxy's doc/proxy-protocol.txt): the balancer prepends a header so
 //! the edge sees the viewer's real address.
 //!
-//! [`encode_v2`] builds the header (sent in one write, first on the stream); [`parse_v2`] is
+//! [`encode_v2`] builds the header (sent in one write, first on the stream); [`encode_v2_local`]
+//! the LOCAL form a proxy sends on its own connections (health checks); [`parse_v2`] is
 //! sans-I/O: `Ok(None)` for "need more bytes", `Ok(Some((header, len)))` once complete.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -68,6 +69,17 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     }
     out.extend_from_slice(&src.port().to_be_bytes());
     out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
+/// A PROXY v2 header with the LOCAL command: the connection is the proxy's own (a health
+/// check), so the receiver keeps the real connection endpoints (spec section 2.2).
+pub fn encode_v2_local() -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&SIGNATURE);
+    out.push(0x20); // version 2, LOCAL
+    out.push(0x00); // AF_UNSPEC, UNSPEC
+    out.extend_from_slice(&0u16.to_be_bytes());
     out
 }
 
@@ -156,6 +168,19 @@ mod tests {
             assert_eq!(n, h.len());
             assert_eq!(hdr.addrs, Some((s, d)));
         }
+    }
+
+    #[test]
+    fn local_header_parses_without_addresses() {
+        let h = encode_v2_local();
+        assert_eq!(h.len(), 16);
+        for cut in 0..h.len() {
+            assert_eq!(parse_v2(&h[..cut]).unwrap(), None, "prefix {cut}");
+        }
+        assert_eq!(
+            parse_v2(&h).unwrap(),
+            Some((ProxyHeader { addrs: None }, 16))
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct RsRuntime {
     pub bytes_out: AtomicU64,
     pub flips: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Health checks run, and those that failed (proxy connect failures are not counted).
+    pub checks: AtomicU64,
+    pub check_failures: AtomicU64,
     checker: Mutex<Option<AbortHandle>>,
 }
 
@@ -53,6 +56,9 @@ pub struct VsStats {
     /// Connections refused: no server available and no sorry server, or max_connections.
     pub refused: AtomicU64,
     pub sorry: AtomicU64,
+    /// Rate limit of the warning for connections refused because this process is out of
+    /// file descriptors.
+    pub local_errors: Mutex<crate::accept::Throttle>,
 }
 
 pub struct VsRuntime {
@@ -313,6 +319,8 @@ impl Balancer {
                         bytes_out: AtomicU64::new(0),
                         flips: AtomicU64::new(0),
                         connect_failures: AtomicU64::new(0),
+                        checks: AtomicU64::new(0),
+                        check_failures: AtomicU64::new(0),
                         checker: Mutex::new(None),
                     });
                     if !old.is_empty() {
@@ -372,7 +380,13 @@ fn start_checker(
     let task = tokio::spawn(
         async move {
             loop {
-                let result = health::probe(rs2.addr, &check).await;
+                // Read each time: a reload may change send_proxy without touching the check.
+                let send_proxy = rs2.cfg.lock().unwrap().send_proxy;
+                let result = health::probe(rs2.addr, &check, send_proxy).await;
+                rs2.checks.fetch_add(1, Ordering::Relaxed);
+                if result.is_err() {
+                    rs2.check_failures.fetch_add(1, Ordering::Relaxed);
+                }
                 let Some(vs) = weak.upgrade() else { return };
                 vs.report(&rs2, result);
                 let delay = rs2

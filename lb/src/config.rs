@@ -15,6 +15,9 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub admin_listen: Option<String>,
+    /// A file holding the admin API's bearer token (see `crate::admin::auth`).
+    pub admin_token_file: Option<String>,
+    pub admin_timeout: Option<f64>,
     pub proxy_copy: Option<String>,
     #[serde(default)]
     pub virtual_server: Vec<RawVirtualServer>,
@@ -164,6 +167,12 @@ pub enum CopyMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LbConfig {
     pub admin_listen: SocketAddr,
+    /// Bearer token for write actions; required when `admin_listen` is not loopback unless
+    /// `EDGEFLEET_LB_ADMIN_TOKEN` is set. Read (and its mode checked) by `crate::admin::auth`.
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// How long an admin connection may take to send a request header, idle keep-alive
+    /// included; a connection lives at most `admin::server::LIFETIME_FACTOR` times this.
+    pub admin_timeout: Duration,
     pub proxy_copy: CopyMode,
     pub virtual_servers: Vec<VsConfig>,
     pub vrrp_instances: Vec<VrrpConfig>,
@@ -337,6 +346,17 @@ impl RawConfig {
                 Some(self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN)),
             )
             .unwrap_or_else(|| DEFAULT_ADMIN.parse().unwrap());
+        let admin_token_file = match self.admin_token_file.as_deref() {
+            Some("") => {
+                v.err(
+                    "admin_token_file",
+                    "is empty: give the path of the token file",
+                );
+                None
+            }
+            other => other.map(std::path::PathBuf::from),
+        };
+        let admin_timeout = v.secs("admin_timeout", self.admin_timeout, 10.0, 0.1, 300.0);
         let proxy_copy = match self.proxy_copy.as_deref().unwrap_or("splice") {
             "splice" => CopyMode::Splice,
             "buffered" => CopyMode::Buffered,
@@ -401,6 +421,8 @@ impl RawConfig {
         }
         Ok(LbConfig {
             admin_listen,
+            admin_token_file,
+            admin_timeout,
             proxy_copy,
             virtual_servers: vss,
             vrrp_instances: vrrps,
@@ -865,6 +887,14 @@ delay_before_retry = 3
         assert!(e[0].contains("not a contiguous netmask"), "{e:?}");
         let e = errors(&GOOD.replace("\"PROXY\"", "\"DR\""));
         assert!(e[0].starts_with("virtual_server[0].lb_kind"), "{e:?}");
+        let e = errors(&format!(
+            "admin_timeout = 0\nadmin_token_file = \"\"\n{GOOD}"
+        ));
+        assert!(e[0].starts_with("admin_token_file: is empty"), "{e:?}");
+        assert!(
+            e[1].starts_with("admin_timeout: 0 is out of range"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! - [`proxy`]: the userspace full-proxy dispatch and its splice/buffered copy.
 //! - [`vrrp`]: VRRP v3/v2 ownership of the virtual IPs (keepalived-compatible).
 //! - [`admin`]: `/metrics`, `/status`, drain/enable/weight, and `lb status`'s table.
+//! - [`accept`]: backoff and throttled warnings shared by the accept loops.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod balancer;
 pub mod config;
@@ -29,19 +31,21 @@ use std::sync::Arc;
 pub struct Running {
     pub balancer: Arc<Balancer>,
     pub admin_addr: std::net::SocketAddr,
-    admin: tokio::task::JoinHandle<()>,
+    /// The admin endpoint (its counters; the token a reload replaces).
+    pub admin: Arc<admin::Admin>,
+    admin_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     pub fn stop(&self) {
         self.balancer.stop();
-        self.admin.abort();
+        self.admin_task.abort();
     }
 
     /// Graceful stop: VRRP masters hand over first.
     pub async fn shutdown(&self) {
         self.balancer.shutdown().await;
-        self.admin.abort();
+        self.admin_task.abort();
     }
 }
 
@@ -51,24 +55,41 @@ impl Drop for Running {
     }
 }
 
-/// Starts everything `config` describes (admin on `admin_listen`; port 0 picks one).
+/// Starts everything `config` describes (admin on `admin_listen`; port 0 picks one). The
+/// admin token comes from `admin_token_file` or `EDGEFLEET_LB_ADMIN_TOKEN`; a non-loopback
+/// `admin_listen` without one is refused (see [`admin::auth`]).
 pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
+    let token = admin::auth::load(&config)?;
+    match &token {
+        Some((_, source)) => {
+            tracing::info!(%source, "admin write actions need the bearer token")
+        }
+        None => tracing::info!(
+            "admin API on loopback without a token: write actions are open to local users"
+        ),
+    }
     let admin_listen = config.admin_listen;
+    let opts = admin::AdminOptions {
+        timeout: config.admin_timeout,
+        token: token.map(|(t, _)| t),
+    };
     let balancer = Balancer::new(config.clone());
     balancer.apply(config).await.map_err(anyhow::Error::msg)?;
     let listener = std::net::TcpListener::bind(admin_listen)
         .map_err(|e| anyhow::anyhow!("admin_listen {admin_listen}: {e}"))?;
     let admin_addr = listener.local_addr()?;
-    let admin = admin::serve(balancer.clone(), listener)
+    let (admin, admin_task) = admin::serve(balancer.clone(), listener, opts)
         .map_err(|e| anyhow::anyhow!("admin_listen {admin_addr}: {e}"))?;
     Ok(Running {
         balancer,
         admin_addr,
         admin,
+        admin_task,
     })
 }
 
-/// Runs until `shutdown`; `reload` yields new configs (SIGHUP in `main`).
+/// Runs until `shutdown`; `reload` yields new configs (SIGHUP in `main`). A reload re-reads
+/// the admin token; if that fails, the whole reload is refused and the running one stays.
 pub async fn run(
     running: Running,
     mut shutdown: Shutdown,
@@ -78,6 +99,20 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.fired() => break,
             Some(cfg) = reload.recv() => {
+                let token = match admin::auth::load(&cfg) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(problem = %e, "reload refused: the running configuration stays");
+                        continue;
+                    }
+                };
+                {
+                    let old = running.balancer.config.read().unwrap();
+                    if old.admin_listen != cfg.admin_listen || old.admin_timeout != cfg.admin_timeout {
+                        tracing::warn!(admin_listen = %cfg.admin_listen, "admin_listen and admin_timeout change only with a restart; the admin API keeps its current ones");
+                    }
+                }
+                running.admin.set_token(token.map(|(t, _)| t));
                 match running.balancer.apply(cfg).await {
                     Ok(()) => tracing::info!("configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "reload applied with errors"),

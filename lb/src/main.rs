@@ -2,9 +2,13 @@
 //!
 //! - `lb --config FILE` runs (SIGHUP reloads FILE; SIGTERM/SIGINT stop).
 //! - `lb --check --config FILE` validates: exit 0, or 64 with one line per problem.
-//! - `lb status [--admin ADDR | --config FILE]` prints an `ipvsadm -Ln`-like table.
+//! - `lb status [--admin ADDR | --config FILE] [--token-file FILE]` prints an
+//!   `ipvsadm -Ln`-like table. The admin token comes from `--token-file`, else
+//!   `EDGEFLEET_LB_ADMIN_TOKEN`, else the config's `admin_token_file`.
 
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use http_body_util::BodyExt;
 use lb::LbConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +47,10 @@ enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// Send the admin token read from this file (default: EDGEFLEET_LB_ADMIN_TOKEN,
+        /// then the config's admin_token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -73,17 +81,26 @@ fn main() -> ExitCode {
         admin,
         config,
         json,
+        token_file,
     }) = cli.command
     {
-        let addr = match (admin, config) {
+        let loaded = match config.as_deref().map(load).transpose() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let addr = match (admin, &loaded) {
             (Some(a), _) => a,
-            (None, Some(path)) => match load(&path) {
-                Ok(c) => c.admin_listen.to_string(),
-                Err(code) => return code,
-            },
+            (None, Some(c)) => c.admin_listen.to_string(),
             (None, None) => lb::config::DEFAULT_ADMIN.to_string(),
         };
-        return rt.block_on(status(&addr, json));
+        let token = match client_token(token_file.as_deref(), loaded.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("lb status: {e}");
+                return ExitCode::from(64);
+            }
+        };
+        return rt.block_on(status(&addr, json, token));
     }
     let Some(path) = cli.config else {
         eprintln!("lb: --config FILE is required (see lb --help)");
@@ -93,6 +110,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The admin token source belongs to the config's validity: a non-loopback admin_listen
+    // without one, or a token file other users can read, is refused here and by --check.
+    if let Err(e) = lb::admin::auth::load(&config) {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::from(64);
+    }
     if cli.check {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
@@ -101,6 +124,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
+    // As HAProxy does: the soft open-files limit up to the hard one, so a flood meets lb's
+    // own caps (max_connections, the admin cap) instead of EMFILE at the viewers' accept.
+    match common::rlimit::raise_nofile_to_hard() {
+        Some((before, now)) => tracing::info!(
+            before,
+            now,
+            "open-files limit (soft RLIMIT_NOFILE): {before} -> {now}"
+        ),
+        None => tracing::warn!("cannot read the open-files limit (RLIMIT_NOFILE)"),
+    }
     let running = match lb::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -139,20 +172,74 @@ async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn status(addr: &str, json: bool) -> ExitCode {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut resp = Vec::new();
-        tcp.read_to_end(&mut resp).await?;
-        Ok::<_, std::io::Error>(resp)
-    };
-    let resp = match tokio::time::timeout(std::time::Duration::from_secs(5), fetch).await {
-        Ok(Ok(r)) => r,
+/// The token `lb status` sends: `--token-file`, else the environment, else the config's
+/// `admin_token_file` when this user can read it (it is the server's file).
+fn client_token(
+    file: Option<&std::path::Path>,
+    config: Option<&LbConfig>,
+) -> Result<Option<lb::admin::auth::Token>, lb::admin::auth::AuthError> {
+    use lb::admin::auth::{read_token_file, Token, TOKEN_ENV};
+    if let Some(f) = file {
+        return read_token_file(f).map(Some);
+    }
+    if let Some(t) = std::env::var(TOKEN_ENV)
+        .ok()
+        .as_deref()
+        .and_then(Token::new)
+    {
+        return Ok(Some(t));
+    }
+    Ok(config
+        .and_then(|c| c.admin_token_file.as_deref())
+        .and_then(|f| read_token_file(f).ok()))
+}
+
+/// GET /status through hyper's client: the body, or what went wrong.
+async fn fetch_status(addr: &str, token: Option<&lb::admin::auth::Token>) -> Result<Bytes, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+        format!("cannot reach the admin API at {addr}: {e} (is lb running? see admin_listen)")
+    })?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get("/status").header(hyper::header::HOST, addr);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, t.header_value());
+    }
+    let req = req
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let code = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?
+        .to_bytes();
+    if !code.is_success() {
+        return Err(format!(
+            "{addr} answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    Ok(body)
+}
+
+async fn status(addr: &str, json: bool, token: Option<lb::admin::auth::Token>) -> ExitCode {
+    let body = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        fetch_status(addr, token.as_ref()),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            eprintln!("lb status: cannot reach the admin API at {addr}: {e} (is lb running? see admin_listen)");
+            eprintln!("lb status: {e}");
             return ExitCode::from(1);
         }
         Err(_) => {
@@ -160,9 +247,7 @@ async fn status(addr: &str, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let text = String::from_utf8_lossy(&resp);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let value: serde_json::Value = match serde_json::from_str(body) {
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("lb status: {addr} answered something that is not lb status JSON: {e}");

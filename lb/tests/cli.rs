@@ -207,3 +207,410 @@ fn sighup_reloads_and_a_bad_reload_keeps_the_running_config() {
     let _ = child.wait();
     result.unwrap();
 }
+
+/// One HTTP/1.0 request with extra header lines (each "Name: value").
+fn http_with(admin: SocketAddr, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: lb\r\nContent-Length: 0\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// An lb process whose stderr goes to a file; killed (SIGTERM) when dropped.
+struct Lb {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Lb {
+    fn spawn(mut cmd: Command, name: &str) -> Lb {
+        let log = tmp(&format!("{name}.log"), "");
+        cmd.env_remove("EDGEFLEET_LB_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        Lb {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log so far, without terminal colour codes.
+    fn log(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ parameters final-letter
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Waits until the log contains `what`.
+    fn wait_log(&self, what: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.log().contains(what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn vs_conf(admin: &str, vip: SocketAddr, rs: SocketAddr, extra: &str) -> String {
+    format!("admin_listen = \"{admin}\"\n{extra}\n[[virtual_server]]\naddress = \"{vip}\"\n[[virtual_server.real_server]]\naddress = \"{rs}\"\n")
+}
+
+#[test]
+fn a_non_loopback_admin_needs_a_token_file_only_lb_can_read() {
+    let port = free().port();
+    let (vip, rs) = (free(), free());
+    let run = |conf: &std::path::Path, check: bool, env: Option<&str>| {
+        let mut c = Command::new(LB);
+        if check {
+            c.arg("--check");
+        }
+        c.arg("--config")
+            .arg(conf)
+            .env_remove("EDGEFLEET_LB_ADMIN_TOKEN");
+        if let Some(t) = env {
+            c.env("EDGEFLEET_LB_ADMIN_TOKEN", t);
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // 0.0.0.0 without a token: refused by --check and at start, naming admin_listen.
+    let open = tmp(
+        "open-admin.toml",
+        &vs_conf(&format!("0.0.0.0:{port}"), vip, rs, ""),
+    );
+    for check in [true, false] {
+        let (code, err) = run(&open, check, None);
+        assert_eq!(code, Some(64), "check={check}: {err}");
+        assert!(
+            err.contains(&format!(
+                "admin_listen = \"0.0.0.0:{port}\" is not a loopback address"
+            )),
+            "{err}"
+        );
+    }
+    // The environment is a token source.
+    let (code, err) = run(&open, true, Some("from-env"));
+    assert_eq!(code, Some(0), "{err}");
+    // A token file other users can read is refused, naming the file and its mode.
+    let token = tmp("lb.token", "s3cret-token\n");
+    set_mode(&token, 0o644);
+    let with_file = tmp(
+        "file-admin.toml",
+        &vs_conf(
+            &format!("0.0.0.0:{port}"),
+            vip,
+            rs,
+            &format!("admin_token_file = \"{}\"", token.display()),
+        ),
+    );
+    for check in [true, false] {
+        let (code, err) = run(&with_file, check, None);
+        assert_eq!(code, Some(64), "check={check}: {err}");
+        assert!(
+            err.contains(&format!("admin_token_file {}: mode 0644", token.display())),
+            "{err}"
+        );
+    }
+    set_mode(&token, 0o600);
+    let (code, err) = run(&with_file, true, None);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn admin_writes_need_the_token_and_foreign_origins_are_refused() {
+    let port = free().port();
+    let admin = SocketAddr::from(([127, 0, 0, 1], port));
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (vip, rs) = (free(), backend.local_addr().unwrap());
+    let token = tmp("writes.token", "right-token\n");
+    set_mode(&token, 0o600);
+    // Bound on every address; the test only ever sends to 127.0.0.1.
+    let conf = tmp(
+        "writes.toml",
+        &vs_conf(
+            &format!("0.0.0.0:{port}"),
+            vip,
+            rs,
+            &format!("admin_token_file = \"{}\"", token.display()),
+        ),
+    );
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn(cmd, "writes");
+    assert!(lb.wait_log("admin API listening"), "{}", lb.log());
+    let q = format!("/drain?vs={vip}&rs={rs}");
+
+    let (code, body) = http_with(admin, "POST", &q, &[]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("no bearer token"), "{body}");
+    let (code, body) = http_with(admin, "POST", &q, &["Authorization: Bearer wrong-token"]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("wrong bearer token"), "{body}");
+    assert_eq!(
+        status(admin).unwrap()["virtual_servers"][0]["real_servers"][0]["weight"],
+        1,
+        "a refused drain changed the weight"
+    );
+    let (code, body) = http_with(admin, "POST", &q, &["Authorization: Bearer right-token"]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        status(admin).unwrap()["virtual_servers"][0]["real_servers"][0]["weight"],
+        0
+    );
+    // A browser page elsewhere: refused, even with the token, reads too.
+    let evil = "Origin: http://evil.example";
+    let auth = "Authorization: Bearer right-token";
+    let (code, _) = http_with(
+        admin,
+        "POST",
+        &format!("/enable?vs={vip}&rs={rs}"),
+        &[evil, auth],
+    );
+    assert_eq!(code, 403);
+    let (code, _) = http_with(admin, "GET", "/status", &[evil]);
+    assert_eq!(code, 403);
+    let (code, _) = http_with(admin, "GET", "/status", &["Origin: null"]);
+    assert_eq!(code, 403);
+    // The admin's own origin is fine.
+    let own = format!("Origin: http://{admin}");
+    let (code, body) = http_with(
+        admin,
+        "POST",
+        &format!("/enable?vs={vip}&rs={rs}"),
+        &[&own, auth],
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // `lb status` sends the token from --token-file (the status read works without it too).
+    let out = Command::new(LB)
+        .args([
+            "status",
+            "--json",
+            "--admin",
+            &admin.to_string(),
+            "--token-file",
+        ])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Who asked, what, and the result; refusals at WARN with the reason.
+    assert!(lb.wait_log("drained"), "{}", lb.log());
+    let log = lb.log();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no log line with {what:?}:\n{log}"))
+            .to_string()
+    };
+    let done = line("drained");
+    assert!(
+        done.contains("INFO") && done.contains("peer=127.0.0.1:"),
+        "{done}"
+    );
+    assert!(
+        done.contains("action=\"/drain\"") || done.contains("action=/drain"),
+        "{done}"
+    );
+    let refused = line("wrong bearer token");
+    assert!(
+        refused.contains("WARN") && refused.contains("peer=127.0.0.1:"),
+        "{refused}"
+    );
+    let cross = line("cross-origin");
+    assert!(
+        cross.contains("WARN") && cross.contains("evil.example"),
+        "{cross}"
+    );
+}
+
+/// `lb` started under `ulimit` settings (bash's builtin).
+fn lb_with_ulimit(ulimit: &str, conf: &std::path::Path) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+        .arg(LB)
+        .arg("--config")
+        .arg(conf);
+    c
+}
+
+fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
+#[test]
+fn the_open_files_soft_limit_is_raised_to_the_hard_one_and_logged() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let conf = tmp("rlimit.toml", &vs_conf(&admin.to_string(), vip, rs, ""));
+    let lb = Lb::spawn(lb_with_ulimit("-S -n 1024", &conf), "rlimit");
+    assert!(lb.wait_log("admin API listening"), "{}", lb.log());
+    let (soft, hard) = nofile_limits(lb.pid());
+    assert_eq!(soft, hard, "soft limit not raised to the hard one");
+    let want = format!("open-files limit (soft RLIMIT_NOFILE): 1024 -> {hard}");
+    assert!(lb.log().contains(&want), "no {want:?} in:\n{}", lb.log());
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name "(...)": state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    use std::io::Read;
+    // A backend that says "a" and keeps each connection open.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rs = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in backend.incoming().flatten() {
+            let _ = s.write_all(b"a\n");
+            held.push(s);
+        }
+    });
+    let (admin, vip) = (free(), free());
+    let conf = tmp(
+        "emfile.toml",
+        &vs_conf(&admin.to_string(), vip, rs, "admin_timeout = 60"),
+    );
+    // Soft and hard limit 64: lb cannot raise it, and runs out with a few dozen connections.
+    let lb = Lb::spawn(lb_with_ulimit("-n 64", &conf), "emfile");
+    assert!(lb.wait_log("admin API listening"), "{}", lb.log());
+    assert!(lb.log().contains("64 -> 64"), "{}", lb.log());
+    let connect = |to: SocketAddr, n: usize, into: &mut Vec<std::net::TcpStream>| {
+        for _ in 0..n {
+            if let Ok(s) = std::net::TcpStream::connect(to) {
+                into.push(s);
+            }
+        }
+    };
+    // Viewers until lb cannot open sockets to the real server (those are refused, the real
+    // server not blamed), then idle admin connections that take every descriptor left, then
+    // viewers that stay queued: both accept loops now fail with EMFILE on every try.
+    let mut flood = Vec::new();
+    connect(vip, 60, &mut flood);
+    std::thread::sleep(Duration::from_millis(300));
+    connect(admin, 60, &mut flood);
+    std::thread::sleep(Duration::from_millis(300));
+    connect(vip, 10, &mut flood);
+    assert!(
+        lb.wait_log("RLIMIT_NOFILE is reached"),
+        "no EMFILE warning:\n{}",
+        lb.log()
+    );
+    // Out of descriptors with connections waiting, the loop sleeps instead of spinning: over
+    // 3 s it uses well under a core (a spinning loop takes all of one).
+    let before = cpu_seconds(lb.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(lb.pid()) - before;
+    assert!(
+        used < 1.5,
+        "lb used {used:.2} CPU s in 3 s out of descriptors"
+    );
+    let warnings = lb.log().matches("accept failed; backing off").count();
+    assert!(
+        warnings <= 3,
+        "{warnings} accept warnings in a few seconds:\n{}",
+        lb.log()
+    );
+    // The viewers leave: a new one is served again, and the edge was not blamed.
+    drop(flood);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = String::new();
+    while Instant::now() < end {
+        if let Ok(mut s) = std::net::TcpStream::connect(vip) {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut b = [0u8; 2];
+            if s.read_exact(&mut b).is_ok() {
+                got = String::from_utf8_lossy(&b).into_owned();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        got,
+        "a\n",
+        "no viewer served after the flood:\n{}",
+        lb.log()
+    );
+    let st = status(admin).expect("status after the flood");
+    assert_eq!(
+        st["virtual_servers"][0]["real_servers"][0]["state"], "UP",
+        "lb's own EMFILE marked the real server down: {st}"
+    );
+}

@@ -264,6 +264,24 @@ async fn proxy_connect_failure_tries_the_next_server() {
         assert_eq!(id, "a");
     }
     assert!(rs_status(&lb, dead)["connect_failures"].as_u64().unwrap() >= 1);
+    // Without a check it stays UP (keepalived's rule): once something listens there again,
+    // it gets connections without a reload.
+    assert_eq!(rs_status(&lb, dead)["state"], "UP");
+    let back = tokio::net::TcpListener::bind(dead).await.unwrap();
+    let _srv = tokio::spawn(async move {
+        while let Ok((mut s, _)) = back.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"back\n").await;
+        }
+    });
+    let ids: Vec<String> = {
+        let mut v2 = Vec::new();
+        for _ in 0..4 {
+            v2.push(read_id(v, lo(1)).await.0);
+        }
+        v2
+    };
+    assert!(ids.iter().any(|i| i == "back"), "{ids:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,4 +556,191 @@ async fn max_connections_per_virtual_server() {
         "a",
         "capacity comes back when connections close"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_check_sends_the_proxy_header_an_edge_expects() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let e = edge_with(&[origin.addr], |c| c.proxy_protocol = true).await;
+    let check = "[virtual_server.real_server.rtmp_check]\nconnect_timeout = 2\nretry = 0\ndelay_before_retry = 0.2\nstream = \"live/cam\"";
+    let v = vip();
+    let with_header = format!("send_proxy = \"v2\"\n{check}");
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(e.addr, 1, &with_header)])).await;
+    // The control: the same check without send_proxy is closed by that edge, so it is DOWN.
+    let v2 = vip();
+    let control = start_lb(&vs_toml(v2, "rr", "", &[(e.addr, 1, check)])).await;
+
+    // Several checks have run (each plays live/cam), none failed, no flip.
+    assert!(
+        wait_until(Duration::from_secs(15), || rs_status(&lb, e.addr)["checks"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3)
+        .await,
+        "{}",
+        rs_status(&lb, e.addr)
+    );
+    let st = rs_status(&lb, e.addr);
+    assert_eq!(st["state"], "UP", "{st}");
+    assert_eq!(st["check_failures"], 0, "{st}");
+    assert_eq!(st["flips"], 0, "{st}");
+    assert!(
+        wait_until(Duration::from_secs(10), || rs_status(&control, e.addr)
+            ["state"]
+            == "DOWN")
+        .await,
+        "without the header the check should fail: {}",
+        rs_status(&control, e.addr)
+    );
+
+    // A viewer plays through the lb (its connection carries a PROXY header with its address).
+    let r = play_for(&format!("rtmp://{v}/live/cam"), 1.0).await;
+    assert!(r.first_frame.is_some(), "{:?}", r.error);
+    assert_eq!(rs_status(&lb, e.addr)["state"], "UP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_check_sends_a_local_proxy_header_with_send_proxy() {
+    init();
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rs = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let _srv = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+                let _ = tx.send(got).await;
+            });
+        }
+    });
+    let check = "send_proxy = \"v2\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\ndelay_before_retry = 0.2";
+    let lb = start_lb(&vs_toml(vip(), "rr", "", &[(rs, 1, check)])).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a check within 5 s")
+        .unwrap();
+    assert_eq!(
+        got,
+        common::proxy_protocol::encode_v2_local(),
+        "a tcp_check to a send_proxy server starts with a LOCAL PROXY v2 header, and sends nothing else"
+    );
+    assert_eq!(rs_status(&lb, rs)["state"], "UP");
+    assert_eq!(rs_status(&lb, rs)["check_failures"], 0);
+}
+
+/// Sends `raw` to `addr` and reads until the server closes (at most `limit`): the bytes, and
+/// whether it closed within the limit.
+async fn exchange(addr: SocketAddr, raw: &str, limit: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(limit, s.read_to_end(&mut got))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_caps_idle_connections_and_still_serves_viewers_and_operators() {
+    init();
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncReadExt;
+    let (a, _ta) = id_server("a").await;
+    let v = vip();
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(a, 1, "")])).await;
+    let cap = lb::admin::server::MAX_CONNECTIONS as u64;
+    // 200 connections that never send a byte (the default admin_timeout, 10 s, is longer
+    // than this test needs, so only the cap closes them).
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(lb.admin_addr).await.unwrap());
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || lb
+            .admin
+            .stats
+            .evicted
+            .load(Relaxed)
+            >= 200 - cap)
+        .await,
+        "evicted {}",
+        lb.admin.stats.evicted.load(Relaxed)
+    );
+    assert!(lb.admin.stats.active.load(Relaxed) <= cap);
+    // The viewers' listener still accepts and proxies.
+    let (id, _s) = read_id(v, lo(1)).await;
+    assert_eq!(id, "a");
+    // An operator's request is served: the oldest idle connection makes room for it.
+    let (resp, closed) = exchange(
+        lb.admin_addr,
+        "GET /status HTTP/1.0\r\nHost: lb\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed && resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(resp.contains("\"virtual_servers\""), "{resp}");
+    let (metrics, _) = exchange(
+        lb.admin_addr,
+        "GET /metrics HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        metrics.contains("edgefleet_admin_connections_evicted_total "),
+        "{metrics}"
+    );
+    // The oldest idle connections are the ones closed.
+    let mut buf = [0u8; 1];
+    let first = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut buf)).await;
+    assert!(
+        matches!(first, Ok(Ok(0)) | Ok(Err(_))),
+        "the oldest idle connection is still open"
+    );
+    let newest = tokio::time::timeout(Duration::from_millis(200), idle[199].read(&mut buf)).await;
+    assert!(newest.is_err(), "the newest idle connection was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connections_without_a_request_header_time_out() {
+    init();
+    use std::sync::atomic::Ordering::Relaxed;
+    let (a, _ta) = id_server("a").await;
+    let lb = start_lb(&format!(
+        "admin_listen = \"127.0.0.1:0\"\nadmin_timeout = 1\n{}",
+        vs_toml(vip(), "rr", "", &[(a, 1, "")])
+    ))
+    .await;
+    let limit = Duration::from_secs(5);
+    // Silent.
+    let (got, closed) = exchange(lb.admin_addr, "", limit).await;
+    assert!(
+        closed,
+        "a silent admin connection stayed open past {limit:?}"
+    );
+    assert!(!got.contains("200 OK"), "{got}");
+    // A header that never ends.
+    let (got, closed) =
+        exchange(lb.admin_addr, "GET /status HTTP/1.1\r\nHost: lb\r\n", limit).await;
+    assert!(closed, "a partial header kept the connection open: {got}");
+    assert!(!got.contains("200 OK"), "{got}");
+    // Keep-alive after a complete request: answered, then closed once idle.
+    let (got, closed) = exchange(
+        lb.admin_addr,
+        "GET /status HTTP/1.1\r\nHost: lb\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        closed,
+        "an idle keep-alive connection stayed open past {limit:?}"
+    );
+    assert!(lb.admin.stats.header_timeouts.load(Relaxed) >= 2);
 }

@@ -82,6 +82,23 @@ impl RtmpClient {
         Self::start(tcp, addr, url).await
     }
 
+    /// [`RtmpClient::connect`] that first writes `preamble` on the stream (the balancer's
+    /// health check sends a PROXY protocol header to an edge that expects one).
+    pub async fn connect_with_preamble(
+        addr: SocketAddr,
+        url: &RtmpUrl,
+        timeout: Duration,
+        preamble: &[u8],
+    ) -> Result<RtmpClient, RtmpError> {
+        tokio::time::timeout(timeout, async {
+            let mut tcp = TcpStream::connect(addr).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, preamble).await?;
+            Self::start(tcp, addr, url).await
+        })
+        .await
+        .map_err(|_| RtmpError::Timeout("connecting"))?
+    }
+
     async fn connect_inner(addr: SocketAddr, url: &RtmpUrl) -> Result<RtmpClient, RtmpError> {
         let tcp = TcpStream::connect(addr).await?;
         Self::start(tcp, addr, url).await

@@ -1,100 +1,34 @@
 //! The admin HTTP endpoint (`admin_listen`, loopback by default):
 //!
 //! - `GET /metrics`: Prometheus text — per real server state, weight, active and total
-//!   connections, bytes in/out, health flips; per virtual server totals.
+//!   connections, bytes in/out, health flips and checks; per virtual server totals; the admin
+//!   endpoint's own connections and refusals.
 //! - `GET /status`: the same as JSON (what `lb status` prints).
 //! - `POST /drain?vs=VIP:PORT&rs=IP:PORT`: weight 0, established connections stay.
 //! - `POST /enable?vs=..&rs=..`: back to the configured weight.
 //! - `POST /weight?vs=..&rs=..&value=N`: set a weight until the next reload or enable.
+//!
+//! Rooms: [`server`] is the HTTP side (limits, Origin and token checks, routing); [`auth`]
+//! reads the token source and compares tokens; this file builds the status document, the
+//! metrics and `lb status`'s table from the running [`Balancer`], and carries out actions.
+
+pub mod auth;
+pub mod server;
+
+pub use server::{serve, Admin, AdminOptions};
 
 use crate::balancer::Balancer;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use tokio::net::TcpListener;
-use tracing::{info, warn};
 
-/// Serves the admin API on `listener` until the task is aborted.
-pub fn serve(
-    balancer: Arc<Balancer>,
-    listener: std::net::TcpListener,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(listener)?;
-    info!(admin = %listener.local_addr()?, "admin API listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let b = balancer.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let b = b.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&b, req)) }
-                });
-                let io = hyper_util::rt::TokioIo::new(tcp);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
-            });
-        }
-    }))
-}
-
-fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
-}
-
-fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%3a", ":")))
-        .collect()
-}
-
-fn route(b: &Arc<Balancer>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(b)),
-        (&Method::GET, "/status") | (&Method::GET, "/") => {
-            reply(StatusCode::OK, "application/json", status(b).to_string())
-        }
-        (&Method::POST, p @ ("/drain" | "/enable" | "/weight")) => {
-            let q = query(&req);
-            match admin_action(b, p, &q) {
-                Ok(msg) => {
-                    info!(action = p, "{msg}");
-                    reply(StatusCode::OK, "text/plain", format!("{msg}\n"))
-                }
-                Err(e) => {
-                    warn!(action = p, error = %e, "admin request refused");
-                    reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"))
-                }
-            }
-        }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "GET /metrics, GET /status, POST /drain|/enable|/weight?vs=VIP:PORT&rs=IP:PORT[&value=N]\n".into(),
-        ),
-    }
-}
-
-fn admin_action(b: &Balancer, action: &str, q: &[(String, String)]) -> Result<String, String> {
+/// Carries out POST /drain, /enable or /weight; `Err` says what is wrong with the request.
+pub(crate) fn admin_action(
+    b: &Balancer,
+    action: &str,
+    q: &[(String, String)],
+) -> Result<String, String> {
     let get = |k: &str| q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str());
     let vs_s = get("vs").ok_or("missing vs=VIP:PORT")?;
     let rs_s = get("rs").ok_or("missing rs=IP:PORT")?;
@@ -164,6 +98,8 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "bytes_out": r.bytes_out.load(Ordering::Relaxed),
                         "flips": r.flips.load(Ordering::Relaxed),
                         "connect_failures": r.connect_failures.load(Ordering::Relaxed),
+                        "checks": r.checks.load(Ordering::Relaxed),
+                        "check_failures": r.check_failures.load(Ordering::Relaxed),
                         "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp" }),
                         "last_error": r.last_error.lock().unwrap().clone(),
                     })
@@ -291,6 +227,18 @@ pub fn metrics(b: &Balancer) -> String {
             "connect_failures",
             "counter",
             "Proxy connects to the real server that failed.",
+        ),
+        (
+            "edgefleet_rs_checks_total",
+            "checks",
+            "counter",
+            "Health checks run.",
+        ),
+        (
+            "edgefleet_rs_check_failures_total",
+            "check_failures",
+            "counter",
+            "Health checks that failed.",
         ),
     ];
     let empty = vec![];

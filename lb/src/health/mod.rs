@@ -5,6 +5,10 @@
 //! [`HealthState`] is the sans-I/O part (thresholds, flips, next delay); [`probe`] runs one
 //! check (TCP connect, or an RTMP handshake + connect, optionally a play that must deliver
 //! media). The task tying them together lives in `crate::balancer`.
+//!
+//! A real server with `send_proxy = "v2"` expects a PROXY header first on every connection,
+//! so the probe sends one too — the LOCAL form, which says "the proxy's own connection" and
+//! leaves the edge its real endpoints — or the edge closes the check and it fails forever.
 
 use crate::config::{Check, CheckKind};
 use common::rtmp::chunk::msg_type;
@@ -12,6 +16,7 @@ use common::rtmp::client::RtmpClient;
 use common::rtmp::url::RtmpUrl;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A state change worth logging and counting.
@@ -74,18 +79,31 @@ impl HealthState {
     }
 }
 
-/// Runs one check of `addr`; `Err` says why it failed.
-pub async fn probe(addr: SocketAddr, check: &Check) -> Result<(), String> {
+/// Runs one check of `addr`; `Err` says why it failed. `send_proxy`: the server expects a
+/// PROXY v2 header first (it gets a LOCAL one).
+pub async fn probe(addr: SocketAddr, check: &Check, send_proxy: bool) -> Result<(), String> {
+    let preamble = if send_proxy {
+        common::proxy_protocol::encode_v2_local()
+    } else {
+        Vec::new()
+    };
     match &check.kind {
         CheckKind::Tcp => {
-            match tokio::time::timeout(check.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("TCP connect: {e}")),
-                Err(_) => Err(format!(
-                    "TCP connect timed out after {:?}",
-                    check.connect_timeout
-                )),
-            }
+            let t = check.connect_timeout;
+            let run = async {
+                let mut tcp = TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("TCP connect: {e}"))?;
+                if !preamble.is_empty() {
+                    tcp.write_all(&preamble)
+                        .await
+                        .map_err(|e| format!("TCP check: sending the PROXY header: {e}"))?;
+                }
+                Ok(())
+            };
+            tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| format!("TCP connect timed out after {t:?}"))?
         }
         CheckKind::Rtmp { stream } => {
             let (app, name) = stream
@@ -99,7 +117,7 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> Result<(), String> {
             };
             let t = check.connect_timeout;
             let run = async {
-                let mut c = RtmpClient::connect(addr, &url, t)
+                let mut c = RtmpClient::connect_with_preamble(addr, &url, t, &preamble)
                     .await
                     .map_err(|e| format!("RTMP connect: {e}"))?;
                 if name.is_empty() {

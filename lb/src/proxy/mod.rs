@@ -9,6 +9,7 @@
 
 pub mod copy;
 
+use crate::accept::{AcceptBackoff, Throttle};
 use crate::balancer::VsRuntime;
 use crate::config::CopyMode;
 use std::net::SocketAddr;
@@ -44,17 +45,22 @@ async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) 
     // fewer as established connections close (they are never cut).
     let mut max = vs.cfg.read().unwrap().max_connections;
     let limit = Arc::new(Semaphore::new(max));
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = Throttle::new(crate::accept::LOG_EVERY);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => {
-                backoff = Duration::from_millis(5);
+                backoff.success();
                 a
             }
             Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // EMFILE leaves the connection queued and the listener readable: sleep, or
+                // this loop would spin on it.
+                let (delay, log) = backoff.failure(std::time::Instant::now());
+                if let Some(n) = log {
+                    warn!(error = %crate::accept::describe(&e), failures = n, retry_in_ms = delay.as_millis() as u64, "accept failed; backing off");
+                }
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
@@ -75,7 +81,9 @@ async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) 
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             vs.stats.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, max_connections = max, "connection refused: max_connections reached");
+            if let Some(n) = refusals.hit(std::time::Instant::now()) {
+                warn!(%peer, max_connections = max, refused = n, "connections refused: max_connections reached (counted in edgefleet_vs_connections_refused_total)");
+            }
             continue;
         };
         let vs = vs.clone();
@@ -99,6 +107,21 @@ async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: C
         };
         let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
+            Ok(Err(e)) if crate::accept::is_local_exhaustion(&e) => {
+                // Our own file descriptors ran out: the server is not at fault, so it is not
+                // marked down for it (that would take healthy edges out under a flood).
+                vs.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = vs
+                    .stats
+                    .local_errors
+                    .lock()
+                    .unwrap()
+                    .hit(std::time::Instant::now())
+                {
+                    warn!(%peer, rs = %addr, error = %crate::accept::describe(&e), refused = n, "connections refused: cannot open a socket to the real server");
+                }
+                return;
+            }
             Ok(Err(e)) => {
                 fail(&vs, addr, sorry, format!("proxy connect: {e}"));
                 exclude.push(addr);
@@ -128,7 +151,12 @@ fn fail(vs: &VsRuntime, addr: SocketAddr, sorry: bool, why: String) {
     if !sorry {
         if let Some(rs) = vs.server(addr) {
             rs.connect_failures.fetch_add(1, Ordering::Relaxed);
-            vs.report(&rs, Err(why));
+            // Only a checked server can be marked down by it: its checks bring it back. A
+            // server without a check is always up (keepalived), or one failed connect would
+            // take it out until the next reload.
+            if rs.cfg.lock().unwrap().check.is_some() {
+                vs.report(&rs, Err(why));
+            }
         }
     }
 }
