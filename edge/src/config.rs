@@ -38,6 +38,14 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     pub grace_period: Option<f64>,
     pub publish: Option<RawPublish>,
+    pub api: Option<RawApi>,
+}
+
+/// `[api]` (SRS: `http_api`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -88,6 +96,8 @@ pub struct EdgeConfig {
     /// SIGTERM: how long current viewers keep playing after the listener closed.
     pub grace_period: Duration,
     pub publish: PublishConfig,
+    /// The HTTP API's address (`[api] listen`), when enabled.
+    pub api: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +404,13 @@ impl RawConfig {
             "set_real_ip_from",
             &self.set_real_ip_from.unwrap_or_else(loopback_nets),
         );
+        let api = self.api.map(|a| {
+            let listen = a.listen.unwrap_or_else(|| "127.0.0.1:1985".into());
+            parse_socket_addr(&listen).unwrap_or_else(|e| {
+                errs.push(ConfigError::new("api.listen", e));
+                SocketAddr::from(([127, 0, 0, 1], 1985))
+            })
+        });
         let raw_pub = self.publish.unwrap_or_default();
         let allow = networks(
             &mut errs,
@@ -439,6 +456,7 @@ impl RawConfig {
             log_level,
             grace_period,
             publish,
+            api,
         })
     }
 }

@@ -11,9 +11,11 @@
 //! - [`session`]: the accept loop and one RTMP client connection (publisher or player).
 //! - [`upstream`]: the edge's pull from origins (failover, backoff, idle stop) and publish
 //!   forwarding.
+//! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod guard;
 pub mod hub;

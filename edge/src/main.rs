@@ -25,6 +25,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the streams of a running edge (its [api] listener): viewers, source, bitrate.
+    Status {
+        /// The running edge's [api] listen address.
+        #[arg(long)]
+        api: Option<String>,
+        /// Read [api] listen from this config instead.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the raw JSON of /api/v1/streams.
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish an FLV file in real time (like ffmpeg -re -i FILE -c copy -f flv URL).
     Publish {
         file: PathBuf,
@@ -66,6 +78,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::Status { api, config, json }) => rt.block_on(run_status(api, config, json)),
         Some(Command::Publish { file, url, looped }) => rt.block_on(run_publish(file, url, looped)),
         Some(Command::Play {
             url,
@@ -171,6 +184,114 @@ async fn reload_on_sighup(handle: EdgeHandle, path: PathBuf) {
             }
         }
     }
+}
+
+async fn run_status(api: Option<String>, config: Option<PathBuf>, json: bool) -> ExitCode {
+    let addr = match (api, config) {
+        (Some(a), _) => a,
+        (None, Some(path)) => match EdgeConfig::load(&path) {
+            Ok(c) => match c.api {
+                Some(a) => a.to_string(),
+                None => {
+                    eprintln!("edge status: {} has no [api] table: the API is off", path.display());
+                    return ExitCode::from(64);
+                }
+            },
+            Err(errs) => {
+                for e in &errs.0 {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return ExitCode::from(64);
+            }
+        },
+        (None, None) => "127.0.0.1:1985".to_string(),
+    };
+    let body = match edge::api::fetch(&addr, "/api/v1/streams?count=10000").await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("edge status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{}", String::from_utf8_lossy(&body));
+        return ExitCode::SUCCESS;
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("edge status: {addr} answered something that is not JSON: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", status_table(&v));
+    ExitCode::SUCCESS
+}
+
+/// The `edge status` table from /api/v1/streams.
+fn status_table(v: &serde_json::Value) -> String {
+    let mut rows = vec![[
+        "STREAM".to_string(),
+        "VIEWERS".into(),
+        "SOURCE".into(),
+        "IN kbps".into(),
+        "OUT kbps".into(),
+        "LIVE".into(),
+        "SKIPPED".into(),
+        "RECONNECTS".into(),
+        "CODECS".into(),
+    ]];
+    for s in v["streams"].as_array().into_iter().flatten() {
+        let source = if s["publish"]["active"].as_bool() == Some(true) {
+            format!("publisher #{}", s["publish"]["cid"])
+        } else if let Some(src) = s["pull"]["source"].as_str() {
+            format!("pull {src}")
+        } else if s["pull"]["active"].as_bool() == Some(true) {
+            "pull (connecting)".into()
+        } else {
+            "none".into()
+        };
+        let live_ms = s["live_ms"].as_u64().unwrap_or(0);
+        let live = if live_ms == 0 {
+            "-".to_string()
+        } else {
+            let t = live_ms / 1000;
+            format!("{}h{:02}m{:02}s", t / 3600, t / 60 % 60, t % 60)
+        };
+        let codecs = [&s["video"]["codec"], &s["audio"]["codec"]]
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        rows.push([
+            s["id"].as_str().unwrap_or("?").to_string(),
+            s["clients"].to_string(),
+            source,
+            s["kbps"]["recv_30s"].to_string(),
+            s["kbps"]["send_30s"].to_string(),
+            live,
+            s["frames_skipped"].to_string(),
+            s["reconnects"].to_string(),
+            if codecs.is_empty() { "-".into() } else { codecs },
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.len() == 1 {
+        out.push_str("(no streams)\n");
+    }
+    out
 }
 
 async fn run_publish(file: PathBuf, url: String, looped: bool) -> ExitCode {

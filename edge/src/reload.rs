@@ -58,6 +58,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         log_level,
         grace_period,
         publish,
+        api,
     } = new;
     if *mode != old.mode {
         return Err(vec![format!(
@@ -199,6 +200,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         "at the next SIGTERM",
     );
     diff(
+        "api.listen",
+        format!("{:?}", old.api),
+        format!("{api:?}"),
+        "at once (the API restarts on the new address)",
+    );
+    diff(
         "publish.enabled",
         old.publish.enabled.to_string(),
         publish.enabled.to_string(),
@@ -276,6 +283,7 @@ mod tests {
             ("max_queue_bytes_total", "max_queue_bytes_total = 2097152"),
             ("log_level", "log_level = \"debug\""),
             ("grace_period", "grace_period = 30"),
+            ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

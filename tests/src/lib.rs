@@ -390,6 +390,11 @@ impl EdgeProc {
     /// Starts `edge --config` with `toml` plus `listen` on a free loopback port, and waits
     /// until it accepts connections.
     pub fn start(toml: &str) -> EdgeProc {
+        Self::start_with_env(toml, &[])
+    }
+
+    /// [`EdgeProc::start`] with more environment variables.
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> EdgeProc {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir = TempDir::new("edgeproc");
@@ -400,6 +405,7 @@ impl EdgeProc {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -469,5 +475,32 @@ impl Drop for EdgeProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 request to `addr` with a raw socket (no client library between the test and
+/// the server); returns (status, body). `(0, why)` when the connection fails.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), go).await {
+        Ok(Ok(text)) => {
+            let code = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            (code, body.to_string())
+        }
+        Ok(Err(e)) => (0, e.to_string()),
+        Err(_) => (0, "timed out".into()),
     }
 }

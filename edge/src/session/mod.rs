@@ -35,6 +35,7 @@ const WINDOW_ACK_SIZE: u32 = 2_500_000;
 /// A bound server, ready to [`EdgeServer::run`].
 pub struct EdgeServer {
     listener: TcpListener,
+    api: Option<TcpListener>,
     state: Arc<ServerState>,
     reloads: mpsc::Receiver<Request>,
     handle: EdgeHandle,
@@ -99,7 +100,20 @@ impl EdgeServer {
     /// Binds `config.listen` (port 0 picks a free port: see [`EdgeServer::local_addr`]).
     pub async fn bind(config: EdgeConfig) -> std::io::Result<EdgeServer> {
         let listener = bind_listener(config.listen)?;
-        Ok(Self::from_listener(listener, config))
+        let api = match config.api {
+            Some(a) => Some(bind_listener(a).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("api.listen {a}: {e}"))
+            })?),
+            None => None,
+        };
+        let mut server = Self::from_listener(listener, config);
+        server.api = api;
+        Ok(server)
+    }
+
+    /// The API's bound address, when `[api]` is configured.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Uses an already-bound listener (socket activation, tests).
@@ -108,6 +122,7 @@ impl EdgeServer {
         let (tx, reloads) = mpsc::channel(4);
         EdgeServer {
             listener,
+            api: None,
             handle: EdgeHandle {
                 state: state.clone(),
                 reloads: tx,
@@ -135,11 +150,13 @@ impl EdgeServer {
     pub async fn run(self, mut shutdown: Shutdown) {
         let EdgeServer {
             listener,
+            api,
             state,
             mut reloads,
             handle,
         } = self;
         drop(handle);
+        let mut api_task = api.map(|l| tokio::spawn(crate::api::serve(state.clone(), l)));
         {
             let cfg = state.config();
             info!(
@@ -195,7 +212,7 @@ impl EdgeServer {
                     Request::Reload { config, done } => {
                         common::sd_notify::reloading();
                         let result = match listener.as_mut() {
-                            Some(l) => apply_reload(&state, l, config),
+                            Some(l) => apply_reload(&state, l, &mut api_task, config),
                             None => Err(vec!["the server is draining".to_string()]),
                         };
                         common::sd_notify::ready();
@@ -264,6 +281,9 @@ impl EdgeServer {
             connections = sessions.len(),
             "edge stopping: closing connections"
         );
+        if let Some(t) = api_task {
+            t.abort();
+        }
         sessions.shutdown().await;
         crate::upstream::stop_all(&state);
     }
@@ -316,16 +336,36 @@ fn log_end(client: &Client, result: Result<(), RtmpError>) {
 /// Carries out a reload: the plan first (nothing is touched if it says no), then a new
 /// listener if `listen` changed, then the config swap.
 fn apply_reload(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     listener: &mut TcpListener,
+    api_task: &mut Option<tokio::task::JoinHandle<()>>,
     new: EdgeConfig,
 ) -> Result<Vec<Change>, Vec<String>> {
     let old = state.config();
     let changes = reload::plan(&old, &new)?;
-    if changes.iter().any(|c| c.key == "listen") {
-        let l = bind_listener(new.listen)
-            .map_err(|e| vec![format!("listen: cannot listen on {}: {e}", new.listen)])?;
+    // Bind everything new first: a failure leaves the running server untouched.
+    let new_listener = match changes.iter().any(|c| c.key == "listen") {
+        true => Some(
+            bind_listener(new.listen)
+                .map_err(|e| vec![format!("listen: cannot listen on {}: {e}", new.listen)])?,
+        ),
+        false => None,
+    };
+    let new_api = match (changes.iter().any(|c| c.key == "api.listen"), new.api) {
+        (true, Some(a)) => Some(Some(
+            bind_listener(a).map_err(|e| vec![format!("api.listen: cannot listen on {a}: {e}")])?,
+        )),
+        (true, None) => Some(None),
+        (false, _) => None,
+    };
+    if let Some(l) = new_listener {
         *listener = l;
+    }
+    if let Some(api) = new_api {
+        if let Some(t) = api_task.take() {
+            t.abort();
+        }
+        *api_task = api.map(|l| tokio::spawn(crate::api::serve(state.clone(), l)));
     }
     if changes.iter().any(|c| c.key == "log_level") && !common::logging::set_level(&new.log_level) {
         warn!("log_level not applied: RUST_LOG is set and wins");
