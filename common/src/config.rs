@@ -89,14 +89,28 @@ pub fn parse_socket_addr(value: &str) -> Result<SocketAddr, String> {
             .map_err(|_| format!("{value:?} has an invalid port {port:?}"))?;
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
+    if let Ok(port) = value.parse::<u16>() {
+        // SRS's habit: `listen 1935;` means every address.
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
     if !value.contains(':') {
         return Err(format!("{value:?} needs a port, as in \"{value}:1935\""));
     }
     Err(format!("{value:?} is not an IP:PORT address"))
 }
 
-/// Parses "HOST:PORT" where HOST may be a name resolved when used (an upstream origin).
+/// Parses "HOST:PORT" where HOST may be a name resolved when used (an upstream origin);
+/// a bare HOST gets RTMP's port 1935.
 pub fn parse_host_port(value: &str) -> Result<(String, u16), String> {
+    let bracketed_v6 = value.starts_with('[') && value.ends_with(']');
+    let bare_v6 = value.matches(':').count() > 1 && !value.contains(']');
+    if !value.contains(':') || bracketed_v6 || bare_v6 {
+        let host = value.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{value:?} has no host"));
+        }
+        return Ok((host.to_string(), 1935));
+    }
     let (host, port) = value
         .rsplit_once(':')
         .ok_or_else(|| format!("{value:?} needs a port, as in \"{value}:1935\""))?;
@@ -122,11 +136,24 @@ mod tests {
         assert!(parse_socket_addr("1.2.3.4")
             .unwrap_err()
             .contains("needs a port"));
+        assert_eq!(
+            parse_socket_addr("1935").unwrap(),
+            "0.0.0.0:1935".parse().unwrap()
+        );
         assert!(parse_socket_addr("nonsense:x").is_err());
         assert_eq!(
             parse_host_port("origin.example:1935").unwrap(),
             ("origin.example".to_string(), 1935)
         );
-        assert!(parse_host_port("origin").is_err());
+        assert_eq!(
+            parse_host_port("origin").unwrap(),
+            ("origin".to_string(), 1935)
+        );
+        assert_eq!(parse_host_port("[::1]").unwrap(), ("::1".to_string(), 1935));
+        assert_eq!(
+            parse_host_port("[::1]:1936").unwrap(),
+            ("::1".to_string(), 1936)
+        );
+        assert!(parse_host_port(":1935").is_err());
     }
 }

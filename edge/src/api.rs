@@ -174,7 +174,9 @@ impl Snapshot {
                     },
                     publish: PublishView {
                         active: source.is_some_and(|c| c.kind == ClientKind::Publish),
-                        cid: source.filter(|c| c.kind == ClientKind::Publish).map(|c| c.id),
+                        cid: source
+                            .filter(|c| c.kind == ClientKind::Publish)
+                            .map(|c| c.id),
                     },
                     pull: PullView {
                         active: s.pulling,
@@ -211,8 +213,17 @@ impl Snapshot {
         let family = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        family(&mut o, "edgefleet_edge_connections_total", "counter", "Connections accepted.");
-        let _ = writeln!(o, "edgefleet_edge_connections_total {}", self.connections_total);
+        family(
+            &mut o,
+            "edgefleet_edge_connections_total",
+            "counter",
+            "Connections accepted.",
+        );
+        let _ = writeln!(
+            o,
+            "edgefleet_edge_connections_total {}",
+            self.connections_total
+        );
         family(
             &mut o,
             "edgefleet_edge_refused_total",
@@ -222,7 +233,12 @@ impl Snapshot {
         for (reason, n) in &self.refused {
             let _ = writeln!(o, "edgefleet_edge_refused_total{{reason=\"{reason}\"}} {n}");
         }
-        family(&mut o, "edgefleet_edge_clients", "gauge", "Clients now, by type (SRS: srs_clients).");
+        family(
+            &mut o,
+            "edgefleet_edge_clients",
+            "gauge",
+            "Clients now, by type (SRS: srs_clients).",
+        );
         for kind in [
             ClientKind::Connecting,
             ClientKind::Play,
@@ -231,34 +247,92 @@ impl Snapshot {
         ] {
             let n = self.clients.iter().filter(|c| c.kind == kind).count();
             let name = serde_json::to_value(kind).unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "edgefleet_edge_clients{{type={}}} {n}",
-                name
-            );
+            let _ = writeln!(o, "edgefleet_edge_clients{{type={}}} {n}", name);
         }
-        family(&mut o, "edgefleet_edge_streams", "gauge", "Streams now (SRS: srs_streams).");
+        family(
+            &mut o,
+            "edgefleet_edge_streams",
+            "gauge",
+            "Streams now (SRS: srs_streams).",
+        );
         let _ = writeln!(o, "edgefleet_edge_streams {}", self.streams.len());
         for (name, v, help) in [
-            ("edgefleet_edge_pulls_started_total", self.pulls_started, "Pulls that got a stream from an origin."),
-            ("edgefleet_edge_pulls_failed_total", self.pulls_failed, "Pull attempts an origin did not serve."),
-            ("edgefleet_edge_pulls_not_found_total", self.pulls_not_found, "Streams no origin had (players told StreamNotFound)."),
+            (
+                "edgefleet_edge_pulls_started_total",
+                self.pulls_started,
+                "Pulls that got a stream from an origin.",
+            ),
+            (
+                "edgefleet_edge_pulls_failed_total",
+                self.pulls_failed,
+                "Pull attempts an origin did not serve.",
+            ),
+            (
+                "edgefleet_edge_pulls_not_found_total",
+                self.pulls_not_found,
+                "Streams no origin had (players told StreamNotFound).",
+            ),
         ] {
             family(&mut o, name, "counter", help);
             let _ = writeln!(o, "{name} {v}");
         }
-        family(&mut o, "edgefleet_edge_queued_bytes", "gauge", "Bytes held by every stream's queue.");
+        family(
+            &mut o,
+            "edgefleet_edge_queued_bytes",
+            "gauge",
+            "Bytes held by every stream's queue.",
+        );
         let _ = writeln!(o, "edgefleet_edge_queued_bytes {}", self.queued_bytes);
         type Field = fn(&StreamView) -> u64;
         let per_stream: [(&str, &str, &str, Field); 8] = [
-            ("edgefleet_stream_viewers", "gauge", "Players of the stream.", |s| s.clients as u64),
-            ("edgefleet_stream_receive_bytes_total", "counter", "Media bytes from the stream's sources (SRS: srs_receive_bytes_total).", |s| s.recv_bytes),
-            ("edgefleet_stream_send_bytes_total", "counter", "Bytes written to the stream's players (SRS: srs_send_bytes_total).", |s| s.send_bytes),
-            ("edgefleet_stream_frames_total", "counter", "Media messages received.", |s| s.frames),
-            ("edgefleet_stream_frames_skipped_total", "counter", "Messages players lost or skipped to the lag policy.", |s| s.frames_skipped),
-            ("edgefleet_stream_upstream_reconnects_total", "counter", "Times the pull lost its origin and reconnected.", |s| s.reconnects),
-            ("edgefleet_stream_queued_bytes", "gauge", "Bytes the stream's queue holds.", |s| s.queued_bytes as u64),
-            ("edgefleet_stream_source_up", "gauge", "1 while a publisher or pull feeds the stream.", |s| u64::from(s.publish.active || s.pull.source.is_some())),
+            (
+                "edgefleet_stream_viewers",
+                "gauge",
+                "Players of the stream.",
+                |s| s.clients as u64,
+            ),
+            (
+                "edgefleet_stream_receive_bytes_total",
+                "counter",
+                "Media bytes from the stream's sources (SRS: srs_receive_bytes_total).",
+                |s| s.recv_bytes,
+            ),
+            (
+                "edgefleet_stream_send_bytes_total",
+                "counter",
+                "Bytes written to the stream's players (SRS: srs_send_bytes_total).",
+                |s| s.send_bytes,
+            ),
+            (
+                "edgefleet_stream_frames_total",
+                "counter",
+                "Media messages received.",
+                |s| s.frames,
+            ),
+            (
+                "edgefleet_stream_frames_skipped_total",
+                "counter",
+                "Messages players lost or skipped to the lag policy.",
+                |s| s.frames_skipped,
+            ),
+            (
+                "edgefleet_stream_upstream_reconnects_total",
+                "counter",
+                "Times the pull lost its origin and reconnected.",
+                |s| s.reconnects,
+            ),
+            (
+                "edgefleet_stream_queued_bytes",
+                "gauge",
+                "Bytes the stream's queue holds.",
+                |s| s.queued_bytes as u64,
+            ),
+            (
+                "edgefleet_stream_source_up",
+                "gauge",
+                "1 while a publisher or pull feeds the stream.",
+                |s| u64::from(s.publish.active || s.pull.source.is_some()),
+            ),
         ];
         for (name, kind, help, get) in per_stream {
             family(&mut o, name, kind, help);
@@ -313,7 +387,10 @@ fn page(query: Option<&str>) -> Result<(usize, usize), String> {
     let mut count = DEFAULT_COUNT;
     for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        let n = || v.parse::<usize>().map_err(|_| format!("{k}={v:?} is not a number"));
+        let n = || {
+            v.parse::<usize>()
+                .map_err(|_| format!("{k}={v:?} is not a number"))
+        };
         match k {
             "start" => start = n()?,
             "count" => count = n()?.min(MAX_COUNT),
@@ -329,7 +406,11 @@ fn paged<T: Clone>(all: &[T], query: Option<&str>) -> Result<Vec<T>, String> {
 }
 
 /// Answers one request.
-pub fn handle(state: &ServerState, peer: SocketAddr, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+pub fn handle(
+    state: &ServerState,
+    peer: SocketAddr,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/');
     let query = req.uri().query();
     let method = req.method();
@@ -362,8 +443,18 @@ pub fn handle(state: &ServerState, peer: SocketAddr, req: &Request<hyper::body::
         },
         (&Method::GET, p) if p.starts_with("/api/v1/streams/") => {
             let id = &p["/api/v1/streams/".len()..];
-            match Snapshot::take(state).streams.into_iter().find(|s| s.id == id) {
-                Some(s) => json(StatusCode::OK, &Streams { code: 0, streams: vec![s] }),
+            match Snapshot::take(state)
+                .streams
+                .into_iter()
+                .find(|s| s.id == id)
+            {
+                Some(s) => json(
+                    StatusCode::OK,
+                    &Streams {
+                        code: 0,
+                        streams: vec![s],
+                    },
+                ),
                 None => error(StatusCode::NOT_FOUND, "no such stream"),
             }
         }
@@ -434,10 +525,9 @@ pub async fn fetch(addr: &str, path: &str) -> Result<Bytes, String> {
         .await
         .map_err(|_| format!("{addr}: timed out connecting"))?
         .map_err(|e| format!("cannot reach the edge API at {addr}: {e} (is [api] listen set and the edge running?)"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(conn);
     let req = Request::get(path)
         .header(hyper::header::HOST, addr)
@@ -455,7 +545,10 @@ pub async fn fetch(addr: &str, path: &str) -> Result<Bytes, String> {
         .map_err(|e| format!("{addr}: {e}"))?
         .to_bytes();
     if !code.is_success() {
-        return Err(format!("{addr} answered {code}: {}", String::from_utf8_lossy(&body).trim()));
+        return Err(format!(
+            "{addr} answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
     }
     Ok(body)
 }

@@ -175,12 +175,45 @@ fn loopback_nets() -> Vec<String> {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        load_toml::<RawConfig>(path)?.validate()
+        let table: toml::Table = load_toml(path)?;
+        Self::from_table(table)
     }
 
     pub fn parse(source: &str) -> Result<EdgeConfig, ConfigErrors> {
-        let raw: RawConfig = parse_toml(source)?;
-        raw.validate()
+        let table: toml::Table = parse_toml(source)?;
+        Self::from_table(table)
+    }
+
+    /// Every unknown or SRS-only key is reported at once (with what replaces it), SRS's
+    /// habits (`listen = 1935`, one `origin` string) are accepted, then the rest is read.
+    fn from_table(mut table: toml::Table) -> Result<EdgeConfig, ConfigErrors> {
+        let mut errs = srs_habits(&mut table);
+        let table_copy = table.clone();
+        let raw: Result<RawConfig, _> = toml::Value::Table(table).try_into();
+        match raw {
+            Ok(raw) => match raw.validate() {
+                Ok(c) if errs.is_empty() => Ok(c),
+                Ok(_) => Err(ConfigErrors(errs)),
+                Err(ConfigErrors(more)) => {
+                    errs.extend(more);
+                    Err(ConfigErrors(errs))
+                }
+            },
+            Err(_) => {
+                // Which keys have the wrong type: each alone, so every one is named at once.
+                for (k, v) in &table_copy {
+                    let mut one = toml::Table::new();
+                    one.insert(k.clone(), v.clone());
+                    if let Err(e) = toml::Value::Table(one).try_into::<RawConfig>() {
+                        errs.push(ConfigError::new(
+                            k.clone(),
+                            e.message().trim().replace('\n', " "),
+                        ));
+                    }
+                }
+                Err(ConfigErrors(errs))
+            }
+        }
     }
 
     /// An origin on `listen` with everything else at its default (tests, demo).
@@ -205,6 +238,96 @@ impl EdgeConfig {
         .validate()
         .expect("default edge config is valid")
     }
+}
+
+/// Top-level keys of the file (RawConfig's fields).
+const KEYS: &[&str] = &[
+    "listen",
+    "mode",
+    "origin",
+    "max_connections",
+    "gop_cache",
+    "queue_length",
+    "chunk_size",
+    "mw_latency",
+    "handshake_timeout",
+    "origin_timeout",
+    "pull_idle_timeout",
+    "max_message_size",
+    "proxy_protocol",
+    "set_real_ip_from",
+    "send_buffer",
+    "max_handshakes",
+    "max_handshakes_per_ip",
+    "max_queue_bytes",
+    "max_queue_bytes_total",
+    "log_level",
+    "grace_period",
+    "publish",
+    "api",
+];
+
+/// srs.conf keys that mean nothing here, and what to do instead.
+const SRS_ONLY: &[(&str, &str)] = &[
+    ("pid", "not needed: systemd tracks the process (there is no pid file)"),
+    ("daemon", "not needed: run in the foreground under systemd"),
+    ("srs_log_file", "not needed: the log goes to stderr (journald under systemd)"),
+    ("srs_log_tank", "not needed: the log goes to stderr (journald under systemd)"),
+    ("srs_log_level", "use log_level"),
+    ("vhost", "there are no vhosts: put the vhost's keys (mode, origin, gop_cache, queue_length, ...) at the top level"),
+    ("cluster", "put mode and origin at the top level"),
+    ("tcp_nodelay", "not needed: always on"),
+    ("http_api", "use [api] listen = \"127.0.0.1:1985\""),
+    ("mw_sleep", "use mw_latency (milliseconds)"),
+    ("min_latency", "not needed: merged writes follow mw_latency"),
+    ("ff_log_dir", "not needed: there is no transcoder"),
+    ("max_connections_per_ip", "use max_handshakes_per_ip (connections still in handshake per address)"),
+];
+
+/// Accepts `listen = 1935` and `origin = "HOST:PORT"`; returns one error per key that is
+/// unknown (with a suggestion) or only meaningful to SRS, and removes them.
+fn srs_habits(table: &mut toml::Table) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    if let Some(toml::Value::Integer(port)) = table.get("listen") {
+        let v = toml::Value::String(format!("0.0.0.0:{port}"));
+        table.insert("listen".into(), v);
+    }
+    if let Some(toml::Value::String(one)) = table.get("origin") {
+        let v = toml::Value::Array(vec![toml::Value::String(one.clone())]);
+        table.insert("origin".into(), v);
+    }
+    let unknown: Vec<String> = table
+        .keys()
+        .filter(|k| !KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in unknown {
+        table.remove(&k);
+        let why = match SRS_ONLY.iter().find(|(name, _)| *name == k) {
+            Some((_, hint)) => format!("an srs.conf key: {hint}"),
+            None => match KEYS.iter().find(|known| close(known, &k)) {
+                Some(known) => format!("unknown key (did you mean `{known}`?)"),
+                None => "unknown key (see the README's edge configuration reference)".into(),
+            },
+        };
+        errs.push(ConfigError::new(k, why));
+    }
+    errs
+}
+
+/// Whether two keys are at most two edits apart (Levenshtein: a typo or a swap).
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
 }
 
 fn seconds(
@@ -513,11 +636,52 @@ mod tests {
     }
 
     #[test]
+    fn srs_habits_are_accepted_or_explained() {
+        let c = EdgeConfig::parse("listen = 1935\nmode = \"remote\"\norigin = \"origin.example\"")
+            .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1935".parse().unwrap());
+        assert_eq!(c.origin, vec![("origin.example".to_string(), 1935)]);
+        let c = EdgeConfig::parse("listen = \"1936\"").unwrap();
+        assert_eq!(c.listen.port(), 1936);
+        // Every foreign or unknown key at once, each with what to do.
+        let errs = errors("pid = \"/run/srs.pid\"\nsrs_log_file = \"x\"\ntcp_nodelay = true\nqueu_length = 3\nbogus = 1\n[vhost]\nx = 1\n");
+        assert_eq!(errs.len(), 6, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("pid: an srs.conf key: not needed")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("vhost: an srs.conf key: there are no vhosts")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("queu_length: unknown key (did you mean `queue_length`?)")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("bogus: unknown key")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn unknown_and_mistyped_keys() {
         let errs = errors("listne = \"0.0.0.0:1935\"\n");
-        assert!(errs[0].contains("unknown field `listne`"), "{errs:?}");
-        let errs = errors("gop_cache = \"yes\"\n");
-        assert!(errs[0].starts_with("line 1:"), "{errs:?}");
+        assert!(
+            errs[0].contains("listne: unknown key (did you mean `listen`?)"),
+            "{errs:?}"
+        );
+        let errs = errors("gop_cache = \"yes\"\nmax_connections = \"many\"\n");
+        assert!(errs[0].starts_with("gop_cache: invalid type"), "{errs:?}");
+        assert!(
+            errs[1].starts_with("max_connections: invalid type"),
+            "{errs:?}"
+        );
+        let errs = errors("[publish]\nallow = 3\n");
+        assert!(errs[0].starts_with("publish: invalid type"), "{errs:?}");
         let errs = errors("mode = \"edge\"\n");
         assert!(errs[0].contains("\"edge\" is not a mode"), "{errs:?}");
     }

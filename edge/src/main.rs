@@ -193,7 +193,10 @@ async fn run_status(api: Option<String>, config: Option<PathBuf>, json: bool) ->
             Ok(c) => match c.api {
                 Some(a) => a.to_string(),
                 None => {
-                    eprintln!("edge status: {} has no [api] table: the API is off", path.display());
+                    eprintln!(
+                        "edge status: {} has no [api] table: the API is off",
+                        path.display()
+                    );
                     return ExitCode::from(64);
                 }
             },
@@ -272,7 +275,11 @@ fn status_table(v: &serde_json::Value) -> String {
             live,
             s["frames_skipped"].to_string(),
             s["reconnects"].to_string(),
-            if codecs.is_empty() { "-".into() } else { codecs },
+            if codecs.is_empty() {
+                "-".into()
+            } else {
+                codecs
+            },
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len())

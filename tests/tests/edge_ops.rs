@@ -39,7 +39,10 @@ fn player(url: String, limit: Duration) -> tokio::task::JoinHandle<(u64, Option<
 
 fn api_config() -> (SocketAddr, String) {
     let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    (api, format!("grace_period = 3\n[api]\nlisten = \"{api}\"\n"))
+    (
+        api,
+        format!("grace_period = 3\n[api]\nlisten = \"{api}\"\n"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +51,10 @@ async fn the_api_lists_streams_and_clients_and_kicks_one() {
     let (api, toml) = api_config();
     let edge = EdgeProc::start(&toml);
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
-    assert!(edge.wait_log("publish started", 1, Duration::from_secs(20)).await);
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
     let a = player(edge.url("cam"), Duration::from_secs(30));
     let b = player(edge.url("cam"), Duration::from_secs(8));
     let listed = wait_until(Duration::from_secs(10), || {
@@ -77,7 +83,9 @@ async fn the_api_lists_streams_and_clients_and_kicks_one() {
     let plays: Vec<_> = clients.iter().filter(|c| c["type"] == "play").collect();
     assert_eq!(plays.len(), 2, "{body}");
     assert_eq!(clients.iter().filter(|c| c["type"] == "publish").count(), 1);
-    assert!(plays.iter().all(|c| c["ip"] == "127.0.0.1" && c["stream"] == "live/cam"));
+    assert!(plays
+        .iter()
+        .all(|c| c["ip"] == "127.0.0.1" && c["stream"] == "live/cam"));
     let (_, one) = http(api, "GET", "/api/v1/clients?start=0&count=1").await;
     let one: serde_json::Value = serde_json::from_str(&one).unwrap();
     assert_eq!(one["clients"].as_array().unwrap().len(), 1);
@@ -106,7 +114,10 @@ async fn the_api_lists_streams_and_clients_and_kicks_one() {
         (err_b, (media_a, err_a))
     };
     assert!(kicked_err.is_some(), "the kicked player was not closed");
-    assert!(kept.0 > 50 && kept.1.is_none(), "the other player: {kept:?}");
+    assert!(
+        kept.0 > 50 && kept.1.is_none(),
+        "the other player: {kept:?}"
+    );
     assert!(edge.log().contains("client kicked through the API"));
 
     // Bad requests are answered, not crashed on.
@@ -129,7 +140,10 @@ async fn metrics_and_edge_status_show_the_stream() {
     let (api, toml) = api_config();
     let edge = EdgeProc::start(&toml);
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
-    assert!(edge.wait_log("publish started", 1, Duration::from_secs(20)).await);
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
     let p = player(edge.url("cam"), Duration::from_secs(6));
     let shown = wait_until(Duration::from_secs(10), || {
         futures_block(http(api, "GET", "/metrics"))
@@ -156,7 +170,10 @@ async fn metrics_and_edge_status_show_the_stream() {
     eprintln!("{out}");
     assert!(out.starts_with("STREAM"), "{out}");
     let row = out.lines().find(|l| l.starts_with("live/cam")).expect(&out);
-    assert!(row.contains("publisher #") && row.contains("H264+AAC"), "{row}");
+    assert!(
+        row.contains("publisher #") && row.contains("H264+AAC"),
+        "{row}"
+    );
     assert_eq!(row.split_whitespace().nth(1), Some("1"), "{row}");
     // `--config` finds the API from the file; without [api] it says so.
     let mut cmd = tokio::process::Command::new(lab::bin("edge"));
@@ -175,7 +192,10 @@ async fn sigterm_drains_then_stops() {
     let (_, toml) = api_config();
     let mut edge = EdgeProc::start(&toml);
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
-    assert!(edge.wait_log("publish started", 1, Duration::from_secs(20)).await);
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
     let p = player(edge.url("cam"), Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t0 = Instant::now();
@@ -190,7 +210,10 @@ async fn sigterm_drains_then_stops() {
     let stopped = wait_until(Duration::from_secs(10), || !edge.alive()).await;
     let took = t0.elapsed();
     assert!(stopped, "not stopped after the grace period");
-    assert!(took >= Duration::from_millis(2500), "stopped after {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "stopped after {took:?}"
+    );
     let (media, err) = p.await.unwrap();
     assert!(media > 60, "{media} media messages, {err:?}");
     let log = edge.log();
@@ -203,20 +226,35 @@ async fn one_line_per_session_end_and_no_error_for_a_hang_up() {
     init();
     let edge = EdgeProc::start("");
     let (_stop, _pub) = publish_clip(&edge.url("cam"));
-    assert!(edge.wait_log("publish started", 1, Duration::from_secs(20)).await);
-    let (media, _) = player(edge.url("cam"), Duration::from_secs(2)).await.unwrap();
+    assert!(
+        edge.wait_log("publish started", 1, Duration::from_secs(20))
+            .await
+    );
+    let (media, _) = player(edge.url("cam"), Duration::from_secs(2))
+        .await
+        .unwrap();
     assert!(media > 0);
     assert!(
-        edge.wait_log("session ended", 1, Duration::from_secs(5)).await,
+        edge.wait_log("session ended", 1, Duration::from_secs(5))
+            .await,
         "{}",
         edge.log()
     );
     let log = edge.log();
     let line = log.lines().find(|l| l.contains("session ended")).unwrap();
-    for field in ["kind=Play", "stream=live/cam", "bytes_out=", "bytes_in=", "reason="] {
+    for field in [
+        "kind=Play",
+        "stream=live/cam",
+        "bytes_out=",
+        "bytes_in=",
+        "reason=",
+    ] {
         assert!(line.contains(field), "{field}: {line}");
     }
-    assert!(!line.contains("\u{1b}["), "no ANSI colours in a log file: {line}");
+    assert!(
+        !line.contains("\u{1b}["),
+        "no ANSI colours in a log file: {line}"
+    );
     assert!(!log.contains("ERROR"), "{log}");
 }
 
@@ -235,7 +273,7 @@ async fn systemd_hears_ready_watchdog_reloading_and_stopping() {
         ],
     );
     let mut heard = Vec::new();
-    let mut recv_until = |want: &str, heard: &mut Vec<String>| {
+    let recv_until = |want: &str, heard: &mut Vec<String>| {
         let end = std::time::Instant::now() + Duration::from_secs(5);
         let mut buf = [0u8; 256];
         while std::time::Instant::now() < end {

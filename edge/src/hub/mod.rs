@@ -355,7 +355,9 @@ impl Stream {
             queued_bytes: i.ring.bytes(),
             bytes_in: i.bytes_in,
             bytes_out: self.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
-            frames_skipped: self.frames_skipped.load(std::sync::atomic::Ordering::Relaxed),
+            frames_skipped: self
+                .frames_skipped
+                .load(std::sync::atomic::Ordering::Relaxed),
             reconnects: self.reconnects.load(std::sync::atomic::Ordering::Relaxed),
             video_codec: i.video_codec,
             audio_codec: i.audio_codec,

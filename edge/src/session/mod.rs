@@ -45,7 +45,7 @@ pub struct EdgeServer {
 enum Request {
     /// A reload, answered with what changed or why nothing did.
     Reload {
-        config: EdgeConfig,
+        config: Box<EdgeConfig>,
         done: oneshot::Sender<Result<Vec<Change>, Vec<String>>>,
     },
     /// Stop accepting, let current sessions run for `grace_period`, then stop.
@@ -65,7 +65,10 @@ impl EdgeHandle {
     pub async fn reload(&self, config: EdgeConfig) -> Result<Vec<Change>, Vec<String>> {
         let (done, answer) = oneshot::channel();
         self.reloads
-            .send(Request::Reload { config, done })
+            .send(Request::Reload {
+                config: Box::new(config),
+                done,
+            })
             .await
             .map_err(|_| vec!["the server is not running".to_string()])?;
         answer
@@ -101,9 +104,10 @@ impl EdgeServer {
     pub async fn bind(config: EdgeConfig) -> std::io::Result<EdgeServer> {
         let listener = bind_listener(config.listen)?;
         let api = match config.api {
-            Some(a) => Some(bind_listener(a).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("api.listen {a}: {e}"))
-            })?),
+            Some(a) => Some(
+                bind_listener(a)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("api.listen {a}: {e}")))?,
+            ),
             None => None,
         };
         let mut server = Self::from_listener(listener, config);
@@ -212,7 +216,7 @@ impl EdgeServer {
                     Request::Reload { config, done } => {
                         common::sd_notify::reloading();
                         let result = match listener.as_mut() {
-                            Some(l) => apply_reload(&state, l, &mut api_task, config),
+                            Some(l) => apply_reload(&state, l, &mut api_task, *config),
                             None => Err(vec!["the server is draining".to_string()]),
                         };
                         common::sd_notify::ready();
@@ -352,9 +356,11 @@ fn apply_reload(
         false => None,
     };
     let new_api = match (changes.iter().any(|c| c.key == "api.listen"), new.api) {
-        (true, Some(a)) => Some(Some(
-            bind_listener(a).map_err(|e| vec![format!("api.listen: cannot listen on {a}: {e}")])?,
-        )),
+        (true, Some(a)) => {
+            Some(Some(bind_listener(a).map_err(|e| {
+                vec![format!("api.listen: cannot listen on {a}: {e}")]
+            })?))
+        }
         (true, None) => Some(None),
         (false, _) => None,
     };

@@ -19,13 +19,13 @@
 
 use crate::hub::Stream;
 use crate::session::Session;
+use crate::state::ClientKind;
 use crate::state::ServerState;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::client::{is_command, RtmpClient};
 use common::rtmp::command;
 use common::rtmp::conn::RtmpError;
 use common::rtmp::url::RtmpUrl;
-use crate::state::ClientKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,7 +105,7 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
                 Err(Failed::Unreachable(e)) | Err(Failed::Answered(e)) => {
                     failures += 1;
                     state.totals.pulls_failed.fetch_add(1, Ordering::Relaxed);
-                    if last_log.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
+                    if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                         warn!(%origin, error = %e, failures, "origin failed; trying the next");
                         last_log = Some(Instant::now());
                     }
