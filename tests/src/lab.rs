@@ -73,7 +73,7 @@ pub fn available(test: &str) -> bool {
             if crate::require_all() {
                 panic!("{test}: {w}, required under EDGEFLEET_REQUIRE_ALL=1");
             }
-            eprintln!("SKIP {test}: {w}");
+            crate::skip(test, w);
             false
         }
     }

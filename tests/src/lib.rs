@@ -35,6 +35,14 @@ pub fn require_all() -> bool {
         .unwrap_or(false)
 }
 
+/// Reports a skipped test where a person sees it: straight to the process's stderr, past
+/// libtest's capture (a passing test's `eprintln!` would be hidden), so a green run shows what
+/// it did not test; `.ci/run` counts these lines in its closing line.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
 /// Whether `program` is on PATH. Missing: a printed skip reason (false), or a panic under
 /// `EDGEFLEET_REQUIRE_ALL=1`.
 pub fn have(program: &str, test: &str) -> bool {
@@ -49,7 +57,7 @@ pub fn have(program: &str, test: &str) -> bool {
         if require_all() {
             panic!("{test}: {program} is required (EDGEFLEET_REQUIRE_ALL=1) but not installed");
         }
-        eprintln!("SKIP {test}: {program} is not installed (apt-get install it, or see .ci/run)");
+        skip(test, &format!("{program} is not installed (apt-get install it, or see .ci/run)"));
     }
     found
 }
