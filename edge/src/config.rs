@@ -636,6 +636,27 @@ mod tests {
     }
 
     #[test]
+    fn the_known_keys_are_the_schemas_fields() {
+        // serde lists the fields in its unknown-field error: KEYS must be exactly those.
+        let e = toml::from_str::<RawConfig>("zzz = 1")
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = e
+            .split("expected one of ")
+            .nth(1)
+            .expect(&e)
+            .split(',')
+            .map(|k| k.trim().trim_matches('`'))
+            .filter(|k| !k.is_empty())
+            .collect();
+        let mut a = listed.clone();
+        let mut b = KEYS.to_vec();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn srs_habits_are_accepted_or_explained() {
         let c = EdgeConfig::parse("listen = 1935\nmode = \"remote\"\norigin = \"origin.example\"")
             .unwrap();

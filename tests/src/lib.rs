@@ -57,7 +57,10 @@ pub fn have(program: &str, test: &str) -> bool {
         if require_all() {
             panic!("{test}: {program} is required (EDGEFLEET_REQUIRE_ALL=1) but not installed");
         }
-        skip(test, &format!("{program} is not installed (apt-get install it, or see .ci/run)"));
+        skip(
+            test,
+            &format!("{program} is not installed (apt-get install it, or see .ci/run)"),
+        );
     }
     found
 }
@@ -275,7 +278,12 @@ pub async fn ffmpeg_decode(url: &str, seconds: u32) -> Result<(), String> {
 
 /// This process's resident set size in KiB (Linux).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of("self")
+}
+
+/// The resident set size in KiB of process `pid` ("self" for this one).
+pub fn rss_kib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -468,14 +476,7 @@ impl EdgeProc {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
+        rss_kib_of(&self.pid().to_string())
     }
 }
 
