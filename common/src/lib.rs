@@ -4,6 +4,7 @@
 //!   by the edge's upstream pull, its `publish`/`play` tools and the balancer's `rtmp_check`.
 //! - [`config`]: the error type every config validator returns (one line per problem, naming
 //!   the key path) and parsers for the address forms both configs use.
+//! - [`http`]: the command-line tools' HTTP client.
 //! - [`shutdown`]: the one shutdown signal passed explicitly to every task.
 //! - [`logging`]: tracing setup shared by both binaries.
 //! - [`redact`]: secrets (query values) masked before they are logged.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod http;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod redact;

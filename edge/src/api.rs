@@ -518,39 +518,15 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
     }
 }
 
-/// `edge status`: GETs `path` from the API at `addr` (a plain HTTP/1 request with hyper).
+/// `edge status`: GETs `path` from the API at `addr`.
 pub async fn fetch(addr: &str, path: &str) -> Result<Bytes, String> {
-    use http_body_util::BodyExt;
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("{addr}: timed out connecting"))?
-        .map_err(|e| format!("cannot reach the edge API at {addr}: {e} (is [api] listen set and the edge running?)"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(hyper::header::HOST, addr)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .map_err(|_| format!("{addr}: no answer within 10 s"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let code = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?
-        .to_bytes();
-    if !code.is_success() {
-        return Err(format!(
-            "{addr} answered {code}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    Ok(body)
+    common::http::get(
+        addr,
+        path,
+        &[],
+        "is [api] listen set and the edge running?",
+    )
+    .await
 }
 
 #[cfg(test)]
