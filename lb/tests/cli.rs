@@ -614,3 +614,190 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
         "lb's own EMFILE marked the real server down: {st}"
     );
 }
+
+/// `lb ARGS...`: (exit code, stdout, stderr), without a token in the environment.
+fn lb_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(LB)
+        .args(args)
+        .env_remove("EDGEFLEET_LB_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until the lb at `admin` answers `lb status`.
+fn wait_status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some(s) = status(admin) {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn drain_enable_and_weight_from_the_command_line() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (admin, vip, rs) = (free(), free(), backend.local_addr().unwrap());
+    let token = tmp("cli-writes.token", "cli-token\n");
+    set_mode(&token, 0o600);
+    let conf_text = |weight: u32| {
+        format!(
+            "admin_listen = \"{admin}\"\nadmin_token_file = \"{}\"\n[[virtual_server]]\naddress = \"{vip}\"\n[[virtual_server.real_server]]\naddress = \"{rs}\"\nweight = {weight}\n",
+            token.display()
+        )
+    };
+    let conf = tmp("cli-writes.toml", &conf_text(1));
+    let conf_s = conf.to_str().unwrap();
+    let (vs_s, rs_s, admin_s) = (vip.to_string(), rs.to_string(), admin.to_string());
+    let target = ["--vs", &vs_s, "--rs", &rs_s];
+    let with = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![cmd];
+        a.extend_from_slice(&target);
+        a.extend_from_slice(extra);
+        lb_cmd(&a)
+    };
+    let rs0 = |st: &serde_json::Value| st["virtual_servers"][0]["real_servers"][0].clone();
+
+    // Not running: the reason, exit 1.
+    let (code, _, err) = with("drain", &["--admin", &admin_s]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the admin API") && err.contains("is lb running?"),
+        "{err}"
+    );
+
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let mut lb = Lb::spawn(cmd, "cli-writes");
+    assert!(
+        wait_status(admin).is_some(),
+        "lb did not come up:\n{}",
+        lb.log()
+    );
+
+    // No token: the server's 401 and its reason, exit 1, nothing changed.
+    let (code, out, err) = with("drain", &["--admin", &admin_s]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("401") && err.contains("no bearer token"),
+        "{err}"
+    );
+    assert_eq!(rs0(&status(admin).unwrap())["drained"], false);
+
+    // With the token: one line saying what happened.
+    let token_s = token.to_str().unwrap();
+    let (code, out, err) = with("drain", &["--admin", &admin_s, "--token-file", token_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(&format!("{vip} -> {rs}: drained")), "{out}");
+    let r = rs0(&status(admin).unwrap());
+    assert_eq!(
+        (
+            r["drained"].clone(),
+            r["weight"].clone(),
+            r["configured_weight"].clone()
+        ),
+        (true.into(), 0.into(), 1.into()),
+        "{r}"
+    );
+    let (_, table, _) = lb_cmd(&["status", "--admin", &admin_s]);
+    let line = table
+        .lines()
+        .find(|l| l.contains(&rs_s))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.ends_with("UP,DRAINED"), "{table}");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "edgefleet_rs_drained{{vs=\"{vip}\",rs=\"{rs}\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // A reload keeps the drain.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(lb.wait_log("configuration reloaded"), "{}", lb.log());
+    assert_eq!(rs0(&status(admin).unwrap())["drained"], true);
+
+    // The address and the token from --config; a weight ends the drain.
+    let (code, out, err) = with("weight", &["--value", "3", "--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("weight 3, drain ended"), "{out}");
+    let r = rs0(&status(admin).unwrap());
+    assert_eq!(
+        (r["drained"].clone(), r["weight"].clone()),
+        (false.into(), 3.into()),
+        "{r}"
+    );
+    let (code, out, err) = with("enable", &["--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("enabled (configured weight 1)"), "{out}");
+    assert_eq!(rs0(&status(admin).unwrap())["weight"], 1);
+
+    // Unknown servers: the server's reason.
+    let (code, _, err) = lb_cmd(&[
+        "drain",
+        "--vs",
+        &vs_s,
+        "--rs",
+        "127.0.0.1:1",
+        "--config",
+        conf_s,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("no real server 127.0.0.1:1 in {vip}")),
+        "{err}"
+    );
+    let (code, _, err) = lb_cmd(&[
+        "enable", "--vs", "[::1]:1", "--rs", &rs_s, "--config", conf_s,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no virtual server [::1]:1"), "{err}");
+
+    // A drain does not survive a restart; the config's weight 0 does, and is not "drained".
+    let (code, _, err) = with("drain", &["--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    drop(lb);
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    lb = Lb::spawn(cmd, "cli-writes-restarted");
+    let r = rs0(&wait_status(admin).unwrap_or_else(|| panic!("no restart:\n{}", lb.log())));
+    assert_eq!(
+        (r["drained"].clone(), r["weight"].clone()),
+        (false.into(), 1.into()),
+        "{r}"
+    );
+    drop(lb);
+    std::fs::write(&conf, conf_text(0)).unwrap();
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn(cmd, "cli-writes-weight0");
+    let r = rs0(&wait_status(admin).unwrap_or_else(|| panic!("no restart:\n{}", lb.log())));
+    assert_eq!(
+        (
+            r["drained"].clone(),
+            r["weight"].clone(),
+            r["configured_weight"].clone()
+        ),
+        (false.into(), 0.into(), 0.into()),
+        "{r}"
+    );
+    let (_, table, _) = lb_cmd(&["status", "--admin", &admin_s]);
+    assert!(!table.contains("DRAINED"), "{table}");
+    let (code, out, _) = with("enable", &["--config", conf_s]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("the config's weight is 0"), "{out}");
+}
