@@ -289,6 +289,20 @@ impl Balancer {
         *self.vrrps.lock().unwrap() = keep;
     }
 
+    /// For the systemd watchdog: takes, one after the other, every lock the dispatch path
+    /// and the admin API take. A deadlocked one blocks here (and the pings stop); a poisoned
+    /// one (a panic while holding it) answers `false`.
+    pub fn alive(&self) -> bool {
+        if self.config.read().is_err() || self.vrrps.lock().is_err() {
+            return false;
+        }
+        let Ok(vss) = self.vss.lock().map(|v| v.clone()) else {
+            return false;
+        };
+        vss.iter()
+            .all(|vs| vs.cfg.read().is_ok() && vs.sched.lock().is_ok() && vs.servers.lock().is_ok())
+    }
+
     pub fn vrrp_instances(&self) -> Vec<Arc<crate::vrrp::VrrpRuntime>> {
         self.vrrps.lock().unwrap().clone()
     }

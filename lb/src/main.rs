@@ -262,6 +262,9 @@ async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
             return;
         };
         while hup.recv().await.is_some() {
+            // systemd: RELOADING=1 now, READY=1 once done — from `lb::run` when the config is
+            // handed over, from here when it is refused.
+            common::sd_notify::reloading();
             match LbConfig::load(&path) {
                 Ok(c) => {
                     tracing::info!(config = %path.display(), "SIGHUP: reloading");
@@ -271,6 +274,7 @@ async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
                     for e in &errs.0 {
                         tracing::error!(config = %path.display(), problem = %e, "reload refused: the running configuration stays");
                     }
+                    common::sd_notify::ready();
                 }
             }
         }

@@ -801,3 +801,133 @@ fn drain_enable_and_weight_from_the_command_line() {
     assert_eq!(code, Some(0));
     assert!(out.contains("the config's weight is 0"), "{out}");
 }
+
+/// A socket standing in for systemd's notify socket.
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Notify {
+    fn bind(name: &str) -> Notify {
+        let path = tmp(name, "");
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Notify { sock, path }
+    }
+
+    /// The messages that arrive within `d`.
+    fn during(&self, d: Duration) -> Vec<String> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        seen
+    }
+
+    /// Reads messages until one starts with `what` (within 10 s); returns those read.
+    fn until(&self, what: &str) -> Result<Vec<String>, Vec<String>> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = m.starts_with(what);
+                seen.push(m);
+                if done {
+                    return Ok(seen);
+                }
+            }
+        }
+        Err(seen)
+    }
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let conf = tmp("notify.toml", &vs_conf(&admin.to_string(), vip, rs, ""));
+    let notify = Notify::bind("notify.sock");
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let lb = Lb::spawn(cmd, "notify");
+    let pid = nix::unistd::Pid::from_raw(lb.pid() as i32);
+    let seen = notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1: {s:?}\n{}", lb.log()));
+    assert!(
+        !seen.iter().any(|m| m.starts_with("WATCHDOG")),
+        "watchdog before READY: {seen:?}"
+    );
+    // WATCHDOG_USEC=200000: a ping every 100 ms.
+    for _ in 0..3 {
+        notify
+            .until("WATCHDOG=1")
+            .unwrap_or_else(|s| panic!("no WATCHDOG=1: {s:?}"));
+    }
+
+    // A reload: RELOADING=1 (with the monotonic time systemd wants), then READY=1.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let seen = notify
+        .until("RELOADING=1")
+        .unwrap_or_else(|s| panic!("no RELOADING=1: {s:?}"));
+    assert!(
+        seen.last().unwrap().contains("\nMONOTONIC_USEC="),
+        "{seen:?}"
+    );
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1 after the reload: {s:?}"));
+    assert!(lb.wait_log("configuration reloaded"), "{}", lb.log());
+    // A refused reload answers READY=1 too (else systemctl reload hangs), and pings go on.
+    std::fs::write(&conf, "not = [valid").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    notify
+        .until("RELOADING=1")
+        .unwrap_or_else(|s| panic!("no RELOADING=1: {s:?}"));
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1 after a refused reload: {s:?}"));
+    assert!(lb.wait_log("reload refused"), "{}", lb.log());
+    notify
+        .until("WATCHDOG=1")
+        .unwrap_or_else(|s| panic!("no WATCHDOG=1 after reloads: {s:?}"));
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    notify
+        .until("STOPPING=1")
+        .unwrap_or_else(|s| panic!("no STOPPING=1: {s:?}"));
+}
+
+#[test]
+fn no_watchdog_pings_without_watchdog_usec() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let conf = tmp(
+        "notify-nowd.toml",
+        &vs_conf(&admin.to_string(), vip, rs, ""),
+    );
+    let notify = Notify::bind("notify-nowd.sock");
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("WATCHDOG_USEC");
+    let lb = Lb::spawn(cmd, "notify-nowd");
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1: {s:?}\n{}", lb.log()));
+    // Outside a watchdog, nothing: 800 ms is eight intervals of the other test's one.
+    let seen = notify.during(Duration::from_millis(800));
+    assert!(!seen.iter().any(|m| m.contains("WATCHDOG")), "{seen:?}");
+}
