@@ -262,6 +262,46 @@ impl LbConfig {
     }
 }
 
+impl LbConfig {
+    /// What is valid but will not work on this machine as it is now: a VRRP `interface` or
+    /// `track_interface` that does not exist (it may appear later, so not an error).
+    /// `--check` prints these as `warning:` lines and the running lb logs them.
+    pub fn warnings(&self, interface_exists: impl Fn(&str) -> bool) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (i, v) in self.vrrp_instances.iter().enumerate() {
+            if !interface_exists(&v.interface) {
+                out.push(ConfigError::new(
+                    format!("vrrp_instance[{i}].interface"),
+                    format!(
+                        "interface {:?} does not exist on this machine (no /sys/class/net/{}): the instance waits for it, in FAULT",
+                        v.interface, v.interface
+                    ),
+                ));
+            }
+            for (j, t) in v.track_interface.iter().enumerate() {
+                if !interface_exists(t) {
+                    out.push(ConfigError::new(
+                        format!("vrrp_instance[{i}].track_interface[{j}]"),
+                        format!(
+                            "interface {t:?} does not exist on this machine (no /sys/class/net/{t}): the instance stays in FAULT until it appears"
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether network interface `name` exists here (`/sys/class/net/NAME`).
+pub fn interface_exists(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && name != "."
+        && name != ".."
+        && Path::new("/sys/class/net").join(name).exists()
+}
+
 struct V<'a> {
     errs: &'a mut Vec<ConfigError>,
     path: String,
@@ -927,6 +967,28 @@ delay_before_retry = 3
             e[0].starts_with("vrrp_instance[0].virtual_router_id: is required"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn missing_interfaces_are_warnings_with_their_key() {
+        let c = LbConfig::parse("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth9\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"eth0\", \"bond7\"]\n").unwrap();
+        let w: Vec<String> = c
+            .warnings(|n| n == "eth0")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("vrrp_instance[0].interface: interface \"eth9\" does not exist"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("vrrp_instance[0].track_interface[1]: interface \"bond7\""),
+            "{w:?}"
+        );
+        assert!(c.warnings(|_| true).is_empty());
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("../lo") && !interface_exists("..") && !interface_exists(""));
     }
 
     #[test]

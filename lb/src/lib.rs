@@ -60,6 +60,7 @@ impl Drop for Running {
 /// `admin_listen` without one is refused (see [`admin::auth`]).
 pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
     let token = admin::auth::load(&config)?;
+    log_warnings(&config);
     match &token {
         Some((_, source)) => {
             tracing::info!(%source, "admin write actions need the bearer token")
@@ -122,6 +123,13 @@ pub async fn run(
     running.shutdown().await;
 }
 
+/// What `lb --check` prints as `warning:` lines (interfaces missing on this machine).
+fn log_warnings(config: &LbConfig) {
+    for w in config.warnings(config::interface_exists) {
+        tracing::warn!(key = %w.key, "warning: {w}");
+    }
+}
+
 async fn apply_reload(running: &Running, cfg: LbConfig) {
     let token = match admin::auth::load(&cfg) {
         Ok(t) => t,
@@ -137,6 +145,7 @@ async fn apply_reload(running: &Running, cfg: LbConfig) {
         }
     }
     running.admin.set_token(token.map(|(t, _)| t));
+    log_warnings(&cfg);
     match running.balancer.apply(cfg).await {
         Ok(()) => tracing::info!("configuration reloaded"),
         Err(e) => tracing::error!(error = %e, "reload applied with errors"),

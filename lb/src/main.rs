@@ -225,6 +225,10 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     if cli.check {
+        // Valid, but not going to work here as it is (the running lb logs the same).
+        for w in config.warnings(lb::config::interface_exists) {
+            eprintln!("warning: {}: {w}", path.display());
+        }
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }

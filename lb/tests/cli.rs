@@ -931,3 +931,48 @@ fn no_watchdog_pings_without_watchdog_usec() {
     let seen = notify.during(Duration::from_millis(800));
     assert!(!seen.iter().any(|m| m.contains("WATCHDOG")), "{seen:?}");
 }
+
+#[test]
+fn missing_interfaces_are_warnings_at_check_and_in_the_log() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let vrrp = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"nonexistent0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"lo\", \"nonexistent1\"]\n";
+    let conf = tmp(
+        "no-iface.toml",
+        &format!("{}{vrrp}", vs_conf(&admin.to_string(), vip, rs, "")),
+    );
+    let (code, out, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains(
+            "vrrp_instance[0].interface: interface \"nonexistent0\" does not exist on this machine"
+        ),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains(
+            "vrrp_instance[0].track_interface[1]: interface \"nonexistent1\" does not exist"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("\"lo\""), "lo exists: {err}");
+
+    // The running lb logs the same (no root needed: VRRP waits for the interface).
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn(cmd, "no-iface");
+    assert!(
+        lb.wait_log(
+            "warning: vrrp_instance[0].interface: interface \"nonexistent0\" does not exist"
+        ),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        lb.wait_log("vrrp_instance[0].track_interface[1]"),
+        "{}",
+        lb.log()
+    );
+}
