@@ -57,7 +57,11 @@ fn check_reports_every_problem_with_its_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `virtual_servers`"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("virtual_servers: unknown key (the keys here: admin_listen,"),
+        "{err}"
+    );
 
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lb.toml");
     let out = Command::new(LB)
@@ -974,5 +978,55 @@ fn missing_interfaces_are_warnings_at_check_and_in_the_log() {
         lb.wait_log("vrrp_instance[0].track_interface[1]"),
         "{}",
         lb.log()
+    );
+}
+
+#[test]
+fn check_explains_keepalived_keys_and_reports_them_all_at_once() {
+    // The seed's keepalived virtual_server, translated key by key as a new user would.
+    let conf = tmp(
+        "keepalived.toml",
+        concat!(
+            "[[virtual_server]]\naddress = \"127.0.0.1:1935\"\nprotocol = \"TCP\"\n",
+            "lb_algo = \"rr\"\nlb_kind = \"NAT\"\nnat_mask = \"255.255.255.0\"\n",
+            "[[virtual_server.real_server]]\naddress = \"127.0.0.1:19351\"\nweight = 1\n",
+            "[virtual_server.real_server.HTTP_GET]\nconnect_timeout = 3\n",
+            "[[virtual_server]]\naddress = \"127.0.0.1:1936\"\nprotocol = \"UDP\"\nlb_kind = \"TUN\"\n",
+            "[[virtual_server.real_server]]\naddress = \"127.0.0.1:19352\"\n",
+        ),
+    );
+    let (code, _, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let has = |key: &str, what: &str| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(what)),
+            "no {key} line with {what:?}:\n{err}"
+        )
+    };
+    has("virtual_server[0].nat_mask", "not needed");
+    has("virtual_server[0].real_server[0].HTTP_GET", "rtmp_check");
+    has(
+        "virtual_server[0].lb_kind",
+        "\"NAT\" does not exist here: the kinds are \"PROXY\"",
+    );
+    has("virtual_server[1].lb_kind", "\"TUN\" does not exist here");
+    has("virtual_server[1].protocol", "\"UDP\" is not supported");
+    assert_eq!(
+        lines.len(),
+        5,
+        "protocol = \"TCP\" is accepted silently:\n{err}"
+    );
+
+    // A syntax error: the first one, and the message says that it is only the first.
+    let conf = tmp("syntax.toml", "[[virtual_server]\naddress = \n");
+    let (code, _, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 1:") && err.contains("stops at its first error"),
+        "{err}"
     );
 }
