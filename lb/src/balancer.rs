@@ -21,9 +21,13 @@ pub struct RsRuntime {
     pub health: Mutex<HealthState>,
     /// Why the last check failed (for status), empty when it succeeded.
     pub last_error: Mutex<String>,
-    /// Weight set through the admin API (drain = 0); cleared by `enable` and by a reload
+    /// Weight set through the admin API (`weight`); cleared by `enable` and by a reload
     /// that changes the configured weight.
     pub weight_override: Mutex<Option<u32>>,
+    /// Drained by the operator (`drain`): no new connections whatever the weight, until
+    /// `enable` or `weight`. Kept across reloads, not across restarts (the config's
+    /// `weight = 0` is the persistent way), so status can tell the two apart.
+    pub drained: std::sync::atomic::AtomicBool,
     pub active: AtomicU64,
     pub total: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -37,11 +41,19 @@ pub struct RsRuntime {
 }
 
 impl RsRuntime {
+    /// The weight the scheduler uses: 0 while drained, else the override or the config's.
     pub fn weight(&self) -> u32 {
+        if self.is_drained() {
+            return 0;
+        }
         self.weight_override
             .lock()
             .unwrap()
             .unwrap_or(self.cfg.lock().unwrap().weight)
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -148,6 +160,13 @@ impl VsRuntime {
     pub fn set_weight_override(&self, rs: &RsRuntime, w: Option<u32>) {
         *rs.weight_override.lock().unwrap() = w;
         self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
+    }
+
+    /// Admin: drain (`true`) or end the drain; returns whether it was drained before.
+    pub fn set_drained(&self, rs: &RsRuntime, drained: bool) -> bool {
+        let was = rs.drained.swap(drained, Ordering::Relaxed);
+        self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
+        was
     }
 }
 
@@ -270,6 +289,20 @@ impl Balancer {
         *self.vrrps.lock().unwrap() = keep;
     }
 
+    /// For the systemd watchdog: takes, one after the other, every lock the dispatch path
+    /// and the admin API take. A deadlocked one blocks here (and the pings stop); a poisoned
+    /// one (a panic while holding it) answers `false`.
+    pub fn alive(&self) -> bool {
+        if self.config.read().is_err() || self.vrrps.lock().is_err() {
+            return false;
+        }
+        let Ok(vss) = self.vss.lock().map(|v| v.clone()) else {
+            return false;
+        };
+        vss.iter()
+            .all(|vs| vs.cfg.read().is_ok() && vs.sched.lock().is_ok() && vs.servers.lock().is_ok())
+    }
+
     pub fn vrrp_instances(&self) -> Vec<Arc<crate::vrrp::VrrpRuntime>> {
         self.vrrps.lock().unwrap().clone()
     }
@@ -313,6 +346,7 @@ impl Balancer {
                         )),
                         last_error: Mutex::new(String::new()),
                         weight_override: Mutex::new(None),
+                        drained: std::sync::atomic::AtomicBool::new(false),
                         active: AtomicU64::new(0),
                         total: AtomicU64::new(0),
                         bytes_in: AtomicU64::new(0),

@@ -60,6 +60,7 @@ impl Drop for Running {
 /// `admin_listen` without one is refused (see [`admin::auth`]).
 pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
     let token = admin::auth::load(&config)?;
+    log_warnings(&config);
     match &token {
         Some((_, source)) => {
             tracing::info!(%source, "admin write actions need the bearer token")
@@ -90,35 +91,63 @@ pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
 
 /// Runs until `shutdown`; `reload` yields new configs (SIGHUP in `main`). A reload re-reads
 /// the admin token; if that fails, the whole reload is refused and the running one stays.
+///
+/// systemd (all no-ops outside it): `READY=1` after each reload, applied or refused (`main`
+/// sends `RELOADING=1` when the SIGHUP arrives), `STOPPING=1` at shutdown, and `WATCHDOG=1`
+/// every half `WatchdogSec=` from this loop — the one that applies reloads — after
+/// [`Balancer::alive`] took the running state's locks: a wedged reload, a deadlocked
+/// scheduler lock or a starved runtime stop the pings and systemd restarts lb.
 pub async fn run(
     running: Running,
     mut shutdown: Shutdown,
     mut reload: tokio::sync::mpsc::Receiver<LbConfig>,
 ) {
+    let watchdog = common::sd_notify::watchdog_interval();
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.fired() => break,
+            _ = tick.tick(), if watchdog.is_some() => {
+                if running.balancer.alive() {
+                    common::sd_notify::watchdog();
+                }
+            }
             Some(cfg) = reload.recv() => {
-                let token = match admin::auth::load(&cfg) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(problem = %e, "reload refused: the running configuration stays");
-                        continue;
-                    }
-                };
-                {
-                    let old = running.balancer.config.read().unwrap();
-                    if old.admin_listen != cfg.admin_listen || old.admin_timeout != cfg.admin_timeout {
-                        tracing::warn!(admin_listen = %cfg.admin_listen, "admin_listen and admin_timeout change only with a restart; the admin API keeps its current ones");
-                    }
-                }
-                running.admin.set_token(token.map(|(t, _)| t));
-                match running.balancer.apply(cfg).await {
-                    Ok(()) => tracing::info!("configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload applied with errors"),
-                }
+                apply_reload(&running, cfg).await;
+                common::sd_notify::ready();
             }
         }
     }
+    common::sd_notify::stopping();
     running.shutdown().await;
+}
+
+/// What `lb --check` prints as `warning:` lines (interfaces missing on this machine).
+fn log_warnings(config: &LbConfig) {
+    for w in config.warnings(config::interface_exists) {
+        tracing::warn!(key = %w.key, "warning: {w}");
+    }
+}
+
+async fn apply_reload(running: &Running, cfg: LbConfig) {
+    let token = match admin::auth::load(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(problem = %e, "reload refused: the running configuration stays");
+            return;
+        }
+    };
+    {
+        let old = running.balancer.config.read().unwrap();
+        if old.admin_listen != cfg.admin_listen || old.admin_timeout != cfg.admin_timeout {
+            tracing::warn!(admin_listen = %cfg.admin_listen, "admin_listen and admin_timeout change only with a restart; the admin API keeps its current ones");
+        }
+    }
+    running.admin.set_token(token.map(|(t, _)| t));
+    log_warnings(&cfg);
+    match running.balancer.apply(cfg).await {
+        Ok(()) => tracing::info!("configuration reloaded"),
+        Err(e) => tracing::error!(error = %e, "reload applied with errors"),
+    }
 }

@@ -3,8 +3,13 @@
 //! - `lb --config FILE` runs (SIGHUP reloads FILE; SIGTERM/SIGINT stop).
 //! - `lb --check --config FILE` validates: exit 0, or 64 with one line per problem.
 //! - `lb status [--admin ADDR | --config FILE] [--token-file FILE]` prints an
-//!   `ipvsadm -Ln`-like table. The admin token comes from `--token-file`, else
-//!   `EDGEFLEET_LB_ADMIN_TOKEN`, else the config's `admin_token_file`.
+//!   `ipvsadm -Ln`-like table.
+//! - `lb drain|enable --vs VIP:PORT --rs IP:PORT`, `lb weight ... --value N` (same admin
+//!   options) change a real server of the running lb and print its one-line answer, or
+//!   exit 1 with the reason (unknown server, 401, lb not running).
+//!
+//! The admin token comes from `--token-file`, else `EDGEFLEET_LB_ADMIN_TOKEN`, else the
+//! config's `admin_token_file`.
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -34,24 +39,132 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Where the running lb's admin API is, and the token to send.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The running lb's admin_listen address.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Read admin_listen (and admin_token_file) from this config instead.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Send the admin token read from this file (default: EDGEFLEET_LB_ADMIN_TOKEN,
+    /// then the config's admin_token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// One real server of one virtual server.
+#[derive(clap::Args)]
+struct Target {
+    /// The virtual server, as in the config's address.
+    #[arg(long, value_name = "VIP:PORT")]
+    vs: std::net::SocketAddr,
+    /// The real server.
+    #[arg(long, value_name = "IP:PORT")]
+    rs: std::net::SocketAddr,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show virtual servers and real servers of a running lb.
     Status {
-        /// The running lb's admin_listen address.
-        #[arg(long)]
-        admin: Option<String>,
-        /// Read admin_listen from this config instead.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
-        /// Send the admin token read from this file (default: EDGEFLEET_LB_ADMIN_TOKEN,
-        /// then the config's admin_token_file).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
     },
+    /// Drain a real server: no new connections, established ones stay. Lasts until
+    /// `lb enable` (or `lb weight`) and through reloads, not through a restart: for that,
+    /// set `weight = 0` in the config.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// End a drain and any `lb weight`: back to the configured weight.
+    Enable {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set a real server's weight (ends a drain) until `lb enable` or a reload that changes
+    /// its configured weight.
+    Weight {
+        #[command(flatten)]
+        target: Target,
+        /// The weight, 0..=65535.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=65535))]
+        value: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// What a subcommand asks of the admin API.
+struct AdminCall {
+    name: &'static str,
+    admin: AdminArgs,
+    method: hyper::Method,
+    path: String,
+}
+
+impl Command {
+    fn call(self) -> (AdminCall, bool) {
+        let write = |name, admin, action: &str, t: &Target, extra: String| AdminCall {
+            name,
+            admin,
+            method: hyper::Method::POST,
+            path: format!(
+                "/{action}?vs={}&rs={}{extra}",
+                query_value(&t.vs.to_string()),
+                query_value(&t.rs.to_string())
+            ),
+        };
+        match self {
+            Command::Status { admin, json } => (
+                AdminCall {
+                    name: "lb status",
+                    admin,
+                    method: hyper::Method::GET,
+                    path: "/status".into(),
+                },
+                json,
+            ),
+            Command::Drain { target, admin } => (
+                write("lb drain", admin, "drain", &target, String::new()),
+                false,
+            ),
+            Command::Enable { target, admin } => (
+                write("lb enable", admin, "enable", &target, String::new()),
+                false,
+            ),
+            Command::Weight {
+                target,
+                value,
+                admin,
+            } => (
+                write(
+                    "lb weight",
+                    admin,
+                    "weight",
+                    &target,
+                    format!("&value={value}"),
+                ),
+                false,
+            ),
+        }
+    }
+}
+
+/// An address as a query value: `:` `[` `]` percent-encoded.
+fn query_value(s: &str) -> String {
+    s.replace(':', "%3A")
+        .replace('[', "%5B")
+        .replace(']', "%5D")
 }
 
 fn load(path: &std::path::Path) -> Result<LbConfig, ExitCode> {
@@ -77,30 +190,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(Command::Status {
-        admin,
-        config,
-        json,
-        token_file,
-    }) = cli.command
-    {
-        let loaded = match config.as_deref().map(load).transpose() {
+    if let Some(cmd) = cli.command {
+        let (call, json) = cmd.call();
+        let loaded = match call.admin.config.as_deref().map(load).transpose() {
             Ok(c) => c,
             Err(code) => return code,
         };
-        let addr = match (admin, &loaded) {
-            (Some(a), _) => a,
+        let addr = match (&call.admin.admin, &loaded) {
+            (Some(a), _) => a.clone(),
             (None, Some(c)) => c.admin_listen.to_string(),
             (None, None) => lb::config::DEFAULT_ADMIN.to_string(),
         };
-        let token = match client_token(token_file.as_deref(), loaded.as_ref()) {
+        let token = match client_token(call.admin.token_file.as_deref(), loaded.as_ref()) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("lb status: {e}");
+                eprintln!("{}: {e}", call.name);
                 return ExitCode::from(64);
             }
         };
-        return rt.block_on(status(&addr, json, token));
+        return rt.block_on(admin_command(call, &addr, json, token));
     }
     let Some(path) = cli.config else {
         eprintln!("lb: --config FILE is required (see lb --help)");
@@ -117,6 +225,10 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     if cli.check {
+        // Valid, but not going to work here as it is (the running lb logs the same).
+        for w in config.warnings(lb::config::interface_exists) {
+            eprintln!("warning: {}: {w}", path.display());
+        }
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
@@ -154,6 +266,9 @@ async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
             return;
         };
         while hup.recv().await.is_some() {
+            // systemd: RELOADING=1 now, READY=1 once done — from `lb::run` when the config is
+            // handed over, from here when it is refused.
+            common::sd_notify::reloading();
             match LbConfig::load(&path) {
                 Ok(c) => {
                     tracing::info!(config = %path.display(), "SIGHUP: reloading");
@@ -163,6 +278,7 @@ async fn serve(path: PathBuf, config: LbConfig) -> ExitCode {
                     for e in &errs.0 {
                         tracing::error!(config = %path.display(), problem = %e, "reload refused: the running configuration stays");
                     }
+                    common::sd_notify::ready();
                 }
             }
         }
@@ -194,8 +310,14 @@ fn client_token(
         .and_then(|f| read_token_file(f).ok()))
 }
 
-/// GET /status through hyper's client: the body, or what went wrong.
-async fn fetch_status(addr: &str, token: Option<&lb::admin::auth::Token>) -> Result<Bytes, String> {
+/// One request to the admin API through hyper's client: the body of a 2xx answer, or
+/// what went wrong (the server's reason for a refusal).
+async fn request(
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    token: Option<&lb::admin::auth::Token>,
+) -> Result<Bytes, String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
         format!("cannot reach the admin API at {addr}: {e} (is lb running? see admin_listen)")
     })?;
@@ -203,7 +325,10 @@ async fn fetch_status(addr: &str, token: Option<&lb::admin::auth::Token>) -> Res
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(conn);
-    let mut req = hyper::Request::get("/status").header(hyper::header::HOST, addr);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr);
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, t.header_value());
     }
@@ -230,27 +355,38 @@ async fn fetch_status(addr: &str, token: Option<&lb::admin::auth::Token>) -> Res
     Ok(body)
 }
 
-async fn status(addr: &str, json: bool, token: Option<lb::admin::auth::Token>) -> ExitCode {
+/// Runs `lb status|drain|enable|weight` against the admin API at `addr`.
+async fn admin_command(
+    call: AdminCall,
+    addr: &str,
+    json: bool,
+    token: Option<lb::admin::auth::Token>,
+) -> ExitCode {
+    let name = call.name;
     let body = match tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        fetch_status(addr, token.as_ref()),
+        request(addr, call.method, &call.path, token.as_ref()),
     )
     .await
     {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            eprintln!("lb status: {e}");
+            eprintln!("{name}: {e}");
             return ExitCode::from(1);
         }
         Err(_) => {
-            eprintln!("lb status: {addr} did not answer within 5 s");
+            eprintln!("{name}: {addr} did not answer within 5 s");
             return ExitCode::from(1);
         }
     };
+    if name != "lb status" {
+        println!("{}", String::from_utf8_lossy(&body).trim());
+        return ExitCode::SUCCESS;
+    }
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("lb status: {addr} answered something that is not lb status JSON: {e}");
+            eprintln!("{name}: {addr} answered something that is not lb status JSON: {e}");
             return ExitCode::from(1);
         }
     };

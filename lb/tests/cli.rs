@@ -57,7 +57,11 @@ fn check_reports_every_problem_with_its_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `virtual_servers`"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("virtual_servers: unknown key (the keys here: admin_listen,"),
+        "{err}"
+    );
 
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lb.toml");
     let out = Command::new(LB)
@@ -612,5 +616,417 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     assert_eq!(
         st["virtual_servers"][0]["real_servers"][0]["state"], "UP",
         "lb's own EMFILE marked the real server down: {st}"
+    );
+}
+
+/// `lb ARGS...`: (exit code, stdout, stderr), without a token in the environment.
+fn lb_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(LB)
+        .args(args)
+        .env_remove("EDGEFLEET_LB_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until the lb at `admin` answers `lb status`.
+fn wait_status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some(s) = status(admin) {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn drain_enable_and_weight_from_the_command_line() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (admin, vip, rs) = (free(), free(), backend.local_addr().unwrap());
+    let token = tmp("cli-writes.token", "cli-token\n");
+    set_mode(&token, 0o600);
+    let conf_text = |weight: u32| {
+        format!(
+            "admin_listen = \"{admin}\"\nadmin_token_file = \"{}\"\n[[virtual_server]]\naddress = \"{vip}\"\n[[virtual_server.real_server]]\naddress = \"{rs}\"\nweight = {weight}\n",
+            token.display()
+        )
+    };
+    let conf = tmp("cli-writes.toml", &conf_text(1));
+    let conf_s = conf.to_str().unwrap();
+    let (vs_s, rs_s, admin_s) = (vip.to_string(), rs.to_string(), admin.to_string());
+    let target = ["--vs", &vs_s, "--rs", &rs_s];
+    let with = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![cmd];
+        a.extend_from_slice(&target);
+        a.extend_from_slice(extra);
+        lb_cmd(&a)
+    };
+    let rs0 = |st: &serde_json::Value| st["virtual_servers"][0]["real_servers"][0].clone();
+
+    // Not running: the reason, exit 1.
+    let (code, _, err) = with("drain", &["--admin", &admin_s]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the admin API") && err.contains("is lb running?"),
+        "{err}"
+    );
+
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let mut lb = Lb::spawn(cmd, "cli-writes");
+    assert!(
+        wait_status(admin).is_some(),
+        "lb did not come up:\n{}",
+        lb.log()
+    );
+
+    // No token: the server's 401 and its reason, exit 1, nothing changed.
+    let (code, out, err) = with("drain", &["--admin", &admin_s]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("401") && err.contains("no bearer token"),
+        "{err}"
+    );
+    assert_eq!(rs0(&status(admin).unwrap())["drained"], false);
+
+    // With the token: one line saying what happened.
+    let token_s = token.to_str().unwrap();
+    let (code, out, err) = with("drain", &["--admin", &admin_s, "--token-file", token_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(&format!("{vip} -> {rs}: drained")), "{out}");
+    let r = rs0(&status(admin).unwrap());
+    assert_eq!(
+        (
+            r["drained"].clone(),
+            r["weight"].clone(),
+            r["configured_weight"].clone()
+        ),
+        (true.into(), 0.into(), 1.into()),
+        "{r}"
+    );
+    let (_, table, _) = lb_cmd(&["status", "--admin", &admin_s]);
+    let line = table
+        .lines()
+        .find(|l| l.contains(&rs_s))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.ends_with("UP,DRAINED"), "{table}");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "edgefleet_rs_drained{{vs=\"{vip}\",rs=\"{rs}\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // A reload keeps the drain.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(lb.wait_log("configuration reloaded"), "{}", lb.log());
+    assert_eq!(rs0(&status(admin).unwrap())["drained"], true);
+
+    // The address and the token from --config; a weight ends the drain.
+    let (code, out, err) = with("weight", &["--value", "3", "--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("weight 3, drain ended"), "{out}");
+    let r = rs0(&status(admin).unwrap());
+    assert_eq!(
+        (r["drained"].clone(), r["weight"].clone()),
+        (false.into(), 3.into()),
+        "{r}"
+    );
+    let (code, out, err) = with("enable", &["--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("enabled (configured weight 1)"), "{out}");
+    assert_eq!(rs0(&status(admin).unwrap())["weight"], 1);
+
+    // Unknown servers: the server's reason.
+    let (code, _, err) = lb_cmd(&[
+        "drain",
+        "--vs",
+        &vs_s,
+        "--rs",
+        "127.0.0.1:1",
+        "--config",
+        conf_s,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("no real server 127.0.0.1:1 in {vip}")),
+        "{err}"
+    );
+    let (code, _, err) = lb_cmd(&[
+        "enable", "--vs", "[::1]:1", "--rs", &rs_s, "--config", conf_s,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no virtual server [::1]:1"), "{err}");
+
+    // A drain does not survive a restart; the config's weight 0 does, and is not "drained".
+    let (code, _, err) = with("drain", &["--config", conf_s]);
+    assert_eq!(code, Some(0), "{err}");
+    drop(lb);
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    lb = Lb::spawn(cmd, "cli-writes-restarted");
+    let r = rs0(&wait_status(admin).unwrap_or_else(|| panic!("no restart:\n{}", lb.log())));
+    assert_eq!(
+        (r["drained"].clone(), r["weight"].clone()),
+        (false.into(), 1.into()),
+        "{r}"
+    );
+    drop(lb);
+    std::fs::write(&conf, conf_text(0)).unwrap();
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn(cmd, "cli-writes-weight0");
+    let r = rs0(&wait_status(admin).unwrap_or_else(|| panic!("no restart:\n{}", lb.log())));
+    assert_eq!(
+        (
+            r["drained"].clone(),
+            r["weight"].clone(),
+            r["configured_weight"].clone()
+        ),
+        (false.into(), 0.into(), 0.into()),
+        "{r}"
+    );
+    let (_, table, _) = lb_cmd(&["status", "--admin", &admin_s]);
+    assert!(!table.contains("DRAINED"), "{table}");
+    let (code, out, _) = with("enable", &["--config", conf_s]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("the config's weight is 0"), "{out}");
+}
+
+/// A socket standing in for systemd's notify socket.
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Notify {
+    fn bind(name: &str) -> Notify {
+        let path = tmp(name, "");
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Notify { sock, path }
+    }
+
+    /// The messages that arrive within `d`.
+    fn during(&self, d: Duration) -> Vec<String> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        seen
+    }
+
+    /// Reads messages until one starts with `what` (within 10 s); returns those read.
+    fn until(&self, what: &str) -> Result<Vec<String>, Vec<String>> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = m.starts_with(what);
+                seen.push(m);
+                if done {
+                    return Ok(seen);
+                }
+            }
+        }
+        Err(seen)
+    }
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let conf = tmp("notify.toml", &vs_conf(&admin.to_string(), vip, rs, ""));
+    let notify = Notify::bind("notify.sock");
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let lb = Lb::spawn(cmd, "notify");
+    let pid = nix::unistd::Pid::from_raw(lb.pid() as i32);
+    let seen = notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1: {s:?}\n{}", lb.log()));
+    assert!(
+        !seen.iter().any(|m| m.starts_with("WATCHDOG")),
+        "watchdog before READY: {seen:?}"
+    );
+    // WATCHDOG_USEC=200000: a ping every 100 ms.
+    for _ in 0..3 {
+        notify
+            .until("WATCHDOG=1")
+            .unwrap_or_else(|s| panic!("no WATCHDOG=1: {s:?}"));
+    }
+
+    // A reload: RELOADING=1 (with the monotonic time systemd wants), then READY=1.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let seen = notify
+        .until("RELOADING=1")
+        .unwrap_or_else(|s| panic!("no RELOADING=1: {s:?}"));
+    assert!(
+        seen.last().unwrap().contains("\nMONOTONIC_USEC="),
+        "{seen:?}"
+    );
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1 after the reload: {s:?}"));
+    assert!(lb.wait_log("configuration reloaded"), "{}", lb.log());
+    // A refused reload answers READY=1 too (else systemctl reload hangs), and pings go on.
+    std::fs::write(&conf, "not = [valid").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    notify
+        .until("RELOADING=1")
+        .unwrap_or_else(|s| panic!("no RELOADING=1: {s:?}"));
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1 after a refused reload: {s:?}"));
+    assert!(lb.wait_log("reload refused"), "{}", lb.log());
+    notify
+        .until("WATCHDOG=1")
+        .unwrap_or_else(|s| panic!("no WATCHDOG=1 after reloads: {s:?}"));
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    notify
+        .until("STOPPING=1")
+        .unwrap_or_else(|s| panic!("no STOPPING=1: {s:?}"));
+}
+
+#[test]
+fn no_watchdog_pings_without_watchdog_usec() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let conf = tmp(
+        "notify-nowd.toml",
+        &vs_conf(&admin.to_string(), vip, rs, ""),
+    );
+    let notify = Notify::bind("notify-nowd.sock");
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("WATCHDOG_USEC");
+    let lb = Lb::spawn(cmd, "notify-nowd");
+    notify
+        .until("READY=1")
+        .unwrap_or_else(|s| panic!("no READY=1: {s:?}\n{}", lb.log()));
+    // Outside a watchdog, nothing: 800 ms is eight intervals of the other test's one.
+    let seen = notify.during(Duration::from_millis(800));
+    assert!(!seen.iter().any(|m| m.contains("WATCHDOG")), "{seen:?}");
+}
+
+#[test]
+fn missing_interfaces_are_warnings_at_check_and_in_the_log() {
+    let (admin, vip, rs) = (free(), free(), free());
+    let vrrp = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"nonexistent0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"lo\", \"nonexistent1\"]\n";
+    let conf = tmp(
+        "no-iface.toml",
+        &format!("{}{vrrp}", vs_conf(&admin.to_string(), vip, rs, "")),
+    );
+    let (code, out, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains(
+            "vrrp_instance[0].interface: interface \"nonexistent0\" does not exist on this machine"
+        ),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains(
+            "vrrp_instance[0].track_interface[1]: interface \"nonexistent1\" does not exist"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("\"lo\""), "lo exists: {err}");
+
+    // The running lb logs the same (no root needed: VRRP waits for the interface).
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn(cmd, "no-iface");
+    assert!(
+        lb.wait_log(
+            "warning: vrrp_instance[0].interface: interface \"nonexistent0\" does not exist"
+        ),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        lb.wait_log("vrrp_instance[0].track_interface[1]"),
+        "{}",
+        lb.log()
+    );
+}
+
+#[test]
+fn check_explains_keepalived_keys_and_reports_them_all_at_once() {
+    // The seed's keepalived virtual_server, translated key by key as a new user would.
+    let conf = tmp(
+        "keepalived.toml",
+        concat!(
+            "[[virtual_server]]\naddress = \"127.0.0.1:1935\"\nprotocol = \"TCP\"\n",
+            "lb_algo = \"rr\"\nlb_kind = \"NAT\"\nnat_mask = \"255.255.255.0\"\n",
+            "[[virtual_server.real_server]]\naddress = \"127.0.0.1:19351\"\nweight = 1\n",
+            "[virtual_server.real_server.HTTP_GET]\nconnect_timeout = 3\n",
+            "[[virtual_server]]\naddress = \"127.0.0.1:1936\"\nprotocol = \"UDP\"\nlb_kind = \"TUN\"\n",
+            "[[virtual_server.real_server]]\naddress = \"127.0.0.1:19352\"\n",
+        ),
+    );
+    let (code, _, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let has = |key: &str, what: &str| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(what)),
+            "no {key} line with {what:?}:\n{err}"
+        )
+    };
+    has("virtual_server[0].nat_mask", "not needed");
+    has("virtual_server[0].real_server[0].HTTP_GET", "rtmp_check");
+    has(
+        "virtual_server[0].lb_kind",
+        "\"NAT\" does not exist here: the kinds are \"PROXY\"",
+    );
+    has("virtual_server[1].lb_kind", "\"TUN\" does not exist here");
+    has("virtual_server[1].protocol", "\"UDP\" is not supported");
+    assert_eq!(
+        lines.len(),
+        5,
+        "protocol = \"TCP\" is accepted silently:\n{err}"
+    );
+
+    // A syntax error: the first one, and the message says that it is only the first.
+    let conf = tmp("syntax.toml", "[[virtual_server]\naddress = \n");
+    let (code, _, err) = lb_cmd(&["--check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 1:") && err.contains("stops at its first error"),
+        "{err}"
     );
 }

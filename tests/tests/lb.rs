@@ -447,7 +447,7 @@ async fn drain_and_sorry_server() {
     let vs = lb.balancer.find(v).unwrap();
     let rs_a = vs.server(a).unwrap();
     let (_id, held) = read_id(v, lo(1)).await; // goes to a
-    vs.set_weight_override(&rs_a, Some(0));
+    vs.set_drained(&rs_a, true);
     for _ in 0..4 {
         assert_eq!(
             read_id(v, lo(1)).await.0,
@@ -461,7 +461,7 @@ async fn drain_and_sorry_server() {
         "drain kept the established connection"
     );
     drop(held);
-    vs.set_weight_override(&rs_a, None);
+    vs.set_drained(&rs_a, false);
     assert_eq!(
         lb::admin::status(&lb.balancer)["virtual_servers"][0]["sorry"],
         0,

@@ -4,9 +4,11 @@
 //!   connections, bytes in/out, health flips and checks; per virtual server totals; the admin
 //!   endpoint's own connections and refusals.
 //! - `GET /status`: the same as JSON (what `lb status` prints).
-//! - `POST /drain?vs=VIP:PORT&rs=IP:PORT`: weight 0, established connections stay.
-//! - `POST /enable?vs=..&rs=..`: back to the configured weight.
-//! - `POST /weight?vs=..&rs=..&value=N`: set a weight until the next reload or enable.
+//! - `POST /drain?vs=VIP:PORT&rs=IP:PORT`: drained (no new connections, established ones
+//!   stay), shown as `drained` apart from the weight; lasts until enable/weight or a restart.
+//! - `POST /enable?vs=..&rs=..`: ends a drain, back to the configured weight.
+//! - `POST /weight?vs=..&rs=..&value=N`: set a weight (ends a drain) until enable or a
+//!   reload that changes the configured weight.
 //!
 //! Rooms: [`server`] is the HTTP side (limits, Origin and token checks, routing); [`auth`]
 //! reads the token source and compares tokens; this file builds the status document, the
@@ -42,20 +44,27 @@ pub(crate) fn admin_action(
     let rs = vs
         .server(rs_a)
         .ok_or(format!("no real server {rs_a} in {vs_a}"))?;
+    let active = rs.active.load(Ordering::Relaxed);
+    let configured = rs.cfg.lock().unwrap().weight;
     match action {
         "/drain" => {
-            vs.set_weight_override(&rs, Some(0));
+            let was = vs.set_drained(&rs, true);
             Ok(format!(
-                "{vs_a} -> {rs_a}: drained (weight 0, {} connections stay)",
-                rs.active.load(Ordering::Relaxed)
+                "{vs_a} -> {rs_a}: {} (no new connections; {active} established stay; until enable or a restart)",
+                if was { "already drained" } else { "drained" }
             ))
         }
         "/enable" => {
+            let was = vs.set_drained(&rs, false);
             vs.set_weight_override(&rs, None);
-            Ok(format!(
-                "{vs_a} -> {rs_a}: enabled (weight {})",
-                rs.weight()
-            ))
+            let mut msg = format!(
+                "{vs_a} -> {rs_a}: enabled{} (configured weight {configured})",
+                if was { ", drain ended" } else { "" }
+            );
+            if configured == 0 {
+                msg.push_str(": the config's weight is 0, so it still takes no new connections");
+            }
+            Ok(msg)
         }
         _ => {
             let v = get("value").ok_or("missing value=N")?;
@@ -65,7 +74,11 @@ pub(crate) fn admin_action(
                 .filter(|w| *w <= 65535)
                 .ok_or(format!("value={v:?} is not a weight 0..=65535"))?;
             vs.set_weight_override(&rs, Some(w));
-            Ok(format!("{vs_a} -> {rs_a}: weight {w}"))
+            let was = vs.set_drained(&rs, false);
+            Ok(format!(
+                "{vs_a} -> {rs_a}: weight {w}{} (until enable or a reload that changes its configured weight {configured})",
+                if was { ", drain ended" } else { "" }
+            ))
         }
     }
 }
@@ -90,6 +103,8 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "state": if up { "UP" } else { "DOWN" },
                         "weight": if up || c.inhibit_on_failure { r.weight() } else { 0 },
                         "configured_weight": c.weight,
+                        "weight_override": *r.weight_override.lock().unwrap(),
+                        "drained": r.is_drained(),
                         "inhibit_on_failure": c.inhibit_on_failure,
                         "active": r.active.load(Ordering::Relaxed),
                         "inactive": 0,
@@ -190,7 +205,13 @@ pub fn metrics(b: &Balancer) -> String {
             "edgefleet_rs_weight",
             "weight",
             "gauge",
-            "Effective weight (0 = drained or inhibited).",
+            "Effective weight (0 = drained, configured 0, or down).",
+        ),
+        (
+            "edgefleet_rs_drained",
+            "drained",
+            "gauge",
+            "1 while the operator has drained the real server (lb drain); a configured weight 0 is 0 here.",
         ),
         (
             "edgefleet_rs_connections_active",
@@ -259,11 +280,9 @@ pub fn metrics(b: &Balancer) -> String {
         for vs in vss {
             for rs in vs["real_servers"].as_array().unwrap_or(&empty) {
                 let v = if key == "state" {
-                    if rs["state"] == "UP" {
-                        "1".to_string()
-                    } else {
-                        "0".to_string()
-                    }
+                    u8::from(rs["state"] == "UP").to_string()
+                } else if key == "drained" {
+                    u8::from(rs["drained"] == true).to_string()
                 } else {
                     rs[key].to_string()
                 };
@@ -351,6 +370,17 @@ pub fn metrics(b: &Balancer) -> String {
     out
 }
 
+/// The State column: health, and `DRAINED` when the operator drained it (a configured
+/// weight 0 shows as its weight only).
+fn rs_state(rs: &serde_json::Value) -> String {
+    let health = rs["state"].as_str().unwrap_or("?");
+    if rs["drained"] == true {
+        format!("{health},DRAINED")
+    } else {
+        health.to_string()
+    }
+}
+
 /// Renders a status document as `ipvsadm -Ln` does.
 pub fn render_table(st: &serde_json::Value) -> String {
     let mut out = String::new();
@@ -383,7 +413,7 @@ pub fn render_table(st: &serde_json::Value) -> String {
                 rs["weight"].to_string(),
                 rs["active"].to_string(),
                 rs["inactive"].to_string(),
-                rs["state"].as_str().unwrap_or("?"),
+                rs_state(rs),
             );
         }
         if let Some(s) = vs["sorry_server"].as_str() {

@@ -195,8 +195,30 @@ fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%3a", ":")))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect()
+}
+
+/// `%XX` decoding of a query value (`lb drain` sends `%3A`, `%5B`, `%5D` for `[::1]:80`);
+/// a malformed escape is left as it is, so the value's own check reports it.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied(), b.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `origin` is the admin's own: `http://` and the address the connection reached.
@@ -351,5 +373,10 @@ mod tests {
         assert_eq!(bearer(b"Basic abc"), None);
         assert_eq!(bearer(b"Bear"), None);
         assert_eq!(bearer(b""), None);
+        assert_eq!(percent_decode("%5B%3a%3A1%5D%3A80"), "[::1]:80");
+        assert_eq!(percent_decode("127.0.0.1:1"), "127.0.0.1:1");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%ff"), "%zz\u{fffd}");
     }
 }

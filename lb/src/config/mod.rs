@@ -4,8 +4,14 @@
 //! `TCP_CHECK` as `tcp_check`), plus `rtmp_check`, which keepalived needs a MISC_CHECK script
 //! for. Parsed with serde (unknown keys are errors), then validated with one error per
 //! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
+//!
+//! Reading goes: TOML syntax (the reader stops at its first syntax error, and the message
+//! says so) -> [`keys`] (every unknown key at once; keepalived's keys that mean nothing here
+//! say what replaces them) -> typed parse -> validation (every problem at once).
 
-use common::config::{load_toml, parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
+pub mod keys;
+
+use common::config::{parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -94,6 +100,8 @@ pub struct VrrpConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawVirtualServer {
     pub address: Option<String>,
+    /// keepalived's `protocol`: only "TCP" is accepted (and changes nothing).
+    pub protocol: Option<String>,
     pub lb_algo: Option<String>,
     pub lb_kind: Option<String>,
     pub persistence_timeout: Option<i64>,
@@ -251,15 +259,95 @@ pub enum CheckKind {
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
 
+/// Added to the errors of the TOML reader, which stops at its first problem.
+const FIRST_ONLY: &str =
+    "(the TOML reader stops at its first error: fix this one and run lb --check again for any others)";
+
+fn first_only(mut e: ConfigErrors) -> ConfigErrors {
+    for x in &mut e.0 {
+        x.why = format!("{} {FIRST_ONLY}", x.why);
+    }
+    e
+}
+
 impl LbConfig {
     pub fn load(path: &Path) -> Result<LbConfig, ConfigErrors> {
-        load_toml::<RawConfig>(path)?.validate()
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        LbConfig::parse(&source)
     }
 
+    /// Syntax, then every unknown key, then types, then every validation problem; see the
+    /// module docs.
     pub fn parse(source: &str) -> Result<LbConfig, ConfigErrors> {
-        let raw: RawConfig = parse_toml(source)?;
-        raw.validate()
+        let mut table: toml::Table = parse_toml(source).map_err(first_only)?;
+        let mut errs = keys::check(&mut table);
+        let raw: RawConfig = if errs.is_empty() {
+            // From the source, so that a type error comes with its line.
+            parse_toml(source).map_err(first_only)?
+        } else {
+            match toml::Value::Table(table).try_into() {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = e.to_string().trim().replace('\n', " ");
+                    errs.push(ConfigError::new("", format!("{why} {FIRST_ONLY}")));
+                    return Err(ConfigErrors(errs));
+                }
+            }
+        };
+        match raw.validate() {
+            Ok(c) if errs.is_empty() => Ok(c),
+            Ok(_) => Err(ConfigErrors(errs)),
+            Err(e) => {
+                errs.extend(e.0);
+                Err(ConfigErrors(errs))
+            }
+        }
     }
+}
+
+impl LbConfig {
+    /// What is valid but will not work on this machine as it is now: a VRRP `interface` or
+    /// `track_interface` that does not exist (it may appear later, so not an error).
+    /// `--check` prints these as `warning:` lines and the running lb logs them.
+    pub fn warnings(&self, interface_exists: impl Fn(&str) -> bool) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (i, v) in self.vrrp_instances.iter().enumerate() {
+            if !interface_exists(&v.interface) {
+                out.push(ConfigError::new(
+                    format!("vrrp_instance[{i}].interface"),
+                    format!(
+                        "interface {:?} does not exist on this machine (no /sys/class/net/{}): the instance waits for it, in FAULT",
+                        v.interface, v.interface
+                    ),
+                ));
+            }
+            for (j, t) in v.track_interface.iter().enumerate() {
+                if !interface_exists(t) {
+                    out.push(ConfigError::new(
+                        format!("vrrp_instance[{i}].track_interface[{j}]"),
+                        format!(
+                            "interface {t:?} does not exist on this machine (no /sys/class/net/{t}): the instance stays in FAULT until it appears"
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether network interface `name` exists here (`/sys/class/net/NAME`).
+pub fn interface_exists(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && name != "."
+        && name != ".."
+        && Path::new("/sys/class/net").join(name).exists()
 }
 
 struct V<'a> {
@@ -640,14 +728,27 @@ impl RawVirtualServer {
                 Algo::Rr
             }
         };
+        match self.protocol.as_deref() {
+            None | Some("TCP") => {}
+            Some(other) => v.err(
+                "protocol",
+                format!("{other:?} is not supported: lb balances TCP (RTMP) only; write \"TCP\" or leave protocol out"),
+            ),
+        }
         let kind = match self.lb_kind.as_deref().unwrap_or("PROXY") {
             "PROXY" => Kind::Proxy,
-            "DR" | "NAT" | "TUN" => {
+            "DR" => {
+                v.err(
+                    "lb_kind",
+                    "\"DR\" (direct routing) is not there yet: the kinds are \"PROXY\" (a userspace full proxy; the edge sees the viewer's address with send_proxy = \"v2\")",
+                );
+                Kind::Proxy
+            }
+            k @ ("NAT" | "TUN") => {
                 v.err(
                     "lb_kind",
                     format!(
-                        "{:?} is not supported yet: use \"PROXY\"",
-                        self.lb_kind.unwrap_or_default()
+                        "{k:?} does not exist here: the kinds are \"PROXY\" (a userspace full proxy: the edges need no route back through lb, nor a tunnel; with send_proxy = \"v2\" they see the viewer's address) and, later, \"DR\""
                     ),
                 );
                 Kind::Proxy
@@ -655,7 +756,7 @@ impl RawVirtualServer {
             other => {
                 v.err(
                     "lb_kind",
-                    format!("{other:?} is not a forwarding method: use \"PROXY\""),
+                    format!("{other:?} is not a forwarding method: the kinds are \"PROXY\" (and, later, \"DR\")"),
                 );
                 Kind::Proxy
             }
@@ -865,7 +966,10 @@ delay_before_retry = 3
     #[test]
     fn bad_configs_name_their_keys() {
         let e = errors(&GOOD.replace("lb_algo = \"rr\"", "lb_algo = \"rr\"\nbogus = 1"));
-        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
+        assert!(
+            e[0].starts_with("virtual_server[0].bogus: unknown key (the keys here: address,"),
+            "{e:?}"
+        );
         let e = errors(&GOOD.replace("address = \"127.0.0.1:19351\"", "address = \"127.0.0.1\""));
         assert!(
             e[0].starts_with("virtual_server[0].real_server[0].address:"),
@@ -893,6 +997,74 @@ delay_before_retry = 3
         assert!(e[0].starts_with("admin_token_file: is empty"), "{e:?}");
         assert!(
             e[1].starts_with("admin_timeout: 0 is out of range"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn keepalived_keys_say_what_replaces_them_all_at_once() {
+        // Accepted: protocol = "TCP" changes nothing.
+        LbConfig::parse(&GOOD.replace(
+            "lb_kind = \"PROXY\"",
+            "lb_kind = \"PROXY\"\nprotocol = \"TCP\"",
+        ))
+        .unwrap();
+        let src = GOOD
+            .replace(
+                "lb_kind = \"PROXY\"",
+                "lb_kind = \"NAT\"\nprotocol = \"UDP\"\nnat_mask = \"255.255.255.0\"\nbogus = 1",
+            )
+            .replace("weight = 1", "weight = 70000\nnotify_down = \"/bin/true\"")
+            .replace(
+                "connect_timeout = 3",
+                "connect_timeout = 3\nconnect_port = 1935",
+            );
+        let e = errors(&format!("[global_defs]\nrouter_id = \"LVS_1\"\n{src}"));
+        let find = |k: &str| {
+            e.iter()
+                .find(|x| x.starts_with(k))
+                .unwrap_or_else(|| panic!("no {k} in {e:#?}"))
+                .clone()
+        };
+        assert!(find("global_defs: keepalived's global_defs:").contains("top-level keys"));
+        assert!(
+            find("virtual_server[0].nat_mask: keepalived's nat_mask: not needed").contains("NAT")
+        );
+        assert!(find("virtual_server[0].bogus: unknown key").contains("lb_algo"));
+        assert!(
+            find("virtual_server[0].real_server[0].notify_down: keepalived's")
+                .contains("not supported")
+        );
+        assert!(
+            find("virtual_server[0].real_server[0].tcp_check.connect_port: keepalived's")
+                .contains("own address")
+        );
+        // And the validation problems of the rest, in the same pass.
+        assert!(find("virtual_server[0].protocol: \"UDP\" is not supported").contains("TCP"));
+        assert!(
+            find("virtual_server[0].lb_kind: \"NAT\" does not exist here").contains("\"PROXY\"")
+        );
+        assert!(
+            find("virtual_server[0].real_server[0].weight: 70000 is out of range")
+                .contains("65535")
+        );
+        assert_eq!(e.len(), 8, "{e:#?}");
+        let e = errors(&GOOD.replace("\"PROXY\"", "\"TUN\""));
+        assert!(
+            e[0].contains("\"TUN\" does not exist here: the kinds are \"PROXY\""),
+            "{e:?}"
+        );
+        // Syntax: the first error only, and the message says so.
+        let e = errors("admin_listen = \n[[virtual_server]\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("line 1:") && e[0].contains("stops at its first error"),
+            "{e:?}"
+        );
+        // A type error, with its line, also the first only.
+        let e = errors(&GOOD.replace("weight = 1", "weight = \"heavy\""));
+        assert!(
+            e[0].contains("line 12") && e[0].contains("stops at its first error"),
             "{e:?}"
         );
     }
@@ -927,6 +1099,28 @@ delay_before_retry = 3
             e[0].starts_with("vrrp_instance[0].virtual_router_id: is required"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn missing_interfaces_are_warnings_with_their_key() {
+        let c = LbConfig::parse("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth9\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"eth0\", \"bond7\"]\n").unwrap();
+        let w: Vec<String> = c
+            .warnings(|n| n == "eth0")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("vrrp_instance[0].interface: interface \"eth9\" does not exist"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("vrrp_instance[0].track_interface[1]: interface \"bond7\""),
+            "{w:?}"
+        );
+        assert!(c.warnings(|_| true).is_empty());
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("../lo") && !interface_exists("..") && !interface_exists(""));
     }
 
     #[test]
