@@ -19,10 +19,9 @@ pub async fn request(
         .await
         .map_err(|_| format!("{addr}: timed out connecting"))?
         .map_err(|e| format!("cannot reach {addr}: {e} ({unreachable})"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)

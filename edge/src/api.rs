@@ -520,13 +520,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
 
 /// `edge status`: GETs `path` from the API at `addr`.
 pub async fn fetch(addr: &str, path: &str) -> Result<Bytes, String> {
-    common::http::get(
-        addr,
-        path,
-        &[],
-        "is [api] listen set and the edge running?",
-    )
-    .await
+    common::http::get(addr, path, &[], "is [api] listen set and the edge running?").await
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub fn have(program: &str, test: &str) -> bool {
 /// A server running in this process; stops when dropped.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The HTTP API's address when the config has `[api]`.
+    pub api: Option<SocketAddr>,
     pub hub: Arc<Hub>,
     trigger: Trigger,
     task: Option<JoinHandle<()>>,
@@ -105,11 +107,13 @@ fn loopback0() -> SocketAddr {
 pub async fn start(config: EdgeConfig) -> Running {
     let server = EdgeServer::bind(config).await.expect("bind");
     let addr = server.local_addr();
+    let api = server.api_addr();
     let hub = server.hub();
     let (trigger, shutdown) = shutdown::channel();
     let task = tokio::spawn(server.run(shutdown));
     Running {
         addr,
+        api,
         hub,
         trigger,
         task: Some(task),
@@ -512,4 +516,18 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         Ok(Err(e)) => (0, e.to_string()),
         Err(_) => (0, "timed out".into()),
     }
+}
+
+/// Where tests keep artifacts a person may want to look at (screenshots):
+/// `target/test-artifacts/`.
+pub fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.pop();
+    let d = dir.join("test-artifacts");
+    std::fs::create_dir_all(&d).expect("artifacts dir");
+    d
 }

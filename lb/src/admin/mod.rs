@@ -3,6 +3,7 @@
 //! - `GET /metrics`: Prometheus text — per real server state, weight, active and total
 //!   connections, bytes in/out, health flips and checks; per virtual server totals; the admin
 //!   endpoint's own connections and refusals.
+//! - `GET /`: the fleet page (see [`fleet`]); `GET /fleet`: its data from the edges' APIs.
 //! - `GET /status`: the same as JSON (what `lb status` prints).
 //! - `POST /drain?vs=VIP:PORT&rs=IP:PORT`: drained (no new connections, established ones
 //!   stay), shown as `drained` apart from the weight; lasts until enable/weight or a restart.
@@ -15,6 +16,7 @@
 //! metrics and `lb status`'s table from the running [`Balancer`], and carries out actions.
 
 pub mod auth;
+pub mod fleet;
 pub mod server;
 
 pub use server::{serve, Admin, AdminOptions};

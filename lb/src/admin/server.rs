@@ -63,6 +63,7 @@ pub struct Admin {
     timeout: Duration,
     /// Open connections by accept order (the first is the oldest), each with its closer.
     open: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+    fleet: Arc<super::fleet::Fleet>,
 }
 
 impl Admin {
@@ -87,8 +88,24 @@ pub fn serve(
         token: RwLock::new(opts.token),
         timeout: opts.timeout,
         open: Mutex::new(BTreeMap::new()),
+        fleet: Default::default(),
     });
-    let task = tokio::spawn(accept_loop(admin.clone(), listener));
+    let refresher = tokio::spawn(super::fleet::refresh(
+        admin.balancer.clone(),
+        admin.fleet.clone(),
+    ));
+    let accept = accept_loop(admin.clone(), listener);
+    let task = tokio::spawn(async move {
+        // The fleet refresher lives as long as the admin listener.
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _refresher = AbortOnDrop(refresher);
+        accept.await
+    });
     Ok((admin, task))
 }
 
@@ -256,10 +273,20 @@ fn route(
             admin_metrics(&mut text, &admin.stats);
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
-        (&Method::GET, "/status") | (&Method::GET, "/") => reply(
+        (&Method::GET, "/status") => reply(
             StatusCode::OK,
             "application/json",
             super::status(b).to_string(),
+        ),
+        (&Method::GET, "/") => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            super::fleet::PAGE.to_string(),
+        ),
+        (&Method::GET, "/fleet") => reply(
+            StatusCode::OK,
+            "application/json",
+            admin.fleet.doc().to_string(),
         ),
         (&Method::POST, p @ ("/drain" | "/enable" | "/weight")) => {
             if let Some(token) = admin.token.read().unwrap().as_ref() {

@@ -124,6 +124,8 @@ pub struct RawRealServer {
     pub send_proxy: Option<String>,
     pub tcp_check: Option<RawCheck>,
     pub rtmp_check: Option<RawCheck>,
+    /// The edge's HTTP API ("IP:PORT"), read by the fleet page; default the server's IP:1985.
+    pub api: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -238,6 +240,8 @@ pub struct RsConfig {
     pub inhibit_on_failure: bool,
     pub send_proxy: bool,
     pub check: Option<Check>,
+    /// The edge's HTTP API, for the fleet page.
+    pub api: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -857,12 +861,20 @@ impl RawRealServer {
             (None, Some(c)) => Some(c.validate(v, "rtmp_check", true)),
             (None, None) => None,
         };
+        let address = address?;
+        let api = match self.api.as_deref() {
+            None => SocketAddr::new(address.ip(), 1985),
+            Some(_) => v
+                .addr("api", self.api.as_deref())
+                .unwrap_or(SocketAddr::new(address.ip(), 1985)),
+        };
         Some(RsConfig {
-            address: address?,
+            address,
             weight,
             inhibit_on_failure: self.inhibit_on_failure.unwrap_or(false),
             send_proxy,
             check,
+            api,
         })
     }
 }
