@@ -5,20 +5,32 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::time::Duration;
 
-/// Sends `method path` to `addr` with `headers`; returns the status code and the body.
-/// Errors name the address and what failed; `unreachable` is the hint shown when nothing
-/// listens there.
+/// What is asked for, for error messages: `service` names it ("the admin API"), `hint`
+/// says what to check when nothing answers ("is lb running? see admin_listen").
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub addr: &'a str,
+    pub service: &'a str,
+    pub hint: &'a str,
+}
+
+/// Sends `method path` to the target with `headers`; returns the status code and the body.
+/// Errors name the service, the address and what failed.
 pub async fn request(
-    addr: &str,
+    target: Target<'_>,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
-    unreachable: &str,
 ) -> Result<(u16, Bytes), String> {
+    let Target {
+        addr,
+        service,
+        hint,
+    } = target;
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| format!("{addr}: timed out connecting"))?
-        .map_err(|e| format!("cannot reach {addr}: {e} ({unreachable})"))?;
+        .map_err(|e| format!("cannot reach {service} at {addr}: {e} ({hint})"))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
@@ -50,15 +62,19 @@ pub async fn request(
 /// [`request`] for a GET that must succeed (2xx); other answers become an error with the
 /// server's text.
 pub async fn get(
-    addr: &str,
+    target: Target<'_>,
     path: &str,
     headers: &[(&str, String)],
-    unreachable: &str,
 ) -> Result<Bytes, String> {
-    let (code, body) = request(addr, "GET", path, headers, unreachable).await?;
+    success(target, request(target, "GET", path, headers).await?)
+}
+
+/// The body of a 2xx answer; any other answer is an error with the server's text.
+pub fn success(target: Target<'_>, (code, body): (u16, Bytes)) -> Result<Bytes, String> {
     if !(200..300).contains(&code) {
         return Err(format!(
-            "{addr} answered {code}: {}",
+            "{} answered {code}: {}",
+            target.addr,
             String::from_utf8_lossy(&body).trim()
         ));
     }

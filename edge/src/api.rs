@@ -520,7 +520,12 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
 
 /// `edge status`: GETs `path` from the API at `addr`.
 pub async fn fetch(addr: &str, path: &str) -> Result<Bytes, String> {
-    common::http::get(addr, path, &[], "is [api] listen set and the edge running?").await
+    let target = common::http::Target {
+        addr,
+        service: "the edge API",
+        hint: "is [api] listen set and the edge running?",
+    };
+    common::http::get(target, path, &[]).await
 }
 
 #[cfg(test)]

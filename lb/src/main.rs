@@ -13,7 +13,6 @@
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http_body_util::BodyExt;
 use lb::LbConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -310,49 +309,25 @@ fn client_token(
         .and_then(|f| read_token_file(f).ok()))
 }
 
-/// One request to the admin API through hyper's client: the body of a 2xx answer, or
-/// what went wrong (the server's reason for a refusal).
+/// One request to the admin API (common::http, hyper's client): the body of a 2xx answer,
+/// or what went wrong (the server's reason for a refusal).
 async fn request(
     addr: &str,
     method: hyper::Method,
     path: &str,
     token: Option<&lb::admin::auth::Token>,
 ) -> Result<Bytes, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-        format!("cannot reach the admin API at {addr}: {e} (is lb running? see admin_listen)")
-    })?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr);
-    if let Some(t) = token {
-        req = req.header(hyper::header::AUTHORIZATION, t.header_value());
-    }
-    let req = req
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let code = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?
-        .to_bytes();
-    if !code.is_success() {
-        return Err(format!(
-            "{addr} answered {code}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    Ok(body)
+    let headers: Vec<(&str, String)> = token
+        .map(|t| ("authorization", t.header_value()))
+        .into_iter()
+        .collect();
+    let target = common::http::Target {
+        addr,
+        service: "the admin API",
+        hint: "is lb running? see admin_listen",
+    };
+    let answer = common::http::request(target, method.as_str(), path, &headers).await?;
+    common::http::success(target, answer)
 }
 
 /// Runs `lb status|drain|enable|weight` against the admin API at `addr`.

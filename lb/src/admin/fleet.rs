@@ -68,7 +68,15 @@ pub async fn refresh(balancer: Arc<Balancer>, fleet: Arc<Fleet>) {
             tasks.spawn(async move {
                 let got = tokio::time::timeout(
                     EDGE_TIMEOUT,
-                    common::http::get(&api, "/api/v1/streams?count=1000", &[], "no edge API there"),
+                    common::http::get(
+                        common::http::Target {
+                            addr: &api,
+                            service: "the edge API",
+                            hint: "set [api] on the edge, or the real server's api key",
+                        },
+                        "/api/v1/streams?count=1000",
+                        &[],
+                    ),
                 )
                 .await
                 .unwrap_or_else(|_| Err(format!("{api}: no answer within 1.5 s")));
