@@ -443,12 +443,29 @@ impl StreamName {
             .map(|(_, v)| v)
     }
 
+    /// What nginx-rtmp accepts, minus what could harm. nginx-rtmp takes any bytes as a name
+    /// (`/`, `.`, `@`, `=`, spaces, quotes, any Unicode; even control characters, and an
+    /// empty name) and silently truncates it at 255 bytes. We accept the same text, but:
+    /// - no control characters (C0, DEL, C1; NUL among them): they would forge log lines
+    ///   and garble an operator's terminal;
+    /// - no empty name: it is an encoder whose URL lost its key (`rtmp://host/live`), and
+    ///   every such encoder would share one stream;
+    /// - no empty, `.` or `..` path segment (`/cam`, `a//b`, `a/`, `../x`): nothing maps a
+    ///   name to a file today, but HLS or recording would, and these are the traversals;
+    /// - at most [`StreamName::MAX_LEN`] bytes, and never truncated: two long names that
+    ///   nginx-rtmp would merge stay apart here.
     pub fn is_valid(&self) -> bool {
         !self.name.is_empty()
-            && self.name.len() <= 256
-            && !self.name.contains(['/', '\\', '\0'])
+            && self.name.len() <= Self::MAX_LEN
             && !self.name.chars().any(|c| c.is_control())
+            && self
+                .name
+                .split('/')
+                .all(|seg| !matches!(seg, "" | "." | ".."))
     }
+
+    /// Longest name accepted, in bytes (nginx-rtmp keeps 255 and drops the rest).
+    pub const MAX_LEN: usize = 1024;
 }
 
 async fn serve(
@@ -736,5 +753,84 @@ impl Session {
 
     pub fn mode(&self) -> Mode {
         self.config.mode
+    }
+}
+
+#[cfg(test)]
+mod stream_name_tests {
+    use super::StreamName;
+
+    /// Names nginx-rtmp 1.2 (Debian's libnginx-mod-rtmp) was seen to accept for publish and
+    /// play, published with librtmp and played back under the same name.
+    const NGINX_ACCEPTS: &[&str] = &[
+        "cam",
+        "cam-1_2.3",
+        "a/b",
+        "a/b/c",
+        "a.flv",
+        "mp4:a.mp4",
+        "user@host",
+        "k=v",
+        "a b",
+        "a%20b",
+        "a+b",
+        "a#b",
+        "a;b",
+        "a,b",
+        "a:b",
+        "a\\b",
+        "a'b",
+        "a\"b",
+        "a<b>",
+        "a|b",
+        "a*b",
+        "a~b",
+        "a!b",
+        "a$b",
+        "a(b)",
+        "a[b]",
+        "a{b}",
+        " ",
+        ".hidden",
+        "é",
+        "カメラ",
+        "😀",
+    ];
+
+    /// Accepted by nginx-rtmp, refused here (see `is_valid`).
+    const REFUSED: &[&str] = &[
+        "", "a\tb", "a\u{1}b", "a\u{7f}b", "a\u{85}b", "a\0b", "/abs", "x/", "a//b", ".", "..",
+        "../etc", "a/../b", "a/./b",
+    ];
+
+    #[test]
+    fn accepts_what_nginx_rtmp_accepts() {
+        for name in NGINX_ACCEPTS {
+            assert!(StreamName::parse(name).is_valid(), "{name:?} refused");
+            let with_key = format!("{name}?key=s3cret");
+            let parsed = StreamName::parse(&with_key);
+            assert!(parsed.is_valid(), "{with_key:?} refused");
+            assert_eq!(parsed.name, *name);
+            assert_eq!(parsed.param("key"), Some("s3cret"));
+        }
+        // nginx-rtmp truncates at 255 bytes; we keep up to MAX_LEN whole.
+        for len in [255, 256, 300, StreamName::MAX_LEN] {
+            assert!(
+                StreamName::parse(&"x".repeat(len)).is_valid(),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_could_harm() {
+        for name in REFUSED {
+            assert!(!StreamName::parse(name).is_valid(), "{name:?} accepted");
+        }
+        assert!(!StreamName::parse(&"x".repeat(StreamName::MAX_LEN + 1)).is_valid());
+        assert!(
+            !StreamName::parse("?key=1").is_valid(),
+            "empty name with a query"
+        );
     }
 }
