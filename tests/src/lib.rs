@@ -530,7 +530,9 @@ pub fn have_check(check: &str, what: &str, test: &str) -> bool {
         .unwrap_or(false);
     if !found {
         if require_all() {
-            panic!("{test}: {what} is required (EDGEFLEET_REQUIRE_ALL=1) but missing ({check} failed)");
+            panic!(
+                "{test}: {what} is required (EDGEFLEET_REQUIRE_ALL=1) but missing ({check} failed)"
+            );
         }
         skip(test, &format!("{what} is missing (see .ci/run)"));
     }

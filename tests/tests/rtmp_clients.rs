@@ -152,7 +152,11 @@ async fn gst_rtmp2sink_publishes() {
     )
     .await;
     let bad = gst_rtmp_complaints(&err);
-    assert!(ok && bad.is_empty(), "rtmp2sink: ok={ok}\n{}", bad.join("\n"));
+    assert!(
+        ok && bad.is_empty(),
+        "rtmp2sink: ok={ok}\n{}",
+        bad.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,8 +171,15 @@ async fn gst_rtmp2src_plays() {
     let (ok, out, err) = run_bounded(cmd, Duration::from_secs(30)).await;
     let bad = gst_rtmp_complaints(&err);
     let (v, a) = (gst_buffers(&out, "v"), gst_buffers(&out, "a"));
-    assert!(ok && bad.is_empty(), "rtmp2src: ok={ok}\n{}", bad.join("\n"));
-    assert!(v > 50 && a > 50, "rtmp2src got {v} video and {a} audio buffers");
+    assert!(
+        ok && bad.is_empty(),
+        "rtmp2src: ok={ok}\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        v > 50 && a > 50,
+        "rtmp2src got {v} video and {a} audio buffers"
+    );
 }
 
 // --- GStreamer rtmp (librtmp) ------------------------------------------------------------
@@ -187,7 +198,11 @@ async fn gst_rtmpsink_publishes() {
     )
     .await;
     let bad = gst_rtmp_complaints(&err);
-    assert!(ok && bad.is_empty(), "rtmpsink: ok={ok}\n{}", bad.join("\n"));
+    assert!(
+        ok && bad.is_empty(),
+        "rtmpsink: ok={ok}\n{}",
+        bad.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +221,10 @@ async fn gst_rtmpsrc_plays() {
     let bad = gst_rtmp_complaints(&err);
     let (v, a) = (gst_buffers(&out, "v"), gst_buffers(&out, "a"));
     assert!(ok && bad.is_empty(), "rtmpsrc: ok={ok}\n{}", bad.join("\n"));
-    assert!(v > 50 && a > 50, "rtmpsrc got {v} video and {a} audio buffers");
+    assert!(
+        v > 50 && a > 50,
+        "rtmpsrc got {v} video and {a} audio buffers"
+    );
 }
 
 // --- librtmp through python3-librtmp -------------------------------------------------------
@@ -295,7 +313,11 @@ async fn python_librtmp_publishes() {
         |url| {
             python(
                 PY_PUBLISH,
-                &[url.to_string(), clip_path().display().to_string(), "3".into()],
+                &[
+                    url.to_string(),
+                    clip_path().display().to_string(),
+                    "3".into(),
+                ],
             )
         },
         Duration::from_secs(30),
@@ -347,9 +369,16 @@ async fn ffmpeg_publishes_without_warnings() {
         "ffpub",
         |url| {
             let mut cmd = Command::new("ffmpeg");
-            cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re", "-i"])
-                .arg(clip_path())
-                .args(["-t", "3", "-c", "copy", "-f", "flv", url]);
+            cmd.args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-i",
+            ])
+            .arg(clip_path())
+            .args(["-t", "3", "-c", "copy", "-f", "flv", url]);
             cmd
         },
         Duration::from_secs(30),
@@ -433,7 +462,12 @@ async fn vlc_plays() {
             return;
         }
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cvlc"]);
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "cvlc",
+        ]);
         c
     } else {
         Command::new("cvlc")
@@ -449,4 +483,150 @@ async fn vlc_plays() {
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     assert!(ok && bad.is_empty(), "vlc: ok={ok}\n{}", bad.join("\n"));
     assert!(size > 200_000, "vlc wrote {size} bytes of MPEG-TS:\n{err}");
+}
+
+// --- The answers themselves, on the wire ---------------------------------------------------
+
+use common::rtmp::client::{is_command, RtmpClient};
+use common::rtmp::command::{self as cmd, Command as Amf0Command};
+use rml_amf0::Amf0Value;
+
+/// Reads until the server sends the command `name` (media and other commands skipped).
+async fn next_command(c: &mut RtmpClient, name: &str) -> Amf0Command {
+    let read = async {
+        loop {
+            let msg = c
+                .read_message()
+                .await
+                .expect("the server keeps the connection");
+            if is_command(&msg) {
+                let got = cmd::parse_command(&msg).unwrap();
+                if got.name == name {
+                    return got;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap_or_else(|_| panic!("no {name} within 5 s"))
+}
+
+fn send(c: &mut RtmpClient, stream_id: u32, name: &str, txn: f64, args: Vec<Amf0Value>) {
+    let p = cmd::command(name, txn, Amf0Value::Null, args);
+    c.writer.queue_command(stream_id, &p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublish_keeps_the_connection_and_it_may_publish_again() {
+    init();
+    let origin = origin().await;
+    let url = origin.rtmp_url("again");
+    let mut c = RtmpClient::connect_url(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.publish("again", Duration::from_secs(5)).await.unwrap();
+    let fc = next_command(&mut c, "onFCPublish").await;
+    assert_eq!(fc.property("code"), Some("NetStream.Publish.Start"));
+    assert!(origin.hub.has_source("live/again"));
+
+    // What ffmpeg, librtmp and GStreamer send before they close: FCUnpublish, deleteStream.
+    send(&mut c, 0, "FCUnpublish", 7.0, vec![cmd::string("again")]);
+    let sid = c.stream_id as f64;
+    send(&mut c, 0, "deleteStream", 0.0, vec![Amf0Value::Number(sid)]);
+    c.writer.flush().await.unwrap();
+    let un = next_command(&mut c, "onFCUnpublish").await;
+    assert_eq!(un.property("code"), Some("NetStream.Unpublish.Success"));
+    let res = next_command(&mut c, "_result").await;
+    assert_eq!(res.transaction_id, 7.0);
+    assert!(
+        wait_until(Duration::from_secs(5), || !origin
+            .hub
+            .has_source("live/again"))
+        .await,
+        "the publish did not end"
+    );
+
+    // The same connection publishes again, and getStreamLength gets a number.
+    c.publish("again", Duration::from_secs(5)).await.unwrap();
+    assert!(origin.hub.has_source("live/again"));
+    send(
+        &mut c,
+        0,
+        "getStreamLength",
+        9.0,
+        vec![cmd::string("again")],
+    );
+    c.writer.flush().await.unwrap();
+    let len = loop {
+        let r = next_command(&mut c, "_result").await;
+        if r.transaction_id == 9.0 {
+            break r;
+        }
+    };
+    assert_eq!(len.number_arg(0), Some(0.0), "{len:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_commands_are_answered_and_delete_stream_keeps_the_connection() {
+    init();
+    let (_o, edge, _p) = live("cmds").await;
+    let url = edge.rtmp_url("cmds");
+    let mut c = RtmpClient::connect_url(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    send(&mut c, 0, "FCSubscribe", 3.0, vec![cmd::string("cmds")]);
+    c.writer.flush().await.unwrap();
+    let sub = next_command(&mut c, "onFCSubscribe").await;
+    assert_eq!(sub.property("code"), Some("NetStream.Play.Start"));
+    c.play("cmds", Duration::from_secs(5)).await.unwrap();
+    let sid = c.stream_id;
+
+    send(
+        &mut c,
+        sid,
+        "pause",
+        0.0,
+        vec![Amf0Value::Boolean(true), Amf0Value::Number(0.0)],
+    );
+    c.writer.flush().await.unwrap();
+    let p = next_command(&mut c, "onStatus").await;
+    assert_eq!(p.property("code"), Some("NetStream.Pause.Notify"));
+    send(
+        &mut c,
+        sid,
+        "pause",
+        0.0,
+        vec![Amf0Value::Boolean(false), Amf0Value::Number(0.0)],
+    );
+    c.writer.flush().await.unwrap();
+    let p = next_command(&mut c, "onStatus").await;
+    assert_eq!(p.property("code"), Some("NetStream.Unpause.Notify"));
+    send(&mut c, sid, "seek", 0.0, vec![Amf0Value::Number(0.0)]);
+    c.writer.flush().await.unwrap();
+    let p = next_command(&mut c, "onStatus").await;
+    assert_eq!(p.property("code"), Some("NetStream.Seek.Notify"));
+    // Media resumes after the unpause.
+    let media = async {
+        loop {
+            let m = c.read_message().await.unwrap();
+            if m.type_id == common::rtmp::chunk::msg_type::VIDEO {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), media)
+        .await
+        .expect("video after the unpause");
+
+    // deleteStream ends the play, not the connection: the same connection plays again.
+    send(
+        &mut c,
+        0,
+        "deleteStream",
+        0.0,
+        vec![Amf0Value::Number(sid as f64)],
+    );
+    c.writer.flush().await.unwrap();
+    c.play("cmds", Duration::from_secs(5)).await.unwrap();
 }
