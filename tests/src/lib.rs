@@ -531,3 +531,26 @@ pub fn artifacts_dir() -> PathBuf {
     std::fs::create_dir_all(&d).expect("artifacts dir");
     d
 }
+
+/// Like [`have`], for a prerequisite that a shell command checks (a GStreamer element, a
+/// Python module): `check` succeeding means present; otherwise a printed skip naming `what`,
+/// or a panic under `EDGEFLEET_REQUIRE_ALL=1`.
+pub fn have_check(check: &str, what: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(check)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if require_all() {
+            panic!(
+                "{test}: {what} is required (EDGEFLEET_REQUIRE_ALL=1) but missing ({check} failed)"
+            );
+        }
+        skip(test, &format!("{what} is missing (see .ci/run)"));
+    }
+    found
+}

@@ -4,6 +4,17 @@
 //! (`connect`, `createStream`, ...) -> either publishing (feeds the hub, or is forwarded
 //! upstream on an edge) or playing (reads the hub's ring). Anything malformed ends that one
 //! connection with a logged reason; nothing here can take the server down.
+//!
+//! LIFECYCLE of a connection (the server closes it only on an error or a refusal):
+//! - `Commands`: commands are answered the way FMS answers them (see
+//!   [`Session::on_other_command`]) until `play` -> `Playing` or `publish` -> `Publishing`;
+//!   a client gets `handshake_timeout` for this.
+//! - `Playing` / `Publishing`: `deleteStream`, `closeStream` (and `FCUnpublish` for a
+//!   publisher) end the stream, not the connection -> `Commands` again, where the client
+//!   may play or publish anew or close. Clients (ffmpeg, librtmp, GStreamer) send these right
+//!   before they close the socket: closing first made them report a connection error.
+//! - Closed: by the client (EOF, reset), on bad input, on a refusal (bad name, key,
+//!   not found), by the operator, at shutdown.
 
 mod play;
 mod publish;
@@ -396,6 +407,17 @@ pub(crate) struct Session {
     slot: Option<SessionSlot>,
     /// What the API shows of this session (kind, stream, bytes); also its kick switch.
     pub client: Arc<Client>,
+    /// The client sent `FCPublish` (FMLE style): it is told `onFCPublish` once publishing.
+    pub fc_publish: bool,
+}
+
+/// How a play or publish ended.
+pub(crate) enum Ended {
+    /// The client ended the stream (`deleteStream`, `closeStream`, `FCUnpublish`) and keeps
+    /// its connection: more commands may follow.
+    ByClient(Box<Session>),
+    /// The server ended it (a refusal, the stream gone): the connection closes.
+    Close,
 }
 
 /// A stream name as sent in play/publish: `name?query`.
@@ -421,12 +443,29 @@ impl StreamName {
             .map(|(_, v)| v)
     }
 
+    /// What nginx-rtmp accepts, minus what could harm. nginx-rtmp takes any bytes as a name
+    /// (`/`, `.`, `@`, `=`, spaces, quotes, any Unicode; even control characters, and an
+    /// empty name) and silently truncates it at 255 bytes. We accept the same text, but:
+    /// - no control characters (C0, DEL, C1; NUL among them): they would forge log lines
+    ///   and garble an operator's terminal;
+    /// - no empty name: it is an encoder whose URL lost its key (`rtmp://host/live`), and
+    ///   every such encoder would share one stream;
+    /// - no empty, `.` or `..` path segment (`/cam`, `a//b`, `a/`, `../x`): nothing maps a
+    ///   name to a file today, but HLS or recording would, and these are the traversals;
+    /// - at most [`StreamName::MAX_LEN`] bytes, and never truncated: two long names that
+    ///   nginx-rtmp would merge stay apart here.
     pub fn is_valid(&self) -> bool {
         !self.name.is_empty()
-            && self.name.len() <= 256
-            && !self.name.contains(['/', '\\', '\0'])
+            && self.name.len() <= Self::MAX_LEN
             && !self.name.chars().any(|c| c.is_control())
+            && self
+                .name
+                .split('/')
+                .all(|seg| !matches!(seg, "" | "." | ".."))
     }
+
+    /// Longest name accepted, in bytes (nginx-rtmp keeps 255 and drops the rest).
+    pub const MAX_LEN: usize = 1024;
 }
 
 async fn serve(
@@ -485,8 +524,9 @@ async fn serve(
         next_stream_id: PLAY_STREAM_ID,
         slot: None,
         client: client_info,
+        fc_publish: false,
     };
-    let next = tokio::time::timeout_at(deadline, s.negotiate())
+    let mut next = tokio::time::timeout_at(deadline, s.negotiate())
         .await
         .map_err(|_| RtmpError::Timeout("waiting for play or publish"))??;
     match state.slots.establish(slot, cfg.max_connections) {
@@ -496,9 +536,22 @@ async fn serve(
             return Ok(());
         }
     }
-    match next {
-        Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await,
-        Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await,
+    loop {
+        let ended = match next {
+            Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await?,
+            Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await?,
+        };
+        s = match ended {
+            Ended::ByClient(s) => *s,
+            Ended::Close => return Ok(()),
+        };
+        // The stream is over, the connection is not: wait for the client to close it (what
+        // clients do next) or to play or publish again, as long as a new connection may.
+        s.fc_publish = false;
+        let deadline = tokio::time::Instant::now() + s.config.handshake_timeout;
+        next = tokio::time::timeout_at(deadline, s.negotiate())
+            .await
+            .map_err(|_| RtmpError::Timeout("idle after its stream ended"))??;
     }
 }
 
@@ -618,6 +671,8 @@ impl Session {
             ("level", command::string("status")),
             ("code", command::string("NetConnection.Connect.Success")),
             ("description", command::string("Connection succeeded.")),
+            // AMF0 is all we speak: a client that asks for AMF3 (Flash) is told 0 and falls
+            // back to AMF0.
             ("objectEncoding", Amf0Value::Number(0.0)),
         ]);
         let reply = command::command("_result", cmd.transaction_id, props, vec![info]);
@@ -625,25 +680,58 @@ impl Session {
         w.flush().await
     }
 
-    /// Commands outside connect/play/publish; answered when they expect an answer.
+    /// Commands outside connect/play/publish, answered as FMS answers them (which is what
+    /// librtmp, ffmpeg and GStreamer were written against):
+    /// - `createStream` -> `_result(id)`; `getStreamLength` -> `_result(0)` (a live stream
+    ///   has no length; ffmpeg and VLC warn "Unexpected reply" on anything but a number);
+    ///   `releaseStream`, `FCPublish`, `FCUnpublish`, `_checkbw` -> `_result(undefined)`.
+    /// - `FCPublish` also earns an `onFCPublish` once publishing starts, `FCUnpublish` an
+    ///   `onFCUnpublish`, `FCSubscribe` an `onFCSubscribe` (librtmp sends it for live plays).
+    /// - A `_result` goes only to a command that carries a transaction id: GStreamer sends
+    ///   these with id 0 and warns about a response "without transaction".
+    /// - Everything else (`receiveAudio`, `receiveVideo`, `deleteStream` and `closeStream`
+    ///   outside a stream, `FCUnsubscribe`, unknown names) expects no answer and gets none.
     pub async fn on_other_command(&mut self, cmd: &Command) -> Result<(), RtmpError> {
         let reply = match cmd.name.as_str() {
             "createStream" => {
                 let id = self.next_stream_id;
                 self.next_stream_id = self.next_stream_id.saturating_add(1).min(64);
-                Some(vec![Amf0Value::Number(id as f64)])
+                Some(Amf0Value::Number(id as f64))
             }
-            "releaseStream" | "FCPublish" | "FCUnpublish" | "getStreamLength" | "_checkbw" => {
-                Some(vec![Amf0Value::Undefined])
+            "getStreamLength" => Some(Amf0Value::Number(0.0)),
+            "FCPublish" => {
+                self.fc_publish = true;
+                Some(Amf0Value::Undefined)
             }
+            "FCUnpublish" => {
+                self.fc_status("onFCUnpublish", "NetStream.Unpublish.Success", cmd);
+                Some(Amf0Value::Undefined)
+            }
+            "FCSubscribe" => {
+                self.fc_status("onFCSubscribe", "NetStream.Play.Start", cmd);
+                None
+            }
+            "releaseStream" | "_checkbw" => Some(Amf0Value::Undefined),
             _ => None,
         };
-        if let (Some(args), true) = (reply, cmd.transaction_id != 0.0) {
-            let p = command::command("_result", cmd.transaction_id, Amf0Value::Null, args);
+        if let (Some(arg), true) = (reply, cmd.transaction_id != 0.0) {
+            let p = command::command("_result", cmd.transaction_id, Amf0Value::Null, vec![arg]);
             self.writer.queue_command(0, &p);
-            self.writer.flush().await?;
         }
-        Ok(())
+        self.writer.flush().await
+    }
+
+    /// Queues an FMS-style `onFC*` status (`onFCPublish`, `onFCUnpublish`, `onFCSubscribe`)
+    /// naming the stream of `cmd`, on stream 0 where the `FC*` command came.
+    pub fn fc_status(&mut self, name: &str, code: &str, cmd: &Command) {
+        let stream = StreamName::parse(cmd.first_string_arg().unwrap_or(""));
+        let info = command::object(&[
+            ("level", command::string("status")),
+            ("code", command::string(code)),
+            ("description", command::string(&stream.name)),
+        ]);
+        let p = command::command(name, 0.0, Amf0Value::Null, vec![info]);
+        self.writer.queue_command(0, &p);
     }
 
     /// Sends `onStatus` on a message stream.
@@ -665,5 +753,84 @@ impl Session {
 
     pub fn mode(&self) -> Mode {
         self.config.mode
+    }
+}
+
+#[cfg(test)]
+mod stream_name_tests {
+    use super::StreamName;
+
+    /// Names nginx-rtmp 1.2 (Debian's libnginx-mod-rtmp) was seen to accept for publish and
+    /// play, published with librtmp and played back under the same name.
+    const NGINX_ACCEPTS: &[&str] = &[
+        "cam",
+        "cam-1_2.3",
+        "a/b",
+        "a/b/c",
+        "a.flv",
+        "mp4:a.mp4",
+        "user@host",
+        "k=v",
+        "a b",
+        "a%20b",
+        "a+b",
+        "a#b",
+        "a;b",
+        "a,b",
+        "a:b",
+        "a\\b",
+        "a'b",
+        "a\"b",
+        "a<b>",
+        "a|b",
+        "a*b",
+        "a~b",
+        "a!b",
+        "a$b",
+        "a(b)",
+        "a[b]",
+        "a{b}",
+        " ",
+        ".hidden",
+        "é",
+        "カメラ",
+        "😀",
+    ];
+
+    /// Accepted by nginx-rtmp, refused here (see `is_valid`).
+    const REFUSED: &[&str] = &[
+        "", "a\tb", "a\u{1}b", "a\u{7f}b", "a\u{85}b", "a\0b", "/abs", "x/", "a//b", ".", "..",
+        "../etc", "a/../b", "a/./b",
+    ];
+
+    #[test]
+    fn accepts_what_nginx_rtmp_accepts() {
+        for name in NGINX_ACCEPTS {
+            assert!(StreamName::parse(name).is_valid(), "{name:?} refused");
+            let with_key = format!("{name}?key=s3cret");
+            let parsed = StreamName::parse(&with_key);
+            assert!(parsed.is_valid(), "{with_key:?} refused");
+            assert_eq!(parsed.name, *name);
+            assert_eq!(parsed.param("key"), Some("s3cret"));
+        }
+        // nginx-rtmp truncates at 255 bytes; we keep up to MAX_LEN whole.
+        for len in [255, 256, 300, StreamName::MAX_LEN] {
+            assert!(
+                StreamName::parse(&"x".repeat(len)).is_valid(),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_could_harm() {
+        for name in REFUSED {
+            assert!(!StreamName::parse(name).is_valid(), "{name:?} accepted");
+        }
+        assert!(!StreamName::parse(&"x".repeat(StreamName::MAX_LEN + 1)).is_valid());
+        assert!(
+            !StreamName::parse("?key=1").is_valid(),
+            "empty name with a query"
+        );
     }
 }

@@ -6,8 +6,12 @@
 //! low. A player that falls behind the ring skips to the next keyframe; one whose socket does
 //! not take a write for `queue_length`, or that stays behind that long, is disconnected.
 //! A stream that no origin has ends its players with `StreamNotFound`.
+//!
+//! While playing, `pause` stops the media (answered `NetStream.Pause.Notify`) and the unpause
+//! resumes it at the next keyframe; `seek` is answered and the live stream goes on;
+//! `deleteStream` / `closeStream` end the play and keep the connection.
 
-use super::{Session, StreamName};
+use super::{Ended, Session, StreamName};
 use crate::hub::{PlayerEvent, SharedFrame, Skipper, PLAY_STREAM_ID};
 use crate::state::ClientKind;
 use crate::upstream;
@@ -27,7 +31,7 @@ const MAX_BATCH: usize = 64;
 /// (besides the kernel's socket buffer) is one batch.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<(), RtmpError> {
+pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
     let name = StreamName::parse(&raw);
     if !name.is_valid() {
@@ -115,7 +119,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     let mut skipper = Skipper::default();
     let mut caught_up_at = Instant::now();
     let mut ended: Option<String> = None;
-    let result: Result<(), RtmpError> = async {
+    let mut paused = false;
+    // Ok(true): the client ended the play and keeps its connection.
+    let result: Result<bool, RtmpError> = async {
         loop {
             if !batch.is_empty() {
                 let write = write_all_vectored(s.writer.get_mut(), &batch);
@@ -135,7 +141,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     .await?;
                 info!(stream = %key, %reason, "play ended: stream not found");
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                return Ok(());
+                return Ok(false);
             }
             // Wait for the next frames, reading the client's commands meanwhile.
             let mut event = tokio::select! {
@@ -149,7 +155,24 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     if common::rtmp::client::is_command(&msg) {
                         if let Ok(c) = command::parse_command(&msg) {
                             match c.name.as_str() {
-                                "deleteStream" | "closeStream" => return Ok(()),
+                                "deleteStream" | "closeStream" => return Ok(true),
+                                "pause" => {
+                                    let pause = matches!(c.args.first(), Some(rml_amf0::Amf0Value::Boolean(true)));
+                                    if paused && !pause {
+                                        // Live goes on meanwhile: resume at a keyframe.
+                                        skipper.lagged(0);
+                                    }
+                                    paused = pause;
+                                    let (code, desc) = match pause {
+                                        true => ("NetStream.Pause.Notify", "Paused live"),
+                                        false => ("NetStream.Unpause.Notify", "Unpaused live"),
+                                    };
+                                    debug!(stream = %key, paused, "pause");
+                                    s.status(stream_id, "status", code, desc).await?;
+                                }
+                                "seek" => {
+                                    s.status(stream_id, "status", "NetStream.Seek.Notify", "live: the stream goes on").await?;
+                                }
                                 _ => s.on_other_command(&c).await?,
                             }
                         }
@@ -189,6 +212,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             }
             let dropped = skipper.dropped;
             for f in frames.drain(..) {
+                if paused && !f.is_control() {
+                    continue;
+                }
                 if skipper.admit(&f) {
                     batch.push(wire(&f));
                 }
@@ -208,17 +234,31 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     s.client
         .bytes_in
         .store(s.reader.bytes_in(), std::sync::atomic::Ordering::Relaxed);
-    let _ = s.writer.get_mut().shutdown().await;
-    result
+    match result {
+        Ok(true) => {
+            info!(stream = %key, "play ended by the client");
+            drop(player);
+            Ok(Ended::ByClient(Box::new(s)))
+        }
+        other => {
+            let _ = s.writer.get_mut().shutdown().await;
+            other.map(|_| Ended::Close)
+        }
+    }
 }
 
 /// Answers a play with `StreamNotFound` and closes after a moment (so the client reads it).
-async fn not_found(mut s: Session, stream_id: u32, key: &str, why: &str) -> Result<(), RtmpError> {
+async fn not_found(
+    mut s: Session,
+    stream_id: u32,
+    key: &str,
+    why: &str,
+) -> Result<Ended, RtmpError> {
     s.status(stream_id, "error", "NetStream.Play.StreamNotFound", why)
         .await?;
     info!(stream = %key, "play refused: {why}");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    Ok(())
+    Ok(Ended::Close)
 }
 
 /// Writes all buffers with writev, resuming after partial writes.

@@ -1,7 +1,7 @@
 //! A publisher: checks (enabled, `publish.allow`, `publish.key`), then feeds the hub — or,
 //! on an edge with publishing enabled, forwards the publish to the origin.
 
-use super::{Session, StreamName};
+use super::{Ended, Session, StreamName};
 use crate::guard::{KeyGuard, KeyVerdict, Refusal};
 use crate::state::ClientKind;
 use crate::upstream;
@@ -12,7 +12,9 @@ use common::rtmp::conn::RtmpError;
 use std::time::Instant;
 use tracing::{info, warn};
 
-pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<(), RtmpError> {
+/// Ends with the connection kept ([`Ended::ByClient`]) when the client unpublishes, or
+/// closed after a refusal.
+pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
     let name = StreamName::parse(&raw);
     let cfg = s.config.publish.clone();
@@ -40,12 +42,14 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     if let Some((code, why)) = refusal {
         warn!(stream = %name.name, reason = %why, "publish refused");
         s.status(stream_id, "error", code, &why).await?;
-        return Ok(());
+        return Ok(Ended::Close);
     }
     let key = s.stream_key(&name);
     if s.mode() == Mode::Remote {
         s.client.set(ClientKind::Publish, &key);
-        return upstream::forward_publish(s, &raw, stream_id).await;
+        return upstream::forward_publish(s, &raw, stream_id)
+            .await
+            .map(|()| Ended::Close);
     }
     let source = match s.state.hub.start_source(&key, s.id) {
         Ok(src) => src,
@@ -58,7 +62,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 &e.to_string(),
             )
             .await?;
-            return Ok(());
+            return Ok(Ended::Close);
         }
     };
     s.reader.set_max_message_size(s.config.max_message_size);
@@ -73,6 +77,10 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         &format!("{key} is now published"),
     )
     .await?;
+    if s.fc_publish {
+        s.fc_status("onFCPublish", "NetStream.Publish.Start", &cmd);
+        s.writer.flush().await?;
+    }
     info!(stream = %key, "publish started");
     s.client.set(ClientKind::Publish, &key);
     let client = s.client.clone();
@@ -104,7 +112,11 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             msg_type::COMMAND_AMF0 | msg_type::COMMAND_AMF3 => {
                 let c = command::parse_command(&msg).map_err(RtmpError::Protocol)?;
                 match c.name.as_str() {
-                    "deleteStream" | "closeStream" | "FCUnpublish" => break Ok(()),
+                    "deleteStream" | "closeStream" => break Ok(()),
+                    "FCUnpublish" => {
+                        s.on_other_command(&c).await?;
+                        break Ok(());
+                    }
                     _ => s.on_other_command(&c).await?,
                 }
             }
@@ -112,7 +124,8 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         }
     };
     info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
-    result
+    drop(source);
+    result.map(|()| Ended::ByClient(Box::new(s)))
 }
 
 /// The publish key, compared in constant time; a source that keeps failing is slowed down
