@@ -57,7 +57,10 @@ pub fn have(program: &str, test: &str) -> bool {
         if require_all() {
             panic!("{test}: {program} is required (EDGEFLEET_REQUIRE_ALL=1) but not installed");
         }
-        skip(test, &format!("{program} is not installed (apt-get install it, or see .ci/run)"));
+        skip(
+            test,
+            &format!("{program} is not installed (apt-get install it, or see .ci/run)"),
+        );
     }
     found
 }
