@@ -15,6 +15,8 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 struct Fleet {
     lab: Lab,
     lb: Host,
+    /// The second balancer of the failover test.
+    lb2: Option<Host>,
     client: Host,
     edges: Vec<Host>,
 }
@@ -26,10 +28,16 @@ fn available(test: &str) -> bool {
 /// origin + publisher on .10, edges on .11 and .12 (VIP on lo), lb on .2 (VIP on eth0),
 /// client on .50.
 fn fleet() -> Fleet {
+    fleet_of(false)
+}
+
+/// With `two_lbs`, a second balancer on .3 and no VIP set by hand: VRRP places it.
+fn fleet_of(two_lbs: bool) -> Fleet {
     let mut lab = Lab::create();
     let origin = lab.host("origin", 10);
     let edges = vec![lab.host("edge1", 11), lab.host("edge2", 12)];
     let lb = lab.host("lb", 2);
+    let lb2 = two_lbs.then(|| lab.host("lb2", 3));
     let client = lab.host("client", 50);
     let edge_bin = bin("edge");
     let o = lab.file(
@@ -95,6 +103,7 @@ fn fleet() -> Fleet {
     Fleet {
         lab,
         lb,
+        lb2,
         client,
         edges,
     }
@@ -114,9 +123,13 @@ fn lb_config(algo: &str, edges: &[&Host]) -> String {
 }
 
 fn start_lb(f: &Fleet, label: &str, cfg: &str) -> std::path::PathBuf {
-    let path = f.lab.file("lb.toml", cfg);
+    start_lb_on(f, &f.lb, label, cfg)
+}
+
+fn start_lb_on(f: &Fleet, host: &Host, label: &str, cfg: &str) -> std::path::PathBuf {
+    let path = f.lab.file(&format!("{label}.toml"), cfg);
     f.lab.spawn(
-        &f.lb,
+        host,
         label,
         &bin("lb"),
         &["--config", path.to_str().unwrap()],
@@ -126,8 +139,12 @@ fn start_lb(f: &Fleet, label: &str, cfg: &str) -> std::path::PathBuf {
 }
 
 fn status(f: &Fleet) -> serde_json::Value {
+    status_of(f, &f.lb)
+}
+
+fn status_of(f: &Fleet, host: &Host) -> serde_json::Value {
     let out = f.lab.exec(
-        &f.lb,
+        host,
         &[
             bin("lb").to_str().unwrap(),
             "status",
@@ -158,8 +175,12 @@ fn status_table(f: &Fleet) -> String {
 
 /// Waits until the DR table is programmed with `n` real servers whose MACs are known.
 fn wait_programmed(f: &Fleet, label: &str, n: usize) {
+    wait_programmed_on(f, &f.lb, label, n)
+}
+
+fn wait_programmed_on(f: &Fleet, host: &Host, label: &str, n: usize) {
     let ok = wait(Duration::from_secs(10), || {
-        let st = status(f);
+        let st = status_of(f, host);
         let vs = &st["virtual_servers"][0];
         vs["dr"]["programmed"].as_u64().unwrap_or(0) > 0
             && vs["real_servers"]
@@ -170,7 +191,7 @@ fn wait_programmed(f: &Fleet, label: &str, n: usize) {
     assert!(
         ok.is_some(),
         "DR table never programmed with {n} servers: {:#}\n{}",
-        status(f),
+        status_of(f, host),
         f.lab.log(label)
     );
 }
@@ -541,4 +562,45 @@ fn check_names_a_real_server_behind_a_gateway() {
         "{out}"
     );
     assert!(!out.contains("real_server[0]"), "{out}");
+}
+
+#[test]
+fn two_lbs_share_the_vip_and_viewers_survive_a_master_link_cut() {
+    let test = "two_lbs_share_the_vip_and_viewers_survive_a_master_link_cut";
+    if !available(test) {
+        return;
+    }
+    let f = fleet_of(true);
+    let lb2 = f.lb2.clone().unwrap();
+    let vrrp = |state: &str, prio: u8| {
+        format!(
+            "{}\n[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"{state}\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {prio}\nadvert_int = 0.1\nvirtual_ipaddress = [\"{VIP}/24\"]\n",
+            lb_config("mh", &[&f.edges[0], &f.edges[1]])
+        )
+    };
+    start_lb_on(&f, &f.lb, "lb", &vrrp("MASTER", 150));
+    start_lb_on(&f, &lb2, "lb2", &vrrp("BACKUP", 100));
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb, VIP)).is_some(),
+        "lb never became master:\n{}",
+        f.lab.log("lb")
+    );
+    wait_programmed_on(&f, &f.lb, "lb", 2);
+    wait_programmed_on(&f, &lb2, "lb2", 2);
+    wait_stream(&f);
+    play_bg(&f, "viewers", 12, 9.0);
+    std::thread::sleep(Duration::from_secs(3));
+    f.lab.cut(&f.lb);
+    let took = wait(Duration::from_secs(5), || f.lab.has_addr(&lb2, VIP))
+        .expect("the backup never took the VIP");
+    println!("DR failover: backup holds the VIP {took:?} after the cut");
+    // The backup has no entry for these flows: their next packets are adopted through the
+    // same Maglev table, i.e. sent to the edge the master chose, and the viewers go on.
+    let s = summary(&f, "viewers", Duration::from_secs(30));
+    let adopted = status_of(&f, &lb2)["virtual_servers"][0]["dr"]["packets"]["adopted"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(s["ok"], 12, "{s}\n{}", f.lab.log("viewers"));
+    assert_eq!(s["stalls"], 0, "{s}");
+    assert!(adopted >= 12, "the backup adopted {adopted} flows");
 }
