@@ -604,3 +604,73 @@ fn two_lbs_share_the_vip_and_viewers_survive_a_master_link_cut() {
     assert_eq!(s["stalls"], 0, "{s}");
     assert!(adopted >= 12, "the backup adopted {adopted} flows");
 }
+
+/// Flows of real server `rs` in the connection table: open and closing (closed ones stay
+/// 120 s, so the count does not drop when a short viewer ends).
+fn flows(st: &serde_json::Value, rs: usize) -> u64 {
+    let r = &st["virtual_servers"][0]["real_servers"][rs];
+    r["active"].as_u64().unwrap_or(0) + r["inactive"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_drained_edge_keeps_its_viewers_and_gets_no_new_ones() {
+    let test = "a_drained_edge_keeps_its_viewers_and_gets_no_new_ones";
+    if !available(test) {
+        return;
+    }
+    let f = fleet();
+    start_lb(&f, "lb", &lb_config("mh", &[&f.edges[0], &f.edges[1]]));
+    wait_programmed(&f, "lb", 2);
+    wait_stream(&f);
+    play_bg(&f, "first", 12, 9.0);
+    // Wait for the 12 flows in the connection table (read once a second).
+    let seen = wait(Duration::from_secs(5), || {
+        let st = status(&f);
+        st["virtual_servers"][0]["real_servers"][0]["active"]
+            .as_u64()
+            .unwrap_or(0)
+            + st["virtual_servers"][0]["real_servers"][1]["active"]
+                .as_u64()
+                .unwrap_or(0)
+            >= 12
+    });
+    let before = status(&f);
+    assert!(seen.is_some(), "{before:#}");
+    let (edge1, edge2) = (flows(&before, 0), flows(&before, 1));
+    assert!(edge1 > 0, "no first viewer on edge1: {before:#}");
+    let programmed = before["virtual_servers"][0]["dr"]["programmed"]
+        .as_u64()
+        .unwrap();
+    let out = f
+        .lab
+        .exec(
+            &f.lb,
+            &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9180; printf 'POST /drain?vs=198.18.0.100:1935&rs=198.18.0.11:1935 HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3; cat <&3"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(out.contains("drained"), "{out}");
+    // Let the reprogram land, then ten more viewers: all on edge2.
+    assert!(wait(Duration::from_secs(5), || {
+        status(&f)["virtual_servers"][0]["dr"]["programmed"].as_u64() > Some(programmed)
+    })
+    .is_some());
+    play_bg(&f, "second", 10, 3.0);
+    let spread = wait(Duration::from_secs(6), || {
+        flows(&status(&f), 1) >= edge2 + 10
+    });
+    let st = status(&f);
+    assert!(spread.is_some(), "new viewers not all on edge2: {st:#}");
+    assert_eq!(
+        flows(&st, 0),
+        edge1,
+        "edge1 got new flows after the drain: {st:#}"
+    );
+    assert_eq!(st["virtual_servers"][0]["real_servers"][0]["weight"], 0);
+    let s = summary(&f, "second", Duration::from_secs(30));
+    assert_eq!(s["ok"], 10, "{s}");
+    // The drained edge's viewers played on to the end.
+    let s = summary(&f, "first", Duration::from_secs(30));
+    assert_eq!(s["ok"], 12, "{s}\n{}", f.lab.log("first"));
+    assert_eq!(s["stalls"], 0, "{s}");
+}
