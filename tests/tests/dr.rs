@@ -501,7 +501,12 @@ fn a_killed_lb_leaves_a_table_the_next_start_removes() {
         return;
     }
     let f = fleet();
-    let cfg = lb_config("mh", &[&f.edges[0], &f.edges[1]]);
+    // rr with persistence here (the other tests use mh): every flow of the one client host
+    // goes to the edge its first flow got.
+    let cfg = lb_config("rr", &[&f.edges[0], &f.edges[1]]).replace(
+        "delay_loop = 0.5",
+        "delay_loop = 0.5\npersistence_timeout = 50",
+    );
     start_lb(&f, "lb", &cfg);
     wait_programmed(&f, "lb", 2);
     f.lab.kill("lb");
@@ -518,6 +523,18 @@ fn a_killed_lb_leaves_a_table_the_next_start_removes() {
         f.lab.log("lb-again")
     );
     wait_stream(&f);
+    let p = play(&f, 6, 1.0);
+    assert_eq!(p["ok"], 6, "{p}");
+    let st = wait(Duration::from_secs(3), || {
+        let st = status(&f);
+        flows(&st, 0) + flows(&st, 1) >= 7
+    })
+    .map(|_| status(&f))
+    .unwrap_or_else(|| status(&f));
+    assert!(
+        (flows(&st, 0) == 0) != (flows(&st, 1) == 0),
+        "persistence: one client's flows on both edges: {st:#}"
+    );
     // A clean stop removes the table.
     f.lab.signal("lb-again", nix::sys::signal::Signal::SIGTERM);
     assert!(f.lab.wait_exit("lb-again", Duration::from_secs(5)));

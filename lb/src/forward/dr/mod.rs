@@ -100,6 +100,10 @@ pub struct DrForward {
     stats: Arc<Mutex<DrStats>>,
     task: AbortHandle,
     table: String,
+    /// Held by every step that writes the table, and set by [`DrForward::stop`]: a step
+    /// already running when the task is aborted would otherwise recreate the table after
+    /// stop removed it.
+    stopped: Arc<Mutex<bool>>,
 }
 
 impl DrForward {
@@ -120,7 +124,9 @@ impl DrForward {
             was_up: HashSet::new(),
             last_read: None,
             errors: crate::accept::Throttle::new(crate::accept::LOG_EVERY),
+            stopped: Arc::new(Mutex::new(false)),
         };
+        let stopped = state.stopped.clone();
         drop(vs);
         let first = tokio::task::spawn_blocking(move || {
             let r = state.step();
@@ -161,6 +167,7 @@ impl DrForward {
             stats,
             task: task.abort_handle(),
             table,
+            stopped,
         })
     }
 
@@ -171,6 +178,8 @@ impl DrForward {
     /// Removes the kernel table: no more forwarding for this virtual server.
     pub fn stop(&self) {
         self.task.abort();
+        let mut stopped = self.stopped.lock().unwrap();
+        *stopped = true;
         match nft::nft(&["delete", "table", "netdev", &self.table], None) {
             Ok(_) => info!(table = %self.table, "DR table removed"),
             Err(e) => warn!(table = %self.table, error = %e, "could not remove the DR table"),
@@ -191,6 +200,7 @@ struct State {
     was_up: HashSet<SocketAddr>,
     last_read: Option<Instant>,
     errors: crate::accept::Throttle,
+    stopped: Arc<Mutex<bool>>,
 }
 
 /// The seed of the kernel's jhash: from the virtual server's address, so every lb with this
@@ -201,6 +211,11 @@ pub fn seed(vs: SocketAddr) -> u32 {
 
 impl State {
     fn step(&mut self) -> Result<(), DrError> {
+        let stopped = self.stopped.clone();
+        let stopped = stopped.lock().unwrap();
+        if *stopped {
+            return Ok(());
+        }
         let Some(vs) = self.vs.upgrade() else {
             return Ok(());
         };
