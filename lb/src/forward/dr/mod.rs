@@ -20,7 +20,7 @@ pub mod net;
 pub mod nft;
 
 use crate::balancer::VsRuntime;
-use crate::config::{Algo, VsConfig};
+use crate::config::VsConfig;
 use nft::{Plan, PlanServer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -480,8 +480,7 @@ fn device_for(cfg: &VsConfig) -> Result<String, DrError> {
 /// its key path below the virtual server (`.real_server[1]: ...`).
 pub fn preflight(cfg: &VsConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = nft::nft(&["--version"], None) {
-        let _ = e;
+    if nft::nft(&["--version"], None).is_err() {
         problems.push(
             ".lb_kind: \"DR\" needs the nft binary (nftables), which is not installed: apt-get install nftables"
                 .to_string(),
@@ -517,9 +516,6 @@ pub fn preflight(cfg: &VsConfig) -> Vec<String> {
                 }
             }
         }
-    }
-    if cfg.algo == Algo::Lc || cfg.algo == Algo::Wlc {
-        problems.push(".lb_algo: lc/wlc are not available with DR".into());
     }
     problems
 }
