@@ -61,6 +61,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make this host a real server behind lb_kind = "DR": the VIP /32 on lo,
+    /// arp_ignore=1 and arp_announce=2 on all and lo (needs root; idempotent).
+    DrSetup {
+        /// The virtual server's address (IPv4).
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        /// Remove the address and set the sysctls back to 0.
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +90,18 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Status { api, config, json }) => rt.block_on(run_status(api, config, json)),
         Some(Command::Publish { file, url, looped }) => rt.block_on(run_publish(file, url, looped)),
+        Some(Command::DrSetup { vip, undo }) => match edge::tools::dr_setup::run(vip, undo) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edge dr-setup: {e}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::Play {
             url,
             clients,

@@ -79,7 +79,11 @@ pub struct VsRuntime {
     pub sched: Mutex<Scheduler>,
     pub servers: Mutex<Vec<Arc<RsRuntime>>>,
     pub stats: VsStats,
-    listener: Mutex<Option<AbortHandle>>,
+    /// How this virtual server moves viewers' packets (PROXY listener or DR datapath).
+    pub forward: Mutex<Option<crate::forward::Forwarder>>,
+    /// Woken when anything a datapath programs from changes (health, weight, membership,
+    /// config), so DR re-renders its tables at once instead of at its next tick.
+    pub changed: tokio::sync::Notify,
 }
 
 impl VsRuntime {
@@ -129,6 +133,7 @@ impl VsRuntime {
         if let Some(f) = flip {
             rs.flips.fetch_add(1, Ordering::Relaxed);
             self.sched.lock().unwrap().set_up(rs.addr, f == Flip::Up);
+            self.changed.notify_one();
             match (f, result) {
                 (Flip::Up, _) => {
                     info!(vs = %self.address, rs = %rs.addr, "real server UP: check succeeded")
@@ -154,12 +159,29 @@ impl VsRuntime {
         for r in self.servers.lock().unwrap().iter() {
             s.set_up(r.addr, r.is_up());
         }
+        self.changed.notify_one();
     }
 
     /// Admin: weight override (`None` = back to the configured weight).
     pub fn set_weight_override(&self, rs: &RsRuntime, w: Option<u32>) {
         *rs.weight_override.lock().unwrap() = w;
         self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
+        self.changed.notify_one();
+    }
+
+    /// What the DR datapath last read (counters, connection table); `None` for PROXY.
+    pub fn dr_stats(&self) -> Option<crate::forward::dr::DrStats> {
+        self.forward
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|f| f.dr_stats())
+    }
+
+    fn stop_forward(&self) {
+        if let Some(f) = self.forward.lock().unwrap().take() {
+            f.stop();
+        }
     }
 
     /// Admin: drain (`true`) or end the drain; returns whether it was drained before.
@@ -211,9 +233,7 @@ impl Balancer {
                 let keep = new.virtual_servers.iter().any(|n| n.address == v.address);
                 if !keep {
                     info!(vs = %v.address, "virtual server removed");
-                    if let Some(h) = v.listener.lock().unwrap().take() {
-                        h.abort();
-                    }
+                    v.stop_forward();
                     for r in v.servers.lock().unwrap().iter() {
                         stop_checker(r);
                     }
@@ -224,6 +244,18 @@ impl Balancer {
         for vs_cfg in &new.virtual_servers {
             let existing = self.find(vs_cfg.address);
             let vs = match existing {
+                Some(v) if v.cfg.read().unwrap().kind != vs_cfg.kind => {
+                    // A change of forwarding method: the old one stops (PROXY connections in
+                    // flight finish), the new one starts on the same running state.
+                    info!(vs = %vs_cfg.address, kind = vs_cfg.kind.name(), "lb_kind changed: switching the forwarding method");
+                    v.stop_forward();
+                    *v.cfg.write().unwrap() = vs_cfg.clone();
+                    match crate::forward::Forwarder::start(v.clone(), copy_mode).await {
+                        Ok(f) => *v.forward.lock().unwrap() = Some(f),
+                        Err(e) => errors.push(format!("virtual_server {}: {e}", vs_cfg.address)),
+                    }
+                    v
+                }
                 Some(v) => v,
                 None => {
                     let v = Arc::new(VsRuntime {
@@ -232,19 +264,17 @@ impl Balancer {
                         sched: Mutex::new(Scheduler::new(vs_cfg.algo, vs_cfg.persistence)),
                         servers: Mutex::new(Vec::new()),
                         stats: VsStats::default(),
-                        listener: Mutex::new(None),
+                        forward: Mutex::new(None),
+                        changed: tokio::sync::Notify::new(),
                     });
-                    match crate::proxy::listen(v.clone(), copy_mode).await {
-                        Ok(h) => *v.listener.lock().unwrap() = Some(h),
+                    match crate::forward::Forwarder::start(v.clone(), copy_mode).await {
+                        Ok(f) => *v.forward.lock().unwrap() = Some(f),
                         Err(e) => {
-                            errors.push(format!(
-                                "virtual_server {}: cannot listen: {e}",
-                                vs_cfg.address
-                            ));
+                            errors.push(format!("virtual_server {}: {e}", vs_cfg.address));
                             continue;
                         }
                     }
-                    info!(vs = %vs_cfg.address, algo = vs_cfg.algo.name(), servers = vs_cfg.real_servers.len(), "virtual server listening");
+                    info!(vs = %vs_cfg.address, algo = vs_cfg.algo.name(), kind = vs_cfg.kind.name(), servers = vs_cfg.real_servers.len(), "virtual server started");
                     self.vss.lock().unwrap().push(v.clone());
                     v
                 }
@@ -382,9 +412,7 @@ impl Balancer {
             v.abort();
         }
         for v in self.vss.lock().unwrap().drain(..) {
-            if let Some(h) = v.listener.lock().unwrap().take() {
-                h.abort();
-            }
+            v.stop_forward();
             for r in v.servers.lock().unwrap().iter() {
                 stop_checker(r);
             }

@@ -6,6 +6,8 @@
 //! - [`dispatch`]: sans-I/O scheduling (rr, wrr, lc, wlc, sh, mh/Maglev) and persistence.
 //! - [`health`]: check thresholds (sans-I/O) and the TCP / RTMP probes.
 //! - [`balancer`]: the running state; applies a config at start and on reload.
+//! - [`forward`]: the forwarding methods behind one seam: PROXY (wraps [`proxy`]) and DR
+//!   (direct routing through an nftables netdev-ingress table).
 //! - [`proxy`]: the userspace full-proxy dispatch and its splice/buffered copy.
 //! - [`vrrp`]: VRRP v3/v2 ownership of the virtual IPs (keepalived-compatible).
 //! - [`admin`]: `/metrics`, `/status`, drain/enable/weight, and `lb status`'s table.
@@ -17,6 +19,7 @@ pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod dispatch;
+pub mod forward;
 pub mod health;
 pub mod proxy;
 pub mod vrrp;
@@ -74,6 +77,12 @@ pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
         timeout: config.admin_timeout,
         token: token.map(|(t, _)| t),
     };
+    let problems = forward::preflight(&config);
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    // Tables of a previous lb that was killed would keep forwarding: remove them first.
+    forward::dr::sweep_stale();
     let balancer = Balancer::new(config.clone());
     balancer.apply(config).await.map_err(anyhow::Error::msg)?;
     let listener = std::net::TcpListener::bind(admin_listen)

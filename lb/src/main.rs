@@ -223,6 +223,14 @@ fn main() -> ExitCode {
         eprintln!("{}: {e}", path.display());
         return ExitCode::from(64);
     }
+    // What the config needs of this host (DR: nft, real servers on this L2 segment).
+    let problems = lb::forward::preflight(&config);
+    for p in &problems {
+        eprintln!("{}: {p}", path.display());
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(64);
+    }
     if cli.check {
         // Valid, but not going to work here as it is (the running lb logs the same).
         for w in config.warnings(lb::config::interface_exists) {

@@ -1,5 +1,7 @@
-//! Tools in the edge binary: `edge publish` and `edge play`.
+//! Tools in the edge binary: `edge publish`, `edge play`, and `edge dr-setup` (a real
+//! server behind a DR balancer).
 
+pub mod dr_setup;
 pub mod flv;
 pub mod play;
 pub mod publish;

@@ -92,6 +92,7 @@ pub fn status(b: &Balancer) -> serde_json::Value {
         .iter()
         .map(|vs| {
             let cfg = vs.cfg.read().unwrap().clone();
+            let dr = vs.dr_stats();
             let rss: Vec<_> = vs
                 .servers
                 .lock()
@@ -100,7 +101,7 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                 .map(|r| {
                     let c = r.cfg.lock().unwrap().clone();
                     let up = r.is_up();
-                    json!({
+                    let mut j = json!({
                         "address": r.addr.to_string(),
                         "state": if up { "UP" } else { "DOWN" },
                         "weight": if up || c.inhibit_on_failure { r.weight() } else { 0 },
@@ -119,13 +120,22 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "check_failures": r.check_failures.load(Ordering::Relaxed),
                         "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp" }),
                         "last_error": r.last_error.lock().unwrap().clone(),
-                    })
+                    });
+                    if let Some(d) = dr.as_ref().map(|d| d.servers.get(&r.addr).cloned().unwrap_or_default()) {
+                        // DR: flows from the kernel's connection table, packets forwarded.
+                        j["active"] = json!(d.active);
+                        j["inactive"] = json!(d.inactive);
+                        j["forwarded_packets"] = json!(d.packets);
+                        j["forwarded_bytes"] = json!(d.bytes);
+                        j["mac"] = json!(d.mac.map(|m| m.to_string()));
+                    }
+                    j
                 })
                 .collect();
             json!({
                 "address": vs.address.to_string(),
                 "lb_algo": cfg.algo.name(),
-                "lb_kind": "PROXY",
+                "lb_kind": cfg.kind.name(),
                 "persistence_timeout": cfg.persistence.map(|p| p.timeout.as_secs()).unwrap_or(0),
                 "sorry_server": cfg.sorry_server.map(|s| s.to_string()),
                 "active": vs.stats.active.load(Ordering::Relaxed),
@@ -133,6 +143,13 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                 "refused": vs.stats.refused.load(Ordering::Relaxed),
                 "sorry": vs.stats.sorry.load(Ordering::Relaxed),
                 "real_servers": rss,
+                "dr": dr.map(|d| json!({
+                    "device": d.device,
+                    "table": d.table,
+                    "programmed": d.programmed,
+                    "packets": d.counters,
+                    "last_error": d.last_error,
+                })),
             })
         })
         .collect();
@@ -252,6 +269,18 @@ pub fn metrics(b: &Balancer) -> String {
             "Proxy connects to the real server that failed.",
         ),
         (
+            "edgefleet_rs_forwarded_packets_total",
+            "forwarded_packets",
+            "counter",
+            "DR: packets from viewers forwarded to the real server.",
+        ),
+        (
+            "edgefleet_rs_forwarded_bytes_total",
+            "forwarded_bytes",
+            "counter",
+            "DR: bytes from viewers forwarded to the real server.",
+        ),
+        (
             "edgefleet_rs_checks_total",
             "checks",
             "counter",
@@ -285,6 +314,8 @@ pub fn metrics(b: &Balancer) -> String {
                     u8::from(rs["state"] == "UP").to_string()
                 } else if key == "drained" {
                     u8::from(rs["drained"] == true).to_string()
+                } else if rs[key].is_null() {
+                    continue; // a PROXY server has no DR counters
                 } else {
                     rs[key].to_string()
                 };
@@ -293,6 +324,35 @@ pub fn metrics(b: &Balancer) -> String {
                     "{name}{{vs=\"{}\",rs=\"{}\"}} {v}",
                     vs["address"].as_str().unwrap_or(""),
                     rs["address"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    // DR datapath: drops by reason, and every packet by the path it took.
+    let _ = writeln!(out, "# HELP edgefleet_vs_dropped_packets_total DR: packets to the virtual server dropped, by reason.\n# TYPE edgefleet_vs_dropped_packets_total counter");
+    for vs in vss {
+        for (reason, counter) in [
+            ("fragment", "drop_frag"),
+            ("malformed", "drop_malformed"),
+            ("no_server", "drop_no_server"),
+        ] {
+            if let Some(n) = vs["dr"]["packets"][counter].as_u64() {
+                let _ = writeln!(
+                    out,
+                    "edgefleet_vs_dropped_packets_total{{vs=\"{}\",reason=\"{reason}\"}} {n}",
+                    vs["address"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP edgefleet_vs_dr_packets_total DR: packets by the path they took (new_conn, hit_conn, fin_rst, adopted = mid-flow packet of an unknown flow, ct_full = connection table full, sorry, pass_nontcp = not TCP, passed to the stack).\n# TYPE edgefleet_vs_dr_packets_total counter");
+    for vs in vss {
+        if let Some(m) = vs["dr"]["packets"].as_object() {
+            for (path, n) in m.iter().filter(|(k, _)| !k.starts_with("drop_")) {
+                let _ = writeln!(
+                    out,
+                    "edgefleet_vs_dr_packets_total{{vs=\"{}\",path=\"{path}\"}} {n}",
+                    vs["address"].as_str().unwrap_or("")
                 );
             }
         }
@@ -406,12 +466,18 @@ pub fn render_table(st: &serde_json::Value) -> String {
             vs["address"].as_str().unwrap_or("?"),
             vs["lb_algo"].as_str().unwrap_or("?")
         );
+        // ipvsadm's names: Masq, Route, Tunnel; ours: Proxy.
+        let forward = if vs["lb_kind"] == "DR" {
+            "Route"
+        } else {
+            "Proxy"
+        };
         for rs in vs["real_servers"].as_array().unwrap_or(&empty) {
             let _ = writeln!(
                 out,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {}",
                 rs["address"].as_str().unwrap_or("?"),
-                "Proxy",
+                forward,
                 rs["weight"].to_string(),
                 rs["active"].to_string(),
                 rs["inactive"].to_string(),
@@ -419,7 +485,7 @@ pub fn render_table(st: &serde_json::Value) -> String {
             );
         }
         if let Some(s) = vs["sorry_server"].as_str() {
-            let _ = writeln!(out, "  -> {s:<28} {:<7} (sorry server)", "Proxy");
+            let _ = writeln!(out, "  -> {s:<28} {forward:<7} (sorry server)");
         }
     }
     let vrrps = st["vrrp_instances"].as_array().unwrap_or(&empty);

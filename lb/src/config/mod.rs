@@ -166,6 +166,18 @@ impl Algo {
 pub enum Kind {
     /// Userspace full proxy.
     Proxy,
+    /// Direct routing: frames to VIP:PORT get the real server's MAC and go back out; the
+    /// real server (VIP on `lo`) answers the viewer itself. See `crate::forward::dr`.
+    Dr,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Proxy => "PROXY",
+            Kind::Dr => "DR",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -741,18 +753,12 @@ impl RawVirtualServer {
         }
         let kind = match self.lb_kind.as_deref().unwrap_or("PROXY") {
             "PROXY" => Kind::Proxy,
-            "DR" => {
-                v.err(
-                    "lb_kind",
-                    "\"DR\" (direct routing) is not there yet: the kinds are \"PROXY\" (a userspace full proxy; the edge sees the viewer's address with send_proxy = \"v2\")",
-                );
-                Kind::Proxy
-            }
+            "DR" => Kind::Dr,
             k @ ("NAT" | "TUN") => {
                 v.err(
                     "lb_kind",
                     format!(
-                        "{k:?} does not exist here: the kinds are \"PROXY\" (a userspace full proxy: the edges need no route back through lb, nor a tunnel; with send_proxy = \"v2\" they see the viewer's address) and, later, \"DR\""
+                        "{k:?} does not exist here: the kinds are \"PROXY\" (a userspace full proxy: the edges need no route back through lb, nor a tunnel; with send_proxy = \"v2\" they see the viewer's address) and \"DR\" (direct routing, as LVS-DR: the edges hold the VIP on lo, see edge dr-setup)"
                     ),
                 );
                 Kind::Proxy
@@ -760,11 +766,22 @@ impl RawVirtualServer {
             other => {
                 v.err(
                     "lb_kind",
-                    format!("{other:?} is not a forwarding method: the kinds are \"PROXY\" (and, later, \"DR\")"),
+                    format!(
+                        "{other:?} is not a forwarding method: the kinds are \"PROXY\" and \"DR\""
+                    ),
                 );
                 Kind::Proxy
             }
         };
+        if kind == Kind::Dr && matches!(algo, Algo::Lc | Algo::Wlc) {
+            v.err(
+                "lb_algo",
+                format!(
+                    "{:?} is not available with lb_kind = \"DR\" yet (the nftables datapath cannot pick the least-loaded server): use mh, sh, rr or wrr",
+                    algo.name()
+                ),
+            );
+        }
         let timeout = v.int(
             "persistence_timeout",
             self.persistence_timeout,
@@ -819,6 +836,9 @@ impl RawVirtualServer {
             }
         }
         v.path = base;
+        if kind == Kind::Dr {
+            dr_rules(v, address, sorry_server, &real_servers);
+        }
         Some(VsConfig {
             address: address?,
             algo,
@@ -831,6 +851,63 @@ impl RawVirtualServer {
             connect_timeout,
             real_servers,
         })
+    }
+}
+
+/// What direct routing needs of addresses (one error per problem): IPv4 (the datapath
+/// matches IPv4 only), real servers on the virtual server's port (DR cannot change a port:
+/// the real server answers from VIP:PORT itself), no PROXY header (DR never touches the
+/// stream). The L2 reachability checks need the host: `crate::forward::preflight`.
+fn dr_rules(
+    v: &mut V,
+    address: Option<SocketAddr>,
+    sorry: Option<SocketAddr>,
+    real_servers: &[RsConfig],
+) {
+    let Some(address) = address else { return };
+    if !address.is_ipv4() {
+        v.err(
+            "address",
+            format!("{address}: lb_kind = \"DR\" supports IPv4 virtual servers only"),
+        );
+    }
+    let base = v.path.clone();
+    for (j, rs) in real_servers.iter().enumerate() {
+        v.path = format!("{base}.real_server[{j}]");
+        if !rs.address.is_ipv4() {
+            v.err(
+                "address",
+                format!("{}: DR real servers are IPv4", rs.address),
+            );
+        }
+        if rs.address.port() != address.port() {
+            v.err(
+                "address",
+                format!(
+                    "{}: with lb_kind = \"DR\" a real server listens on the virtual server's port {} (DR does not rewrite ports)",
+                    rs.address,
+                    address.port()
+                ),
+            );
+        }
+        if rs.send_proxy {
+            v.err(
+                "send_proxy",
+                "is a PROXY-kind feature: with lb_kind = \"DR\" the edge sees the viewer's address itself",
+            );
+        }
+    }
+    v.path = base;
+    if let Some(s) = sorry {
+        if s.port() != address.port() || !s.is_ipv4() {
+            v.err(
+                "sorry_server",
+                format!(
+                    "{s}: with lb_kind = \"DR\" the sorry server is an IPv4 host on port {}",
+                    address.port()
+                ),
+            );
+        }
     }
 }
 
@@ -1001,7 +1078,7 @@ delay_before_retry = 3
         assert!(e[0].contains("\"fastest\" is not one of"), "{e:?}");
         let e = errors(&GOOD.replace("\"255.255.255.0\"", "\"255.0.255.0\""));
         assert!(e[0].contains("not a contiguous netmask"), "{e:?}");
-        let e = errors(&GOOD.replace("\"PROXY\"", "\"DR\""));
+        let e = errors(&GOOD.replace("\"PROXY\"", "\"TUN\""));
         assert!(e[0].starts_with("virtual_server[0].lb_kind"), "{e:?}");
         let e = errors(&format!(
             "admin_timeout = 0\nadmin_token_file = \"\"\n{GOOD}"
@@ -1077,6 +1154,32 @@ delay_before_retry = 3
         let e = errors(&GOOD.replace("weight = 1", "weight = \"heavy\""));
         assert!(
             e[0].contains("line 12") && e[0].contains("stops at its first error"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn dr_is_accepted_with_its_rules() {
+        let dr = GOOD
+            .replace("\"PROXY\"", "\"DR\"")
+            .replace("127.0.0.1:19351", "127.0.0.2:1935");
+        let c = LbConfig::parse(&dr).unwrap();
+        assert_eq!(c.virtual_servers[0].kind, Kind::Dr);
+        let e = errors(&GOOD.replace("\"PROXY\"", "\"DR\""));
+        assert!(
+            e[0].starts_with("virtual_server[0].real_server[0].address: 127.0.0.1:19351: with lb_kind = \"DR\" a real server listens on the virtual server's port 1935"),
+            "{e:?}"
+        );
+        let e = errors(&dr.replace("\"rr\"", "\"wlc\""));
+        assert!(
+            e[0].starts_with(
+                "virtual_server[0].lb_algo: \"wlc\" is not available with lb_kind = \"DR\""
+            ),
+            "{e:?}"
+        );
+        let e = errors(&dr.replace("weight = 1", "weight = 1\nsend_proxy = \"v2\""));
+        assert!(
+            e[0].starts_with("virtual_server[0].real_server[0].send_proxy"),
             "{e:?}"
         );
     }

@@ -60,6 +60,12 @@ impl Maglev {
         Some(Maglev { table })
     }
 
+    /// The whole table: slot -> index into the backend list given to [`Maglev::build`]
+    /// (the DR datapath loads it into the kernel, so the kernel's choice is this table's).
+    pub fn slots(&self) -> &[u16] {
+        &self.table
+    }
+
     /// The backend index for a client address; `attempt` > 0 probes other slots (used when
     /// the first choice could not be reached).
     pub fn lookup(&self, client: IpAddr, attempt: u64) -> usize {
