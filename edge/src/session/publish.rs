@@ -49,7 +49,10 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         s.client.set(ClientKind::Publish, &key);
         return upstream::forward_publish(s, &raw, stream_id)
             .await
-            .map(|()| Ended::Close);
+            .map(|kept| match kept {
+                Some(s) => Ended::ByClient(Box::new(s)),
+                None => Ended::Close,
+            });
     }
     let source = match s.state.hub.start_source(&key, s.id) {
         Ok(src) => src,

@@ -245,11 +245,14 @@ async fn pull_once(
 
 /// An edge with `publish.enabled`: relays the client's publish to the first origin that
 /// accepts it.
+///
+/// `Ok(Some(session))` when the client unpublished and keeps its connection (more commands
+/// may follow, as with a local publish); `Ok(None)` when the publish was refused.
 pub(crate) async fn forward_publish(
     mut s: Session,
     raw: &str,
     stream_id: u32,
-) -> Result<(), RtmpError> {
+) -> Result<Option<Session>, RtmpError> {
     let cfg = s.config.clone();
     let mut upstream = None;
     let mut refusal: Option<(String, String)> = None;
@@ -289,7 +292,7 @@ pub(crate) async fn forward_publish(
         });
         s.status(stream_id, "error", &code, &format!("origin: {description}"))
             .await?;
-        return Ok(());
+        return Ok(None);
     };
     s.reader.set_max_message_size(cfg.max_message_size);
     s.status(
@@ -311,7 +314,11 @@ pub(crate) async fn forward_publish(
                     _ if is_command(&msg) => {
                         let c = command::parse_command(&msg).map_err(RtmpError::Protocol)?;
                         match c.name.as_str() {
-                            "deleteStream" | "closeStream" | "FCUnpublish" => return Ok(()),
+                            "deleteStream" | "closeStream" => return Ok(Some(s)),
+                            "FCUnpublish" => {
+                                s.on_other_command(&c).await?;
+                                return Ok(Some(s));
+                            }
                             _ => s.on_other_command(&c).await?,
                         }
                     }
