@@ -47,16 +47,23 @@ async fn main() -> anyhow::Result<()> {
     let at = |p: u16| SocketAddr::new(args.addr, p);
     let origin = bind(EdgeConfig::origin(at(args.port)), "origin").await?;
     let origin_addr = origin.local_addr();
+    // Each edge serves its HTTP API (streams, clients, /metrics) on port + 10 and + 11; the
+    // balancer's fleet page reads them.
+    let with_api = |mut c: EdgeConfig, port: u16| {
+        c.api = Some(at(port));
+        c
+    };
     let edge1 = bind(
-        EdgeConfig::edge(at(args.port + 1), &[origin_addr]),
+        with_api(EdgeConfig::edge(at(args.port + 1), &[origin_addr]), args.port + 10),
         "first edge",
     )
     .await?;
     let edge2 = bind(
-        EdgeConfig::edge(at(args.port + 2), &[origin_addr]),
+        with_api(EdgeConfig::edge(at(args.port + 2), &[origin_addr]), args.port + 11),
         "second edge",
     )
     .await?;
+    let apis = [edge1.api_addr(), edge2.api_addr()];
     let (e1, e2) = (edge1.local_addr(), edge2.local_addr());
     let hubs = [
         ("origin", origin.hub()),
@@ -90,9 +97,10 @@ async fn main() -> anyhow::Result<()> {
         "admin_listen = \"{}\"\n[[virtual_server]]\naddress = \"{vip}\"\nlb_algo = \"rr\"\nlb_kind = \"PROXY\"\ndelay_loop = 2\n",
         at(args.admin_port)
     );
-    for edge in [e1, e2] {
+    for (edge, api) in [(e1, apis[0]), (e2, apis[1])] {
+        let api = api.map(|a| format!("api = \"{a}\"\n")).unwrap_or_default();
         lb_toml.push_str(&format!(
-            "[[virtual_server.real_server]]\naddress = \"{edge}\"\n[virtual_server.real_server.rtmp_check]\nconnect_timeout = 3\nretry = 1\ndelay_before_retry = 1\nstream = \"live/{}\"\n",
+            "[[virtual_server.real_server]]\naddress = \"{edge}\"\n{api}[virtual_server.real_server.rtmp_check]\nconnect_timeout = 3\nretry = 1\ndelay_before_retry = 1\nstream = \"live/{}\"\n",
             args.stream
         ));
     }
@@ -121,6 +129,13 @@ async fn main() -> anyhow::Result<()> {
         balancer.admin_addr
     );
     println!("  curl -s http://{}/metrics", balancer.admin_addr);
+    println!(
+        "  the fleet page: http://{}/   (VRRP, real servers, viewers per edge)",
+        balancer.admin_addr
+    );
+    if let Some(a) = apis[0] {
+        println!("  cargo run --release --bin edge -- status --api {a}   (edge1's streams)");
+    }
     println!();
     println!("Status every 10 s below; Ctrl-C stops.");
 
