@@ -65,6 +65,44 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     parse_toml(&source)
 }
 
+/// Syntax errors found at most in one pass of [`parse_table`].
+const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// Parses TOML into a table, reporting **every** syntax error at once: the TOML reader stops
+/// at its first, so the line it names is blanked and the rest read again (line numbers stay
+/// the file's), up to [`MAX_SYNTAX_ERRORS`]. An error that follows from an earlier one (a
+/// multi-line value cut in two) may show too; each names its line.
+pub fn parse_table(source: &str) -> Result<toml::Table, ConfigErrors> {
+    let mut lines: Vec<&str> = source.split('\n').collect();
+    let mut errs: Vec<ConfigError> = Vec::new();
+    loop {
+        let text = lines.join("\n");
+        let e = match text.parse::<toml::Table>() {
+            Ok(t) if errs.is_empty() => return Ok(t),
+            Ok(_) => return Err(ConfigErrors(errs)),
+            Err(e) => e,
+        };
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let why = e.message().trim().replace('\n', " ");
+        let key = line.map(|l| format!("line {l}")).unwrap_or_default();
+        let repeated = errs
+            .last()
+            .is_some_and(|last| last.key == key && !key.is_empty());
+        if !repeated {
+            errs.push(ConfigError::new(key, why));
+        }
+        match line {
+            // Blank the line and read on; stop where blanking cannot help.
+            Some(l) if !repeated && errs.len() < MAX_SYNTAX_ERRORS && l <= lines.len() => {
+                lines[l - 1] = "";
+            }
+            _ => return Err(ConfigErrors(errs)),
+        }
+    }
+}
+
 /// [`load_toml`] on a string.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, ConfigErrors> {
     toml::from_str(source).map_err(|e| {
@@ -127,6 +165,16 @@ pub fn parse_host_port(value: &str) -> Result<(String, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_syntax_error_at_once() {
+        let e = parse_table("a = 1\nb = \nc = 3\n[d\ne = \"x\"\nf = = 2\n").unwrap_err();
+        let lines: Vec<&str> = e.0.iter().map(|x| x.key.as_str()).collect();
+        assert_eq!(lines, ["line 2", "line 4", "line 6"], "{e}");
+        assert!(parse_table("a = 1\n[t]\nb = 2\n").is_ok());
+        // Nothing to blank past the end: one error, no loop.
+        assert_eq!(parse_table("a = \"unterminated").unwrap_err().0.len(), 1);
+    }
 
     #[test]
     fn socket_addrs() {

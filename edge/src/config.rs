@@ -3,9 +3,7 @@
 //! srs.conf maps over key by key. Parsed with serde (unknown keys are errors), then validated
 //! into [`EdgeConfig`] with one [`ConfigError`] per problem.
 
-use common::config::{
-    load_toml, parse_host_port, parse_socket_addr, parse_toml, ConfigError, ConfigErrors,
-};
+use common::config::{parse_host_port, parse_socket_addr, parse_table, ConfigError, ConfigErrors};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -175,13 +173,18 @@ fn loopback_nets() -> Vec<String> {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        let table: toml::Table = load_toml(path)?;
-        Self::from_table(table)
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Self::parse(&source)
     }
 
+    /// Every syntax error at once, then every unknown key, type and validation problem.
     pub fn parse(source: &str) -> Result<EdgeConfig, ConfigErrors> {
-        let table: toml::Table = parse_toml(source)?;
-        Self::from_table(table)
+        Self::from_table(parse_table(source)?)
     }
 
     /// Every unknown or SRS-only key is reported at once (with what replaces it), SRS's
@@ -633,6 +636,13 @@ mod tests {
             "{errs:?}"
         );
         assert_eq!(errs.len(), 4);
+    }
+
+    #[test]
+    fn every_syntax_error_is_named_at_once() {
+        let errs = errors("listen = \nmode = \"remote\"\norigin = [\"a:1\"\n[publish\n");
+        assert!(errs.len() >= 2, "{errs:?}");
+        assert!(errs[0].starts_with("line 1:"), "{errs:?}");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! for. Parsed with serde (unknown keys are errors), then validated with one error per
 //! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
 //!
-//! Reading goes: TOML syntax (the reader stops at its first syntax error, and the message
-//! says so) -> [`keys`] (every unknown key at once; keepalived's keys that mean nothing here
+//! Reading goes: TOML syntax (every syntax error at once, each with its line: see
+//! `common::config::parse_table`) -> [`keys`] (every unknown key at once; keepalived's keys that mean nothing here
 //! say what replaces them) -> typed parse -> validation (every problem at once).
 
 pub mod keys;
@@ -300,7 +300,8 @@ impl LbConfig {
     /// Syntax, then every unknown key, then types, then every validation problem; see the
     /// module docs.
     pub fn parse(source: &str) -> Result<LbConfig, ConfigErrors> {
-        let mut table: toml::Table = parse_toml(source).map_err(first_only)?;
+        // Every syntax error at once (common::config::parse_table reads on past each).
+        let mut table = common::config::parse_table(source)?;
         let mut errs = keys::check(&mut table);
         let raw: RawConfig = if errs.is_empty() {
             // From the source, so that a type error comes with its line.
@@ -1143,11 +1144,11 @@ delay_before_retry = 3
             e[0].contains("\"TUN\" does not exist here: the kinds are \"PROXY\""),
             "{e:?}"
         );
-        // Syntax: the first error only, and the message says so.
+        // Syntax: every error at once, each with its line.
         let e = errors("admin_listen = \n[[virtual_server]\n");
-        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e.len(), 2, "{e:?}");
         assert!(
-            e[0].starts_with("line 1:") && e[0].contains("stops at its first error"),
+            e[0].starts_with("line 1:") && e[1].starts_with("line 2:"),
             "{e:?}"
         );
         // A type error, with its line, also the first only.

@@ -54,12 +54,18 @@ async fn main() -> anyhow::Result<()> {
         c
     };
     let edge1 = bind(
-        with_api(EdgeConfig::edge(at(args.port + 1), &[origin_addr]), args.port + 10),
+        with_api(
+            EdgeConfig::edge(at(args.port + 1), &[origin_addr]),
+            args.port + 10,
+        ),
         "first edge",
     )
     .await?;
     let edge2 = bind(
-        with_api(EdgeConfig::edge(at(args.port + 2), &[origin_addr]), args.port + 11),
+        with_api(
+            EdgeConfig::edge(at(args.port + 2), &[origin_addr]),
+            args.port + 11,
+        ),
         "second edge",
     )
     .await?;
