@@ -8,9 +8,10 @@
 //! - [`state`]: the running server's state (config in force, hub, slots, counters), at the
 //!   bottom; [`guard`]: admission rules (slots, key failures, not-found memory, origin probes).
 //! - [`hub`]: streams, sources, GOP cache and the shared fan-out ring (no sockets).
-//! - [`session`]: the accept loop and one RTMP client connection (publisher or player).
-//! - [`upstream`]: the edge's pull from origins (failover, backoff, idle stop) and publish
-//!   forwarding.
+//! - [`session`]: the accept loop and one RTMP client connection (publisher, player, or a
+//!   publish forwarded to the origin).
+//! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
+//!   idle stop); it reads [`state`] and feeds [`hub`], and imports nothing from [`session`].
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
 #![forbid(unsafe_code)]

@@ -16,6 +16,7 @@
 //! - Closed: by the client (EOF, reset), on bad input, on a refusal (bad name, key,
 //!   not found), by the operator, at shutdown.
 
+mod forward;
 mod play;
 mod publish;
 

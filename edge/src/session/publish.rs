@@ -4,7 +4,6 @@
 use super::{Ended, Session, StreamName};
 use crate::guard::{KeyGuard, KeyVerdict, Refusal};
 use crate::state::ClientKind;
-use crate::upstream;
 use crate::Mode;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control, Command};
@@ -47,7 +46,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     let key = s.stream_key(&name);
     if s.mode() == Mode::Remote {
         s.client.set(ClientKind::Publish, &key);
-        return upstream::forward_publish(s, &raw, stream_id)
+        return super::forward::forward_publish(s, &raw, stream_id)
             .await
             .map(|kept| match kept {
                 Some(s) => Ended::ByClient(Box::new(s)),
