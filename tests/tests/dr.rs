@@ -69,7 +69,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
         let cfg = lab.file(
             &format!("edge{i}.toml"),
             &format!(
-                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\n",
+                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\n",
                 origin.ip
             ),
         );

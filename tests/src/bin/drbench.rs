@@ -102,7 +102,7 @@ fn fleet(two_lbs: bool, vip_on_lb: bool) -> Result<Fleet> {
         let cfg = lab.file(
             &format!("edge{i}.toml"),
             &format!(
-                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\n",
+                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\n",
                 origin.ip
             ),
         );
@@ -864,7 +864,7 @@ fn main() -> Result<()> {
         ));
     }
     println!();
-    println!("Method: balancer CPU = its process's utime+stime (/proc/PID/stat) + the softirq time of all CPUs (/proc/stat) above a baseline run of the same viewers straight to the edges (scaled to the run's length); per 1000 viewers by proportion. The lab shares one kernel and 2 cores with the load generator and everything else running.");
+    println!("Method: balancer CPU = its process's utime+stime + its waited-for children's cutime+cstime (/proc/PID/stat) + the softirq time of all CPUs (/proc/stat) above a baseline run of the same viewers straight to the edges (scaled to the run's length); per 1000 viewers by proportion. The lab shares one kernel and 2 cores with the load generator and everything else running.");
     println!();
     for c in checks {
         println!("{c}");
