@@ -254,6 +254,16 @@ impl Lab {
         false
     }
 
+    /// The process id of the program started as `label` (`ip netns exec` execs it, so this
+    /// is the program itself), while it runs.
+    pub fn pid(&self, label: &str) -> Option<u32> {
+        let children = self.children.lock().unwrap();
+        children
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.id())
+    }
+
     pub fn kill(&self, label: &str) {
         self.signal(label, nix::sys::signal::Signal::SIGKILL);
     }

@@ -36,6 +36,12 @@ pub struct ClientResult {
     pub video_frames: u64,
     pub audio_frames: u64,
     pub stalls: u64,
+    /// The longest gap between two media messages, or from the last one to the end when
+    /// the media stopped before it (no error).
+    pub max_gap: Duration,
+    /// The media stopped more than [`STALL`] before the end, without an error: the
+    /// connection is open but nothing arrives any more (e.g. its proxy went away).
+    pub media_stopped: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +52,10 @@ pub struct Summary {
     pub first_frame_p50_ms: f64,
     pub first_frame_p99_ms: f64,
     pub stalls: u64,
+    /// The longest media gap of any client ([`ClientResult::max_gap`]).
+    pub max_gap_ms: f64,
+    /// Clients whose media stopped before the end without an error.
+    pub media_stopped: usize,
     pub frames: u64,
     pub bytes: u64,
     pub mbit_per_s: f64,
@@ -56,9 +66,10 @@ pub struct Summary {
 impl Summary {
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"clients\":{},\"ok\":{},\"failed\":{},\"first_frame_p50_ms\":{:.1},\"first_frame_p99_ms\":{:.1},\"stalls\":{},\"frames\":{},\"bytes\":{},\"mbit_per_s\":{:.2},\"duration_s\":{:.2}}}",
+            "{{\"clients\":{},\"ok\":{},\"failed\":{},\"first_frame_p50_ms\":{:.1},\"first_frame_p99_ms\":{:.1},\"stalls\":{},\"max_gap_ms\":{:.1},\"media_stopped\":{},\"frames\":{},\"bytes\":{},\"mbit_per_s\":{:.2},\"duration_s\":{:.2},\"errors\":{}}}",
             self.clients, self.ok, self.failed, self.first_frame_p50_ms, self.first_frame_p99_ms,
-            self.stalls, self.frames, self.bytes, self.mbit_per_s, self.duration_s
+            self.stalls, self.max_gap_ms, self.media_stopped, self.frames, self.bytes, self.mbit_per_s, self.duration_s,
+            serde_json::to_string(&self.errors.iter().take(5).collect::<Vec<_>>()).unwrap_or_default()
         )
     }
 
@@ -129,6 +140,11 @@ pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
         first_frame_p50_ms: pct(0.50),
         first_frame_p99_ms: pct(0.99),
         stalls: results.iter().map(|r| r.stalls).sum(),
+        max_gap_ms: results
+            .iter()
+            .map(|r| r.max_gap.as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max),
+        media_stopped: results.iter().filter(|r| r.media_stopped).count(),
         frames: results.iter().map(|r| r.frames).sum(),
         bytes,
         mbit_per_s: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(0.001) / 1e6,
@@ -186,6 +202,7 @@ pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> Clie
             if now - prev > STALL {
                 r.stalls += 1;
             }
+            r.max_gap = r.max_gap.max(now - prev);
         }
         last_media = Some(now);
         r.frames += 1;
@@ -203,6 +220,8 @@ pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> Clie
     if let Some(prev) = last_media {
         if end.saturating_duration_since(prev) > STALL && r.error.is_none() {
             r.stalls += 1;
+            r.media_stopped = true;
+            r.max_gap = r.max_gap.max(end.saturating_duration_since(prev));
         }
     }
     r
