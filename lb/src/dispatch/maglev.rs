@@ -8,8 +8,12 @@
 use super::hash::{hash_addr, hash_ip};
 use std::net::{IpAddr, SocketAddr};
 
-/// Table size: prime, much larger than any backend count.
+/// Table size of the userspace scheduler: prime, much larger than any backend count.
 pub const M: usize = 65537;
+/// Table size of the DR datapath's kernel map: prime, still > 100 x the backend counts an lb
+/// has (balance within ~1 %), and 16 x smaller than [`M`], because `nft` loads the whole map
+/// each time lb reads the table's counters (once a second) or reprograms it.
+pub const M_DR: usize = 4099;
 const SEED_OFFSET: u64 = 0x6d61_676c_6576_3031;
 const SEED_SKIP: u64 = 0x6d61_676c_6576_3032;
 const SEED_CLIENT: u64 = 0x6d61_676c_6576_3033;
@@ -23,13 +27,18 @@ impl Maglev {
     /// Builds the table for `(address, weight)` backends (weight 0 ones take no slot).
     /// Returns `None` when no backend has a weight.
     pub fn build(backends: &[(SocketAddr, u32)]) -> Option<Maglev> {
+        Self::build_sized(backends, M)
+    }
+
+    /// [`Maglev::build`] with `m` slots (a prime; the DR datapath uses [`M_DR`]).
+    pub fn build_sized(backends: &[(SocketAddr, u32)], m: usize) -> Option<Maglev> {
         let live: Vec<(usize, u64, u64, u32)> = backends
             .iter()
             .enumerate()
             .filter(|(_, (_, w))| *w > 0)
             .map(|(i, (a, w))| {
-                let offset = hash_addr(*a, SEED_OFFSET) % M as u64;
-                let skip = hash_addr(*a, SEED_SKIP) % (M as u64 - 1) + 1;
+                let offset = hash_addr(*a, SEED_OFFSET) % m as u64;
+                let skip = hash_addr(*a, SEED_SKIP) % (m as u64 - 1) + 1;
                 (i, offset, skip, *w)
             })
             .collect();
@@ -38,20 +47,20 @@ impl Maglev {
         }
         let g = live.iter().fold(0u32, |g, l| gcd(g, l.3));
         let mut next = vec![0u64; live.len()];
-        let mut table = vec![u16::MAX; M];
+        let mut table = vec![u16::MAX; m];
         let mut filled = 0;
         'outer: loop {
             for (k, &(idx, offset, skip, w)) in live.iter().enumerate() {
                 for _ in 0..(w / g) {
-                    let mut slot = ((offset + next[k] * skip) % M as u64) as usize;
+                    let mut slot = ((offset + next[k] * skip) % m as u64) as usize;
                     while table[slot] != u16::MAX {
                         next[k] += 1;
-                        slot = ((offset + next[k] * skip) % M as u64) as usize;
+                        slot = ((offset + next[k] * skip) % m as u64) as usize;
                     }
                     table[slot] = idx as u16;
                     next[k] += 1;
                     filled += 1;
-                    if filled == M {
+                    if filled == m {
                         break 'outer;
                     }
                 }
@@ -71,7 +80,7 @@ impl Maglev {
     pub fn lookup(&self, client: IpAddr, attempt: u64) -> usize {
         let h =
             hash_ip(client, SEED_CLIENT).wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        self.table[(h % M as u64) as usize] as usize
+        self.table[(h % self.table.len() as u64) as usize] as usize
     }
 }
 
@@ -112,6 +121,21 @@ mod tests {
                 (c as f64 - M as f64 / 3.0).abs() < M as f64 * 0.02,
                 "{counts:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_dr_table_is_balanced_too() {
+        let b = backends(40);
+        let t = Maglev::build_sized(&b, M_DR).unwrap();
+        assert_eq!(t.slots().len(), M_DR);
+        let mut counts = [0usize; 40];
+        for &i in t.slots() {
+            counts[i as usize] += 1;
+        }
+        let ideal = M_DR as f64 / 40.0;
+        for c in counts {
+            assert!((c as f64 - ideal).abs() <= ideal * 0.05, "{counts:?}");
         }
     }
 

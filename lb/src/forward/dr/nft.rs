@@ -19,7 +19,7 @@
 
 use super::{DrError, Mac};
 use crate::config::Algo;
-use crate::dispatch::maglev::{Maglev, M};
+use crate::dispatch::maglev::{Maglev, M_DR as M};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -182,7 +182,7 @@ pub fn render(plan: &Plan) -> String {
     // The Maglev table over the servers with a weight: the same builder as the userspace
     // `mh`, so every lb with this config loads the same slots.
     let weights: Vec<(SocketAddr, u32)> = plan.servers.iter().map(|s| (s.addr, s.weight)).collect();
-    if let Some(mg) = Maglev::build(&weights) {
+    if let Some(mg) = Maglev::build_sized(&weights, M) {
         let _ = write!(o, "add element netdev {t} maglev {{ ");
         for (slot, &i) in mg.slots().iter().enumerate() {
             if slot > 0 {
@@ -484,7 +484,7 @@ mod tests {
         assert!(text.starts_with("table netdev edgefleet-198.18.0.100-1935 {"));
         let maglev = text.lines().find(|l| l.contains(" maglev { 0 : ")).unwrap();
         assert_eq!(maglev.matches(" : 02:").count(), M);
-        assert!(text.contains("meta mark set jhash ip saddr . tcp sport mod 65537 seed 0x0000edf1 ether daddr set meta mark map @maglev"));
+        assert!(text.contains("meta mark set jhash ip saddr . tcp sport mod 4099 seed 0x0000edf1 ether daddr set meta mark map @maglev"));
         // conn is declared, never flushed: established flows survive a reprogram.
         assert!(!text.contains("flush map netdev edgefleet-198.18.0.100-1935 conn"));
         assert!(text.contains("tcp doff >= 5 goto vs"));
@@ -519,7 +519,7 @@ mod tests {
         let text = render(&plan(Algo::Rr, &[1, 3]));
         assert!(text.contains("numgen inc mod 2 "));
         let text = render(&plan(Algo::Sh, &[1, 1]));
-        assert!(text.contains("meta mark set jhash ip saddr mod 65537"));
+        assert!(text.contains("meta mark set jhash ip saddr mod 4099"));
         assert_eq!(wrr_sequence(&[5, 1, 1]).len(), 7);
         assert!(wrr_sequence(&[60000, 1]).len() <= SEQ_MAX as usize + 1);
     }
