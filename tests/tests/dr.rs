@@ -750,3 +750,60 @@ fn a_drained_edge_keeps_its_viewers_and_gets_no_new_ones() {
     assert_eq!(s["ok"], 12, "{s}\n{}", f.lab.log("first"));
     assert_eq!(s["stalls"], 0, "{s}");
 }
+
+#[test]
+fn a_killed_edge_loses_only_its_viewers_and_new_ones_go_to_the_other() {
+    let test = "a_killed_edge_loses_only_its_viewers_and_new_ones_go_to_the_other";
+    if !available(test) {
+        return;
+    }
+    let f = fleet();
+    start_lb(&f, "lb", &lb_config("mh", &[&f.edges[0], &f.edges[1]]));
+    wait_programmed(&f, "lb", 2);
+    wait_stream(&f);
+    play_bg(&f, "first", 16, 8.0);
+    let active = |st: &serde_json::Value, rs: usize| {
+        st["virtual_servers"][0]["real_servers"][rs]["active"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let seen = wait(Duration::from_secs(5), || {
+        let st = status(&f);
+        active(&st, 0) + active(&st, 1) >= 16
+    });
+    let before = status(&f);
+    assert!(seen.is_some(), "{before:#}");
+    let (on_edge1, on_edge2) = (active(&before, 0), active(&before, 1));
+    assert!(on_edge1 > 0 && on_edge2 > 0, "mh spread: {before:#}");
+    let programmed = before["virtual_servers"][0]["dr"]["programmed"]
+        .as_u64()
+        .unwrap();
+    f.lab.kill("edge1");
+    // Its health check fails within delay_loop + connect_timeout: DOWN, and the datapath is
+    // reprogrammed without it (new viewers arriving between the two still hash to it).
+    let down = wait(Duration::from_secs(5), || {
+        let st = status(&f);
+        st["virtual_servers"][0]["real_servers"][0]["state"] == "DOWN"
+            && st["virtual_servers"][0]["dr"]["programmed"].as_u64() > Some(programmed)
+    });
+    assert!(down.is_some(), "edge1 not DOWN: {:#}", status(&f));
+    // The reprogram follows the flip at once or at the next tick (1 s); a SYN that arrives
+    // before it still hashes to the dead edge and is refused (the player retries): DR cannot
+    // retry another edge for it as the proxy does.
+    std::thread::sleep(Duration::from_millis(1200));
+    // New viewers all play, on edge2.
+    play_bg(&f, "second", 8, 3.0);
+    let s = summary(&f, "second", Duration::from_secs(30));
+    assert_eq!(s["ok"], 8, "{s}\n{}", f.lab.log("second"));
+    // Of the first viewers, exactly those on edge2 played to the end, without a stall; those
+    // on the killed edge failed (a reset, not a hang).
+    let s = summary(&f, "first", Duration::from_secs(30));
+    assert_eq!(
+        s["ok"].as_u64(),
+        Some(on_edge2),
+        "{s}\n{}",
+        f.lab.log("first")
+    );
+    assert_eq!(s["failed"].as_u64(), Some(on_edge1), "{s}");
+    assert_eq!(s["stalls"], 0, "{s}");
+}
