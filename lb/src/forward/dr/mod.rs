@@ -400,49 +400,34 @@ fn lost_servers(old: &Plan, new: &Plan) -> Vec<Mac> {
         .collect()
 }
 
-/// Deletes the conn entries pointing at `macs`; returns how many.
+/// Deletes the conn entries pointing at `macs`; returns how many. One transaction; an entry
+/// that expired between the listing and the delete fails it, so list and try once more.
 fn forget(table: &str, macs: &[Mac]) -> Result<usize, DrError> {
-    let conn = nft::parse_conn(&nft::nft(
-        &["-j", "list", "map", "netdev", table, "conn"],
-        None,
-    )?);
-    let keys: Vec<String> = conn
-        .iter()
-        .filter(|(_, m)| macs.contains(m))
-        .filter_map(|(k, _)| nft::key_nft(k))
-        .collect();
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    // One transaction; an entry that expired meanwhile fails it, so try once more.
-    let text = format!(
-        "delete element netdev {table} conn {{ {} }}\n",
-        keys.join(", ")
-    );
-    if nft::nft(&["-f", "-"], Some(&text)).is_err() {
-        return forget_once(table, macs);
-    }
-    Ok(keys.len())
-}
-
-fn forget_once(table: &str, macs: &[Mac]) -> Result<usize, DrError> {
-    let conn = nft::parse_conn(&nft::nft(
-        &["-j", "list", "map", "netdev", table, "conn"],
-        None,
-    )?);
-    let keys: Vec<String> = conn
-        .iter()
-        .filter(|(_, m)| macs.contains(m))
-        .filter_map(|(k, _)| nft::key_nft(k))
-        .collect();
-    if !keys.is_empty() {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let conn = nft::parse_conn(&nft::nft(
+            &["-j", "list", "map", "netdev", table, "conn"],
+            None,
+        )?);
+        let keys: Vec<String> = conn
+            .iter()
+            .filter(|(_, m)| macs.contains(m))
+            .filter_map(|(k, _)| nft::key_nft(k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let text = format!(
             "delete element netdev {table} conn {{ {} }}\n",
             keys.join(", ")
         );
-        nft::nft(&["-f", "-"], Some(&text))?;
+        match nft::nft(&["-f", "-"], Some(&text)) {
+            Ok(_) => return Ok(keys.len()),
+            Err(_) if attempt < 2 => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(keys.len())
 }
 
 /// The interface every real server (and the sorry server) is reached on, directly.
