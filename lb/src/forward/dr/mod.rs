@@ -7,10 +7,12 @@
 //! (servers with their MACs and effective weights, algorithm, persistence, sorry server) and
 //! loads it in one transaction. This module keeps the plan current — a task per virtual
 //! server re-plans on every health flip, weight change or reload ([`VsRuntime::changed`])
-//! and once a second (MACs from the neighbour table, resolved when missing), reprograms when
-//! the plan differs, removes the flows of servers that went DOWN from the connection table
-//! (so they move; a drained server's flows stay), and reads counters and the connection
-//! table every [`READ_EVERY`] for status and /metrics. It owns its kernel table: removed
+//! and once a second (MACs from the neighbour table: at once after a change, every tick while
+//! one is missing, else every [`NEIGH_EVERY`]), reprograms when the plan differs, removes the
+//! flows of servers that went DOWN from the connection table (so they move; a drained
+//! server's flows stay), and reads counters and the connection table every [`READ_EVERY`]
+//! for status and /metrics — over netlink ([`nl`]), not by running `nft`: once a second a
+//! process per read was most of what DR cost the lb. It owns its kernel table: removed
 //! when the virtual server stops, and any `edgefleet-*` table left by a killed lb is
 //! removed at start ([`sweep_stale`]).
 //!
@@ -18,6 +20,7 @@
 
 pub mod net;
 pub mod nft;
+pub mod nl;
 
 use crate::balancer::VsRuntime;
 use crate::config::VsConfig;
@@ -33,6 +36,9 @@ use tracing::{info, warn, Instrument};
 /// cached reading: walking a large table on every scrape would cost too much).
 pub const READ_EVERY: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_secs(1);
+/// How often the neighbour table is read when every MAC is known and nothing changed (a
+/// health flip, a weight change or a reload reads it at once; a missing MAC every tick).
+pub const NEIGH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrError {
@@ -123,13 +129,15 @@ impl DrForward {
             last: None,
             was_up: HashSet::new(),
             last_read: None,
+            last_neigh: None,
+            reader: None,
             errors: crate::accept::Throttle::new(crate::accept::LOG_EVERY),
             stopped: Arc::new(Mutex::new(false)),
         };
         let stopped = state.stopped.clone();
         drop(vs);
         let first = tokio::task::spawn_blocking(move || {
-            let r = state.step();
+            let r = state.step(true);
             (state, r)
         })
         .await
@@ -141,10 +149,12 @@ impl DrForward {
             async move {
                 loop {
                     let Some(vs) = state.vs.upgrade() else { return };
-                    let _ = tokio::time::timeout(TICK, vs.changed.notified()).await;
+                    let changed = tokio::time::timeout(TICK, vs.changed.notified())
+                        .await
+                        .is_ok();
                     drop(vs);
                     let (s, r) = match tokio::task::spawn_blocking(move || {
-                        let r = state.step();
+                        let r = state.step(changed);
                         (state, r)
                     })
                     .await
@@ -199,6 +209,9 @@ struct State {
     /// Servers that were up at the last step (a DOWN flip removes their flows).
     was_up: HashSet<SocketAddr>,
     last_read: Option<Instant>,
+    /// When the neighbour table was last read (MACs change rarely: see [`NEIGH_EVERY`]).
+    last_neigh: Option<Instant>,
+    reader: Option<nl::Reader>,
     errors: crate::accept::Throttle,
     stopped: Arc<Mutex<bool>>,
 }
@@ -210,7 +223,8 @@ pub fn seed(vs: SocketAddr) -> u32 {
 }
 
 impl State {
-    fn step(&mut self) -> Result<(), DrError> {
+    /// One round; `changed`: woken by a health flip, weight change or reload (not the tick).
+    fn step(&mut self, changed: bool) -> Result<(), DrError> {
         let stopped = self.stopped.clone();
         let stopped = stopped.lock().unwrap();
         if *stopped {
@@ -242,7 +256,17 @@ impl State {
         // MACs: the neighbour table, and a nudge for the ones still missing.
         let mut wanted: Vec<Ipv4Addr> = servers.iter().filter_map(|s| v4(s.0)).collect();
         wanted.extend(cfg.sorry_server.and_then(v4));
-        if let Ok(neigh) = net::neighbours(&dev) {
+        let missing = wanted.iter().any(|ip| !self.macs.contains_key(ip));
+        let neigh_due = changed
+            || missing
+            || self
+                .last_neigh
+                .map(|t| t.elapsed() >= NEIGH_EVERY)
+                .unwrap_or(true);
+        if neigh_due {
+            self.last_neigh = Some(Instant::now());
+        }
+        if let Some(Ok(neigh)) = neigh_due.then(|| net::neighbours(&dev)) {
             for (ip, mac) in neigh {
                 if wanted.contains(&ip) && self.macs.get(&ip) != Some(&mac) {
                     info!(rs = %ip, %mac, "DR: real server MAC learned");
@@ -312,7 +336,11 @@ impl State {
             .collect();
         self.was_up = servers.iter().filter(|s| s.1).map(|s| s.0).collect();
         if !down.is_empty() {
-            match forget(&plan.table, &down) {
+            let r = self.reader().and_then(|r| forget(r, &plan.table, &down));
+            if r.is_err() {
+                self.reader = None;
+            }
+            match r {
                 Ok(n) => info!(
                     flows = n,
                     "DR: flows of DOWN real servers removed from the connection table"
@@ -332,22 +360,20 @@ impl State {
         Ok(())
     }
 
-    fn read(&self, plan: &Plan, servers: &[(SocketAddr, bool, u32)]) -> Result<(), DrError> {
-        let t = &plan.table;
-        let counters = nft::parse_counters(&nft::nft(
-            &["-j", "list", "counters", "table", "netdev", t],
-            None,
-        )?);
-        let conn = nft::parse_conn(&nft::nft(
-            &["-j", "list", "map", "netdev", t, "conn"],
-            None,
-        )?);
-        let closing: HashSet<String> = nft::parse_set(&nft::nft(
-            &["-j", "list", "set", "netdev", t, "closing"],
-            None,
-        )?)
-        .into_iter()
-        .collect();
+    /// The netlink reader, opened on first use and again after a failed read.
+    fn reader(&mut self) -> Result<&mut nl::Reader, DrError> {
+        if self.reader.is_none() {
+            self.reader = Some(nl::Reader::new()?);
+        }
+        Ok(self.reader.as_mut().expect("just set"))
+    }
+
+    fn read(&mut self, plan: &Plan, servers: &[(SocketAddr, bool, u32)]) -> Result<(), DrError> {
+        let r = self.read_tables(&plan.table);
+        if r.is_err() {
+            self.reader = None;
+        }
+        let (counters, conn, closing) = r?;
         let mut by_mac: HashMap<Mac, (u64, u64)> = HashMap::new();
         for (k, mac) in &conn {
             let e = by_mac.entry(*mac).or_default();
@@ -383,6 +409,22 @@ impl State {
     }
 }
 
+type Tables = (
+    BTreeMap<String, (u64, u64)>,
+    Vec<(nl::Flow, Mac)>,
+    HashSet<nl::Flow>,
+);
+
+impl State {
+    fn read_tables(&mut self, table: &str) -> Result<Tables, DrError> {
+        let reader = self.reader()?;
+        let counters = reader.counters(table)?;
+        let conn = reader.conn(table)?;
+        let closing = reader.closing(table)?.into_iter().collect();
+        Ok((counters, conn, closing))
+    }
+}
+
 fn v4(a: SocketAddr) -> Option<Ipv4Addr> {
     match a.ip() {
         IpAddr::V4(v) => Some(v),
@@ -402,18 +444,15 @@ fn lost_servers(old: &Plan, new: &Plan) -> Vec<Mac> {
 
 /// Deletes the conn entries pointing at `macs`; returns how many. One transaction; an entry
 /// that expired between the listing and the delete fails it, so list and try once more.
-fn forget(table: &str, macs: &[Mac]) -> Result<usize, DrError> {
+fn forget(reader: &mut nl::Reader, table: &str, macs: &[Mac]) -> Result<usize, DrError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let conn = nft::parse_conn(&nft::nft(
-            &["-j", "list", "map", "netdev", table, "conn"],
-            None,
-        )?);
-        let keys: Vec<String> = conn
+        let keys: Vec<String> = reader
+            .conn(table)?
             .iter()
             .filter(|(_, m)| macs.contains(m))
-            .filter_map(|(k, _)| nft::key_nft(k))
+            .map(|(k, _)| k.to_string())
             .collect();
         if keys.is_empty() {
             return Ok(0);

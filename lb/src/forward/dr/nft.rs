@@ -20,7 +20,6 @@
 use super::{DrError, Mac};
 use crate::config::Algo;
 use crate::dispatch::maglev::{Maglev, M_DR as M};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -358,80 +357,6 @@ pub fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, DrError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Named counters of a table: name -> (packets, bytes).
-pub fn parse_counters(json: &str) -> BTreeMap<String, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return out;
-    };
-    for o in v["nftables"].as_array().into_iter().flatten() {
-        let c = &o["counter"];
-        if let Some(name) = c["name"].as_str() {
-            out.insert(
-                name.to_string(),
-                (
-                    c["packets"].as_u64().unwrap_or(0),
-                    c["bytes"].as_u64().unwrap_or(0),
-                ),
-            );
-        }
-    }
-    out
-}
-
-fn key_text(k: &serde_json::Value) -> String {
-    // Elements with their own timeout are wrapped: {"elem": {"val": KEY, "expires": ..}}.
-    let k = if k.get("elem").is_some() {
-        &k["elem"]["val"]
-    } else {
-        k
-    };
-    k.to_string()
-}
-
-/// Elements of the conn map: flow key (as JSON text) -> MAC.
-pub fn parse_conn(json: &str) -> Vec<(String, Mac)> {
-    let mut out = Vec::new();
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return out;
-    };
-    for o in v["nftables"].as_array().into_iter().flatten() {
-        for e in o["map"]["elem"].as_array().into_iter().flatten() {
-            if let (Some(k), Some(m)) = (e.get(0), e.get(1).and_then(|m| m.as_str())) {
-                if let Ok(mac) = m.parse() {
-                    out.push((key_text(k), mac));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Elements of the closing set (flow keys as JSON text).
-pub fn parse_set(json: &str) -> Vec<String> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return Vec::new();
-    };
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|o| o["set"]["elem"].as_array().cloned().unwrap_or_default())
-        .map(|e| key_text(&e))
-        .collect()
-}
-
-/// A flow key's nft text (`198.18.0.50 . 40000`) from its JSON form.
-pub fn key_nft(key: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(key).ok()?;
-    let c = v["concat"].as_array()?;
-    Some(format!(
-        "{} . {}",
-        c.first()?.as_str()?,
-        c.get(1)?.as_u64()?
-    ))
-}
-
 /// Tables of this family whose name starts with `edgefleet-`.
 pub fn parse_our_tables(json: &str) -> Vec<String> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
@@ -536,21 +461,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_nft_json() {
-        let conn = r#"{"nftables": [{"metainfo": {}}, {"map": {"name": "conn", "elem": [[{"elem": {"val": {"concat": ["198.18.0.50", 40000]}, "timeout": 100, "expires": 99}}, "02:00:00:00:00:03"], [{"concat": ["198.18.0.51", 40001]}, "02:00:00:00:00:04"]]}}]}"#;
-        let c = parse_conn(conn);
-        assert_eq!(c.len(), 2);
-        assert_eq!(key_nft(&c[0].0).unwrap(), "198.18.0.50 . 40000");
-        let set = r#"{"nftables": [{"set": {"name": "closing", "elem": [{"elem": {"val": {"concat": ["198.18.0.50", 40000]}, "expires": 119}}]}}]}"#;
-        assert_eq!(parse_set(set), vec![c[0].0.clone()]);
-        let ctr =
-            r#"{"nftables": [{"counter": {"name": "drop_frag", "packets": 10, "bytes": 600}}]}"#;
-        assert_eq!(parse_counters(ctr)["drop_frag"], (10, 600));
+    fn finds_our_tables_in_nft_json() {
         let tables = r#"{"nftables": [{"table": {"family": "netdev", "name": "edgefleet-198.18.0.100-1935"}}, {"table": {"family": "netdev", "name": "other"}}]}"#;
         assert_eq!(
             parse_our_tables(tables),
             vec!["edgefleet-198.18.0.100-1935"]
         );
-        assert!(parse_conn("garbage").is_empty());
+        assert!(parse_our_tables("garbage").is_empty());
     }
 }
