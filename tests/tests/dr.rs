@@ -807,3 +807,70 @@ fn a_killed_edge_loses_only_its_viewers_and_new_ones_go_to_the_other() {
     assert_eq!(s["failed"].as_u64(), Some(on_edge1), "{s}");
     assert_eq!(s["stalls"], 0, "{s}");
 }
+
+/// Posts an admin request on the lb host (`/drain` or `/enable` of a real server).
+fn admin_post(f: &Fleet, path: &str, rs: &str) -> String {
+    let cmd = format!("exec 3<>/dev/tcp/127.0.0.1/9180; printf 'POST {path}?vs=198.18.0.100:1935&rs={rs} HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3; cat <&3");
+    f.lab
+        .exec(&f.lb, &["bash", "-c", &cmd])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn wlc_sends_new_viewers_to_the_least_loaded_edge() {
+    let test = "wlc_sends_new_viewers_to_the_least_loaded_edge";
+    if !available(test) {
+        return;
+    }
+    let f = fleet();
+    start_lb(&f, "lb", &lb_config("wlc", &[&f.edges[0], &f.edges[1]]));
+    wait_programmed(&f, "lb", 2);
+    wait_stream(&f);
+    // edge2 drained: the first ten viewers all go to edge1.
+    let programmed = |f: &Fleet| {
+        status(f)["virtual_servers"][0]["dr"]["programmed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let p0 = programmed(&f);
+    assert!(admin_post(&f, "/drain", "198.18.0.12:1935").contains("drained"));
+    assert!(wait(Duration::from_secs(5), || programmed(&f) > p0).is_some());
+    play_bg(&f, "first", 10, 12.0);
+    assert!(
+        wait(Duration::from_secs(6), || flows(&status(&f), 0) >= 10).is_some(),
+        "{:#}",
+        status(&f)
+    );
+    // edge2 back: it has no viewer, so wlc gives it the next ones (rr would split 5/5).
+    let p1 = programmed(&f);
+    let out = admin_post(&f, "/enable", "198.18.0.12:1935");
+    assert!(out.contains("200"), "{out}");
+    assert!(wait(Duration::from_secs(5), || programmed(&f) > p1).is_some());
+    // One reading (once a second) shares out the turns by load.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = status(&f);
+    let (e1, e2) = (flows(&before, 0), flows(&before, 1));
+    assert_eq!(e2, 0, "{before:#}");
+    play_bg(&f, "second", 10, 4.0);
+    assert!(
+        wait(Duration::from_secs(6), || {
+            let st = status(&f);
+            flows(&st, 0) + flows(&st, 1) >= e1 + e2 + 10
+        })
+        .is_some(),
+        "{:#}",
+        status(&f)
+    );
+    let st = status(&f);
+    let to_edge2 = flows(&st, 1) - e2;
+    assert!(
+        to_edge2 >= 8,
+        "wlc sent only {to_edge2} of 10 new viewers to the empty edge: {st:#}"
+    );
+    assert_eq!(st["virtual_servers"][0]["lb_algo"], "wlc", "{st:#}");
+    let s = summary(&f, "second", Duration::from_secs(30));
+    assert_eq!(s["ok"], 10, "{s}");
+    let s = summary(&f, "first", Duration::from_secs(30));
+    assert_eq!(s["ok"], 10, "{s}");
+}

@@ -774,15 +774,6 @@ impl RawVirtualServer {
                 Kind::Proxy
             }
         };
-        if kind == Kind::Dr && matches!(algo, Algo::Lc | Algo::Wlc) {
-            v.err(
-                "lb_algo",
-                format!(
-                    "{:?} is not available with lb_kind = \"DR\" yet (the nftables datapath cannot pick the least-loaded server): use mh, sh, rr or wrr",
-                    algo.name()
-                ),
-            );
-        }
         let timeout = v.int(
             "persistence_timeout",
             self.persistence_timeout,
@@ -1171,13 +1162,10 @@ delay_before_retry = 3
             e[0].starts_with("virtual_server[0].real_server[0].address: 127.0.0.1:19351: with lb_kind = \"DR\" a real server listens on the virtual server's port 1935"),
             "{e:?}"
         );
-        let e = errors(&dr.replace("\"rr\"", "\"wlc\""));
-        assert!(
-            e[0].starts_with(
-                "virtual_server[0].lb_algo: \"wlc\" is not available with lb_kind = \"DR\""
-            ),
-            "{e:?}"
-        );
+        for algo in ["lc", "wlc", "sh", "mh", "wrr"] {
+            let c = LbConfig::parse(&dr.replace("\"rr\"", &format!("\"{algo}\""))).unwrap();
+            assert_eq!(c.virtual_servers[0].algo.name(), algo);
+        }
         let e = errors(&dr.replace("weight = 1", "weight = 1\nsend_proxy = \"v2\""));
         assert!(
             e[0].starts_with("virtual_server[0].real_server[0].send_proxy"),

@@ -23,7 +23,7 @@ pub mod nft;
 pub mod nl;
 
 use crate::balancer::VsRuntime;
-use crate::config::VsConfig;
+use crate::config::{Algo, VsConfig};
 use nft::{Plan, PlanServer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -131,6 +131,8 @@ impl DrForward {
             last_read: None,
             last_neigh: None,
             reader: None,
+            turns: None,
+            last_new_conn: None,
             errors: crate::accept::Throttle::new(crate::accept::LOG_EVERY),
             stopped: Arc::new(Mutex::new(false)),
         };
@@ -212,6 +214,9 @@ struct State {
     /// When the neighbour table was last read (MACs change rarely: see [`NEIGH_EVERY`]).
     last_neigh: Option<Instant>,
     reader: Option<nl::Reader>,
+    /// lc/wlc: the turns the `seq` map holds, and the `new_conn` counter at the last reading.
+    turns: Option<Vec<u32>>,
+    last_new_conn: Option<u64>,
     errors: crate::accept::Throttle,
     stopped: Arc<Mutex<bool>>,
 }
@@ -325,6 +330,7 @@ impl State {
                 "DR table programmed"
             );
             self.stats.lock().unwrap().programmed += 1;
+            self.turns = None;
             self.last = Some(plan.clone());
         }
         // DOWN (not drained): its flows leave the connection table and move on their next
@@ -355,6 +361,9 @@ impl State {
         {
             self.last_read = Some(Instant::now());
             self.read(&plan, &servers)?;
+            if matches!(plan.algo, Algo::Lc | Algo::Wlc) && plan.available() {
+                self.share_turns(&plan)?;
+            }
         }
         self.stats.lock().unwrap().last_error.clear();
         Ok(())
@@ -405,6 +414,39 @@ impl State {
             .iter()
             .map(|c| (c.to_string(), counters.get(*c).map(|x| x.0).unwrap_or(0)))
             .collect();
+        Ok(())
+    }
+}
+
+impl State {
+    /// lc/wlc: shares the `seq` map's turns by the flows each server has open now (the
+    /// reading just taken) and the flows that arrived since the last one; rewrites only
+    /// that map, and only when the turns change.
+    fn share_turns(&mut self, plan: &Plan) -> Result<(), DrError> {
+        let (loads, new_conn) = {
+            let st = self.stats.lock().unwrap();
+            let loads: Vec<(u32, u64)> = plan
+                .servers
+                .iter()
+                .map(|s| {
+                    let open = st.servers.get(&s.addr).map(|r| r.active).unwrap_or(0);
+                    (s.weight, open)
+                })
+                .collect();
+            (loads, st.counters.get("new_conn").copied().unwrap_or(0))
+        };
+        let arriving = self
+            .last_new_conn
+            .map(|n| new_conn.saturating_sub(n))
+            .unwrap_or(0);
+        self.last_new_conn = Some(new_conn);
+        let turns = nft::lc_turns(&loads, plan.algo == Algo::Wlc, arriving);
+        if self.turns.as_ref() == Some(&turns) {
+            return Ok(());
+        }
+        nft::nft(&["-f", "-"], Some(&nft::render_turns(plan, &turns)))?;
+        tracing::debug!(?turns, ?loads, arriving, "DR: lc turns shared out");
+        self.turns = Some(turns);
         Ok(())
     }
 }

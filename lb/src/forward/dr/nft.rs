@@ -95,6 +95,114 @@ fn mask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0))
 }
 
+/// Slots of the `seq` map for lc/wlc: the control loop shares them out by deficit (see
+/// [`lc_turns`]) and rewrites only this map when the shares change.
+pub const LC_SLOTS: u32 = 64;
+
+/// lc/wlc in the datapath: how many of the [`LC_SLOTS`] turns each server gets, from its
+/// effective weight (0 = no new flows), its open flows and the flows expected before the
+/// next reading (`arriving`: the last interval's new flows). IPVS picks the least-loaded
+/// server per connection; nftables cannot compare counters, so lb shares the turns the way
+/// water fills vessels: it finds the level L at which `sum(max(0, w_i * L - flows_i))`
+/// equals the arrivals, and gives each server turns in proportion to what it takes to reach
+/// L. Equal loads give turns in proportion to the weights (wrr); an empty server beside busy
+/// ones takes every new flow until it has caught up. `weighted` false (lc): every server
+/// with a weight counts as weight 1.
+pub fn lc_turns(servers: &[(u32, u64)], weighted: bool, arriving: u64) -> Vec<u32> {
+    let w: Vec<f64> = servers
+        .iter()
+        .map(|&(w, _)| match (w, weighted) {
+            (0, _) => 0.0,
+            (w, true) => w as f64,
+            (_, false) => 1.0,
+        })
+        .collect();
+    let wsum: f64 = w.iter().sum();
+    if wsum == 0.0 {
+        return vec![0; servers.len()];
+    }
+    let flows: Vec<f64> = servers.iter().map(|s| s.1 as f64).collect();
+    // At least one arrival per unit of weight, so equal loads still share by weight.
+    let arriving = (arriving as f64).max(wsum);
+    let need = |l: f64| -> f64 {
+        w.iter()
+            .zip(&flows)
+            .map(|(&w, &f)| if w > 0.0 { (w * l - f).max(0.0) } else { 0.0 })
+            .sum()
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while need(hi) < arriving {
+        hi *= 2.0;
+    }
+    for _ in 0..64 {
+        let mid = (lo + hi) / 2.0;
+        if need(mid) < arriving {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let take: Vec<f64> = w
+        .iter()
+        .zip(&flows)
+        .map(|(&w, &f)| if w > 0.0 { (w * hi - f).max(0.0) } else { 0.0 })
+        .collect();
+    let total: f64 = take.iter().sum();
+    let exact: Vec<f64> = take.iter().map(|t| t / total * LC_SLOTS as f64).collect();
+    let mut turns: Vec<u32> = exact.iter().map(|x| x.floor() as u32).collect();
+    let mut left = LC_SLOTS.saturating_sub(turns.iter().sum());
+    // Largest remainders first; ties to the lower index.
+    let mut order: Vec<usize> = (0..exact.len()).filter(|&i| take[i] > 0.0).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        turns[i] += 1;
+        left -= 1;
+    }
+    turns
+}
+
+/// The turns spread evenly over the slots (smooth weighted round robin, no scaling):
+/// `turns[i]` slots for server i, `sum(turns)` slots in all.
+fn spread(turns: &[u32]) -> Vec<usize> {
+    let sum: i64 = turns.iter().map(|&t| t as i64).sum();
+    let mut current = vec![0i64; turns.len()];
+    let mut seq = Vec::with_capacity(sum as usize);
+    for _ in 0..sum {
+        let mut best = 0;
+        for i in 0..turns.len() {
+            current[i] += turns[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= sum;
+        seq.push(best);
+    }
+    seq
+}
+
+/// The small transaction that replaces only the `seq` map with lc/wlc `turns` (one per
+/// entry of `plan.servers`): rules, Maglev map and connection table stay as they are.
+pub fn render_turns(plan: &Plan, turns: &[u32]) -> String {
+    let t = &plan.table;
+    let mut o = format!("flush map netdev {t} seq\n");
+    let els: Vec<String> = spread(turns)
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| format!("{k} : {}", plan.servers[i].mac))
+        .collect();
+    if !els.is_empty() {
+        let _ = writeln!(o, "add element netdev {t} seq {{ {} }}", els.join(", "));
+    }
+    o
+}
+
 /// Smooth weighted round robin over `weights` (index per turn), scaled to at most SEQ_MAX.
 pub fn wrr_sequence(weights: &[u32]) -> Vec<usize> {
     let total: u64 = weights.iter().map(|&w| w as u64).sum();
@@ -109,21 +217,7 @@ pub fn wrr_sequence(weights: &[u32]) -> Vec<usize> {
             *x = (*x * SEQ_MAX as u64 / sum).max(1);
         }
     }
-    let sum: u64 = w.iter().sum();
-    let mut current = vec![0i64; w.len()];
-    let mut seq = Vec::with_capacity(sum as usize);
-    for _ in 0..sum {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i] as i64;
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= sum as i64;
-        seq.push(best);
-    }
-    seq
+    spread(&w.iter().map(|&x| x as u32).collect::<Vec<_>>())
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -197,6 +291,17 @@ pub fn render(plan: &Plan) -> String {
             .filter(|&i| plan.servers[i].weight > 0)
             .collect(),
         Algo::Wrr => wrr_sequence(&plan.servers.iter().map(|s| s.weight).collect::<Vec<_>>()),
+        // lc/wlc start from equal loads; the control loop rewrites the turns from the
+        // connection table (`render_turns`). Always LC_SLOTS long: the rule never changes.
+        Algo::Lc | Algo::Wlc => spread(&lc_turns(
+            &plan
+                .servers
+                .iter()
+                .map(|s| (s.weight, 0))
+                .collect::<Vec<_>>(),
+            plan.algo == Algo::Wlc,
+            0,
+        )),
         _ => Vec::new(),
     };
     if !seq.is_empty() {
@@ -216,6 +321,7 @@ pub fn render(plan: &Plan) -> String {
             "maglev",
         ),
         Algo::Rr | Algo::Wrr => (format!("numgen inc mod {}", seq_len.max(1)), "seq"),
+        Algo::Lc | Algo::Wlc => (format!("numgen inc mod {LC_SLOTS}"), "seq"),
         _ => (flow_hash.clone(), "maglev"),
     };
     let adopt_key = if plan.algo == Algo::Sh {
@@ -468,5 +574,47 @@ mod tests {
             vec!["edgefleet-198.18.0.100-1935"]
         );
         assert!(parse_our_tables("garbage").is_empty());
+    }
+
+    #[test]
+    fn lc_turns_fill_the_least_loaded_first() {
+        // Equal loads: turns by weight (wlc) or even (lc).
+        assert_eq!(lc_turns(&[(1, 10), (1, 10)], true, 0), vec![32, 32]);
+        assert_eq!(lc_turns(&[(1, 0), (3, 0)], true, 0), vec![16, 48]);
+        assert_eq!(lc_turns(&[(1, 0), (3, 0)], false, 0), vec![32, 32]);
+        // An empty server beside two busy ones takes every turn while it catches up...
+        assert_eq!(
+            lc_turns(&[(1, 100), (1, 100), (1, 0)], false, 50),
+            vec![0, 0, 64]
+        );
+        // ...and shares once the arrivals would take it past the others.
+        let t = lc_turns(&[(1, 100), (1, 100), (1, 0)], false, 400);
+        assert_eq!(t.iter().sum::<u32>(), LC_SLOTS);
+        assert!(t[2] > t[0] && t[0] > 0 && t[0] == t[1], "{t:?}");
+        // Weight 0 (down, drained): no turns; nobody with a weight: none at all.
+        assert_eq!(lc_turns(&[(0, 0), (1, 500)], true, 10), vec![0, 64]);
+        assert_eq!(lc_turns(&[(0, 0), (0, 5)], true, 10), vec![0, 0]);
+        // Any loads and weights: always LC_SLOTS turns, never a panic.
+        for a in [0u64, 1, 7, 1000, u32::MAX as u64] {
+            for w in [1u32, 2, 100, 65535] {
+                let t = lc_turns(&[(w, a), (1, 3), (5, a / 2)], true, a);
+                assert_eq!(t.iter().sum::<u32>(), LC_SLOTS, "{a} {w} {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lc_programs_a_fixed_sequence_and_rewrites_only_it() {
+        let p = plan(Algo::Wlc, &[1, 3]);
+        let text = render(&p);
+        assert!(
+            text.contains(&format!("numgen inc mod {LC_SLOTS}")),
+            "{text}"
+        );
+        let turns = render_turns(&p, &[60, 4]);
+        assert!(turns.starts_with(&format!("flush map netdev {} seq\n", p.table)));
+        assert_eq!(turns.matches(&p.servers[0].mac.to_string()).count(), 60);
+        assert_eq!(turns.matches(&p.servers[1].mac.to_string()).count(), 4);
+        assert!(!turns.contains("chain") && !turns.contains("maglev"));
     }
 }
