@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub max_queue_bytes_total: Option<i64>,
     pub log_level: Option<String>,
     pub grace_period: Option<f64>,
+    pub dr_vip: Option<Vec<String>>,
     pub publish: Option<RawPublish>,
     pub api: Option<RawApi>,
 }
@@ -93,6 +94,9 @@ pub struct EdgeConfig {
     pub log_level: String,
     /// SIGTERM: how long current viewers keep playing after the listener closed.
     pub grace_period: Duration,
+    /// Virtual IPs an lb with `lb_kind = "DR"` forwards to this edge (`dr_vip`): checked at
+    /// start and reload (on `lo`, ARP sysctls), never changed (that is `edge dr-setup`).
+    pub dr_vip: Vec<std::net::Ipv4Addr>,
     pub publish: PublishConfig,
     /// The HTTP API's address (`[api] listen`), when enabled.
     pub api: Option<SocketAddr>,
@@ -266,6 +270,7 @@ const KEYS: &[&str] = &[
     "max_queue_bytes_total",
     "log_level",
     "grace_period",
+    "dr_vip",
     "publish",
     "api",
 ];
@@ -537,6 +542,24 @@ impl RawConfig {
                 SocketAddr::from(([127, 0, 0, 1], 1985))
             })
         });
+        let mut dr_vip = Vec::new();
+        for (i, v) in self.dr_vip.unwrap_or_default().iter().enumerate() {
+            match v.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() => dr_vip.push(ip),
+                _ => errs.push(ConfigError::new(
+                    format!("dr_vip[{i}]"),
+                    format!("{v:?} is not an IPv4 address (the virtual IP that lb forwards to this edge with lb_kind = \"DR\"; IPv6 DR does not exist yet)"),
+                )),
+            }
+        }
+        if let (false, IpAddr::V4(l)) = (dr_vip.is_empty(), listen.ip()) {
+            if !l.is_unspecified() && !dr_vip.contains(&l) {
+                errs.push(ConfigError::new(
+                    "listen",
+                    format!("{listen} cannot accept viewers sent to dr_vip {} (they arrive addressed to the VIP): listen on 0.0.0.0:{}", dr_vip[0], listen.port()),
+                ));
+            }
+        }
         let raw_pub = self.publish.unwrap_or_default();
         let allow = networks(
             &mut errs,
@@ -581,6 +604,7 @@ impl RawConfig {
             max_queue_bytes_total,
             log_level,
             grace_period,
+            dr_vip,
             publish,
             api,
         })
@@ -715,5 +739,29 @@ mod tests {
         assert!(errs[0].starts_with("publish: invalid type"), "{errs:?}");
         let errs = errors("mode = \"edge\"\n");
         assert!(errs[0].contains("\"edge\" is not a mode"), "{errs:?}");
+    }
+
+    #[test]
+    fn dr_vip_takes_ipv4_addresses_and_needs_a_listen_that_accepts_them() {
+        let c = EdgeConfig::parse("dr_vip = [\"198.18.0.100\"]\n").unwrap();
+        assert_eq!(c.dr_vip, vec![std::net::Ipv4Addr::new(198, 18, 0, 100)]);
+        let c = EdgeConfig::parse("listen = \"198.18.0.100:1935\"\ndr_vip = [\"198.18.0.100\"]\n")
+            .unwrap();
+        assert_eq!(c.dr_vip.len(), 1);
+        for bad in ["\"::1\"", "\"0.0.0.0\"", "\"127.0.0.1\"", "\"x\""] {
+            let e = EdgeConfig::parse(&format!("dr_vip = [{bad}]\n"))
+                .unwrap_err()
+                .0[0]
+                .to_string();
+            assert!(e.contains("dr_vip[0]"), "{bad}: {e}");
+        }
+        let e = EdgeConfig::parse("listen = \"198.18.0.11:1935\"\ndr_vip = [\"198.18.0.100\"]\n")
+            .unwrap_err()
+            .0[0]
+            .to_string();
+        assert!(
+            e.contains("listen: 198.18.0.11:1935 cannot accept viewers"),
+            "{e}"
+        );
     }
 }

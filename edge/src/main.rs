@@ -140,6 +140,7 @@ async fn serve(config: EdgeConfig, path: PathBuf) -> ExitCode {
         tracing::info!(log_level = %config.log_level, "log_level not applied: RUST_LOG is set and wins");
     }
     let listen = config.listen;
+    let dr_vip = config.dr_vip.clone();
     let server = match EdgeServer::bind(config)
         .await
         .with_context(|| format!("cannot listen on {listen}"))
@@ -161,6 +162,7 @@ async fn serve(config: EdgeConfig, path: PathBuf) -> ExitCode {
         tracing::info!("second signal: stopping now");
         trigger.fire();
     });
+    tokio::task::spawn_blocking(move || edge::tools::dr_setup::log_readiness(&dr_vip));
     tokio::spawn(reload_on_sighup(server.handle(), path));
     common::sd_notify::ready();
     server.run(shutdown).await;

@@ -57,6 +57,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         max_queue_bytes_total,
         log_level,
         grace_period,
+        dr_vip,
         publish,
         api,
     } = new;
@@ -194,6 +195,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
     );
     diff("log_level", old.log_level.clone(), log_level.clone(), NOW);
     diff(
+        "dr_vip",
+        format!("{:?}", old.dr_vip),
+        format!("{dr_vip:?}"),
+        "checked now (on lo, ARP sysctls: edge dr-setup sets them)",
+    );
+    diff(
         "grace_period",
         format!("{:?}", old.grace_period),
         format!("{grace_period:?}"),
@@ -283,6 +290,7 @@ mod tests {
             ("max_queue_bytes_total", "max_queue_bytes_total = 2097152"),
             ("log_level", "log_level = \"debug\""),
             ("grace_period", "grace_period = 30"),
+            ("dr_vip", "dr_vip = [\"198.18.0.100\"]"),
             ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),

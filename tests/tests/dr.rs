@@ -69,7 +69,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
         let cfg = lab.file(
             &format!("edge{i}.toml"),
             &format!(
-                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\n",
+                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\ndr_vip = [\"{VIP}\"]\n",
                 origin.ip
             ),
         );
@@ -316,6 +316,11 @@ fn viewers_play_through_dr_and_the_lb_carries_a_small_share_of_the_bytes() {
     assert!(active >= 20, "ActiveConn {active} < 20: {st:#}");
     let table = status_table(&f);
     assert!(table.contains("Route"), "{table}");
+    // The edges were set up with `edge dr-setup` and say so (dr_vip in their config).
+    for e in ["edge1", "edge2"] {
+        let log = f.lab.log(e);
+        assert!(log.contains("DR real server ready"), "{e}:\n{log}");
+    }
     let s = summary(&f, "viewers", Duration::from_secs(30));
     let (lb1, c1) = (stat(&f, &f.lb, "rx_bytes"), stat(&f, &f.client, "rx_bytes"));
     assert_eq!(s["ok"], 20, "{s}\n{}", f.lab.log("viewers"));

@@ -296,3 +296,72 @@ async fn systemd_hears_ready_watchdog_reloading_and_stopping() {
     edge.signal(Signal::SIGTERM);
     assert!(recv_until("STOPPING=1", &mut heard), "{heard:?}");
 }
+
+/// `dr_vip`: a bad value and a listen address that cannot take the VIP's viewers are
+/// config errors naming the key; an edge started for DR on a host without `edge dr-setup`
+/// says in its log what is missing and how to fix it (no root needed: it only reads).
+#[test]
+fn an_edge_started_for_dr_without_the_vip_on_lo_says_so() {
+    let dir = TempDir::new("drvip");
+    let check = |toml: &str| {
+        let path = dir.0.join("check.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(lab::bin("edge"))
+            .args(["--check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check("dr_vip = [\"bogus\"]\n");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("dr_vip[0]: \"bogus\" is not an IPv4 address"),
+        "{err}"
+    );
+    let (code, err) = check("listen = \"127.0.0.1:1935\"\ndr_vip = [\"198.18.0.123\"]\n");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("listen: 127.0.0.1:1935 cannot accept viewers sent to dr_vip 198.18.0.123"),
+        "{err}"
+    );
+    // Started for DR, the VIP not on lo: it serves, and its log says what is missing.
+    let port = free_port();
+    let path = dir.0.join("edge.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"0.0.0.0:{port}\"\ndr_vip = [\"198.18.0.123\"]\n"),
+    )
+    .unwrap();
+    let log = dir.0.join("edge.log");
+    let mut child = ChildGuard(
+        std::process::Command::new(lab::bin("edge"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("DR real server") || std::time::Instant::now() > end {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("DR real server not ready")
+            && text.contains("198.18.0.123/32 is not on lo")
+            && text.contains("run edge dr-setup --vip 198.18.0.123"),
+        "{text}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let _ = child.0.kill();
+}

@@ -388,6 +388,10 @@ fn apply_reload(
     if changes.iter().any(|c| c.key == "log_level") && !common::logging::set_level(&new.log_level) {
         warn!("log_level not applied: RUST_LOG is set and wins");
     }
+    if changes.iter().any(|c| c.key == "dr_vip") {
+        let vips = new.dr_vip.clone();
+        tokio::task::spawn_blocking(move || crate::tools::dr_setup::log_readiness(&vips));
+    }
     state.set_config(new);
     Ok(changes)
 }

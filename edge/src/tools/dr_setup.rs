@@ -73,6 +73,46 @@ fn sysctl(dev: &str, key: &str, value: u8) -> Result<bool, DrSetupError> {
     Ok(true)
 }
 
+/// What is missing on this host for `vip` (read only, no root needed): one line per problem,
+/// each naming the fix. Empty when the host is ready to be a DR real server for `vip`.
+pub fn missing(vip: Ipv4Addr) -> Vec<String> {
+    let mut out = Vec::new();
+    match on_lo(vip) {
+        Ok(true) => {}
+        Ok(false) => out.push(format!(
+            "{vip}/32 is not on lo: the kernel drops the viewers' packets that lb forwards (run edge dr-setup --vip {vip})"
+        )),
+        Err(e) => out.push(format!("cannot tell whether {vip}/32 is on lo: {e}")),
+    }
+    // The kernel applies the larger of `all` and the interface's value: `all` covers every
+    // interface, which is what dr-setup sets.
+    for (key, want) in [("arp_ignore", 1u8), ("arp_announce", 2u8)] {
+        let path = format!("/proc/sys/net/ipv4/conf/all/{key}");
+        match std::fs::read_to_string(&path).map(|v| v.trim().parse::<u8>()) {
+            Ok(Ok(v)) if v >= want => {}
+            Ok(Ok(v)) => out.push(format!(
+                "net.ipv4.conf.all.{key} = {v} (want {want}): this host would answer ARP for the VIP and steal it from lb (run edge dr-setup --vip {vip})"
+            )),
+            _ => out.push(format!("cannot read {path}")),
+        }
+    }
+    out
+}
+
+/// Logs, at start and after a reload that changed `dr_vip`, whether this host is ready for
+/// each DR VIP.
+pub fn log_readiness(vips: &[Ipv4Addr]) {
+    for vip in vips {
+        let problems = missing(*vip);
+        if problems.is_empty() {
+            tracing::info!(dr_vip = %vip, "DR real server ready: VIP on lo, ARP sysctls set");
+        }
+        for p in problems {
+            tracing::warn!(dr_vip = %vip, "DR real server not ready: {p}");
+        }
+    }
+}
+
 /// Applies (or with `undo` reverses) the setup; returns one line per thing done or found.
 pub fn run(vip: Ipv4Addr, undo: bool) -> Result<Vec<String>, DrSetupError> {
     if !nix::unistd::geteuid().is_root() {
