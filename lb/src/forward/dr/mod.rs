@@ -19,8 +19,8 @@
 pub mod net;
 pub mod nft;
 
-use crate::balancer::VsRuntime;
 use crate::config::VsConfig;
+use crate::state::VsRuntime;
 use nft::{Plan, PlanServer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
