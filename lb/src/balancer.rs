@@ -1,340 +1,349 @@
-//! The running balancer: one [`VsRuntime`] per virtual server (scheduler, real servers with
-//! their health and counters, the listener), the health-check tasks, and [`Balancer::apply`]
-//! which takes a validated config — at start and on every reload — and changes only what
-//! differs: real servers added or removed, weights, checks, algorithms; established
-//! connections are never touched.
+//! The workers above the running state ([`crate::state`]): each virtual server's forwarding
+//! method, the health-check tasks and the VRRP instances. [`Balancer::carry_out`] takes a
+//! reload plan ([`crate::reload::plan`]) and does what each change says — at start (a plan
+//! from nothing) and on every reload — touching only what changed: established connections
+//! are never cut, and a real server that stays keeps its health and counters.
+//!
+//! The admin API's own keys (`admin_listen`, `admin_timeout`, the token) are carried out by
+//! `lib`, which owns the admin server; this room passes over them.
 
-use crate::config::{Check, LbConfig, RsConfig, VsConfig};
-use crate::dispatch::Scheduler;
-use crate::health::{self, Flip, HealthState};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Instant;
-use tokio::task::AbortHandle;
-use tracing::{info, warn, Instrument};
+use crate::config::{LbConfig, VrrpConfig, VsConfig};
+use crate::forward::{ForwardError, Forwarder};
+use crate::health;
+use crate::reload::{self, Change, GlobalKey, RsKey, VsKey};
+use crate::state::{LbState, RsRuntime, VsRuntime};
+use crate::vrrp::VrrpRuntime;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tracing::{info, Instrument};
 
-/// Counters and state of one real server, kept across reloads while it stays configured.
-pub struct RsRuntime {
-    pub addr: SocketAddr,
-    pub cfg: Mutex<RsConfig>,
-    pub health: Mutex<HealthState>,
-    /// Why the last check failed (for status), empty when it succeeded.
-    pub last_error: Mutex<String>,
-    /// Weight set through the admin API (`weight`); cleared by `enable` and by a reload
-    /// that changes the configured weight.
-    pub weight_override: Mutex<Option<u32>>,
-    /// Drained by the operator (`drain`): no new connections whatever the weight, until
-    /// `enable` or `weight`. Kept across reloads, not across restarts (the config's
-    /// `weight = 0` is the persistent way), so status can tell the two apart.
-    pub drained: std::sync::atomic::AtomicBool,
-    pub active: AtomicU64,
-    pub total: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub flips: AtomicU64,
-    pub connect_failures: AtomicU64,
-    /// Health checks run, and those that failed (proxy connect failures are not counted).
-    pub checks: AtomicU64,
-    pub check_failures: AtomicU64,
-    checker: Mutex<Option<AbortHandle>>,
+/// A virtual server whose forwarding method did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("virtual_server {vs}: {source}")]
+pub struct StartError {
+    pub vs: SocketAddr,
+    #[source]
+    pub source: ForwardError,
 }
 
-impl RsRuntime {
-    /// The weight the scheduler uses: 0 while drained, else the override or the config's.
-    pub fn weight(&self) -> u32 {
-        if self.is_drained() {
-            return 0;
-        }
-        self.weight_override
-            .lock()
-            .unwrap()
-            .unwrap_or(self.cfg.lock().unwrap().weight)
-    }
+/// What a plan could not carry out (the rest of it was).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ApplyError(pub Vec<StartError>);
 
-    pub fn is_drained(&self) -> bool {
-        self.drained.load(Ordering::Relaxed)
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.health.lock().unwrap().is_up()
-    }
-}
-
-#[derive(Default)]
-pub struct VsStats {
-    pub total: AtomicU64,
-    pub active: AtomicU64,
-    /// Connections refused: no server available and no sorry server, or max_connections.
-    pub refused: AtomicU64,
-    pub sorry: AtomicU64,
-    /// Rate limit of the warning for connections refused because this process is out of
-    /// file descriptors.
-    pub local_errors: Mutex<crate::accept::Throttle>,
-}
-
-pub struct VsRuntime {
-    pub address: SocketAddr,
-    pub cfg: RwLock<VsConfig>,
-    pub sched: Mutex<Scheduler>,
-    pub servers: Mutex<Vec<Arc<RsRuntime>>>,
-    pub stats: VsStats,
-    /// How this virtual server moves viewers' packets (PROXY listener or DR datapath).
-    pub forward: Mutex<Option<crate::forward::Forwarder>>,
-    /// Woken when anything a datapath programs from changes (health, weight, membership,
-    /// config), so DR re-renders its tables at once instead of at its next tick.
-    pub changed: tokio::sync::Notify,
-}
-
-impl VsRuntime {
-    pub fn server(&self, addr: SocketAddr) -> Option<Arc<RsRuntime>> {
-        self.servers
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|r| r.addr == addr)
-            .cloned()
-    }
-
-    /// Chooses a real server, or the sorry server when none is available.
-    pub fn pick(&self, client: IpAddr, exclude: &[SocketAddr]) -> Option<(SocketAddr, bool)> {
-        let mut s = self.sched.lock().unwrap();
-        if let Some(a) = s.pick(client, Instant::now(), exclude) {
-            return Some((a, false));
-        }
-        if s.any_available() {
-            return None; // all available ones were excluded (failed just now)
-        }
-        drop(s);
-        self.cfg.read().unwrap().sorry_server.map(|a| (a, true))
-    }
-
-    pub fn connected(&self, addr: SocketAddr, client: IpAddr) {
-        self.sched.lock().unwrap().connected(addr, client);
-    }
-
-    pub fn closed(&self, addr: SocketAddr, client: IpAddr) {
-        self.sched
-            .lock()
-            .unwrap()
-            .closed(addr, client, Instant::now());
-    }
-
-    /// Feeds one check result (or a proxy connect failure) into a server's health.
-    pub fn report(&self, rs: &RsRuntime, result: Result<(), String>) {
-        let flip = {
-            let mut h = rs.health.lock().unwrap();
-            match &result {
-                Ok(()) => h.success(),
-                Err(_) => h.failure(),
-            }
-        };
-        *rs.last_error.lock().unwrap() = result.clone().err().unwrap_or_default();
-        if let Some(f) = flip {
-            rs.flips.fetch_add(1, Ordering::Relaxed);
-            self.sched.lock().unwrap().set_up(rs.addr, f == Flip::Up);
-            self.changed.notify_one();
-            match (f, result) {
-                (Flip::Up, _) => {
-                    info!(vs = %self.address, rs = %rs.addr, "real server UP: check succeeded")
-                }
-                (Flip::Down, Err(why)) => {
-                    warn!(vs = %self.address, rs = %rs.addr, reason = %why, "real server DOWN")
-                }
-                (Flip::Down, Ok(())) => {}
-            }
-        }
-    }
-
-    fn sync_scheduler(&self) {
-        let list: Vec<(SocketAddr, u32)> = self
-            .servers
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| (r.addr, r.weight()))
-            .collect();
-        let mut s = self.sched.lock().unwrap();
-        s.set_backends(&list);
-        for r in self.servers.lock().unwrap().iter() {
-            s.set_up(r.addr, r.is_up());
-        }
-        self.changed.notify_one();
-    }
-
-    /// Admin: weight override (`None` = back to the configured weight).
-    pub fn set_weight_override(&self, rs: &RsRuntime, w: Option<u32>) {
-        *rs.weight_override.lock().unwrap() = w;
-        self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
-        self.changed.notify_one();
-    }
-
-    /// What the DR datapath last read (counters, connection table); `None` for PROXY.
-    pub fn dr_stats(&self) -> Option<crate::forward::dr::DrStats> {
-        self.forward
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|f| f.dr_stats())
-    }
-
-    fn stop_forward(&self) {
-        if let Some(f) = self.forward.lock().unwrap().take() {
-            f.stop();
-        }
-    }
-
-    /// Admin: drain (`true`) or end the drain; returns whether it was drained before.
-    pub fn set_drained(&self, rs: &RsRuntime, drained: bool) -> bool {
-        let was = rs.drained.swap(drained, Ordering::Relaxed);
-        self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
-        was
-    }
-}
-
-/// Everything running; see the module docs.
+/// The running state and the workers on it; see the module docs.
 pub struct Balancer {
-    pub config: RwLock<LbConfig>,
-    pub vss: Mutex<Vec<Arc<VsRuntime>>>,
-    pub vrrps: Mutex<Vec<Arc<crate::vrrp::VrrpRuntime>>>,
+    pub state: Arc<LbState>,
+    /// Each virtual server's running forwarding method, by address.
+    forwarders: Mutex<HashMap<SocketAddr, Forwarder>>,
+    vrrps: Mutex<Vec<Arc<VrrpRuntime>>>,
 }
 
 impl Balancer {
+    /// A balancer with `config`'s top-level keys and nothing running yet: the first
+    /// [`Balancer::apply`] of `config` starts its virtual servers and VRRP instances.
     pub fn new(config: LbConfig) -> Arc<Balancer> {
+        let nothing = LbConfig {
+            virtual_servers: Vec::new(),
+            vrrp_instances: Vec::new(),
+            ..config
+        };
         Arc::new(Balancer {
-            config: RwLock::new(config),
-            vss: Mutex::new(Vec::new()),
+            state: Arc::new(LbState::new(nothing)),
+            forwarders: Mutex::new(HashMap::new()),
             vrrps: Mutex::new(Vec::new()),
         })
     }
 
+    /// The config that runs (what the next reload is planned from).
+    pub fn config(&self) -> LbConfig {
+        self.state.config.read().unwrap().clone()
+    }
+
     pub fn virtual_servers(&self) -> Vec<Arc<VsRuntime>> {
-        self.vss.lock().unwrap().clone()
+        self.state.virtual_servers()
     }
 
     pub fn find(&self, vs: SocketAddr) -> Option<Arc<VsRuntime>> {
-        self.vss
+        self.state.find(vs)
+    }
+
+    pub fn vrrp_instances(&self) -> Vec<Arc<VrrpRuntime>> {
+        self.vrrps.lock().unwrap().clone()
+    }
+
+    /// What the DR datapath of `vs` last read (counters, connection table); `None` for PROXY.
+    pub fn dr_stats(&self, vs: SocketAddr) -> Option<crate::forward::dr::DrStats> {
+        self.forwarders
             .lock()
             .unwrap()
-            .iter()
-            .find(|v| v.address == vs)
-            .cloned()
+            .get(&vs)
+            .and_then(|f| f.dr_stats())
     }
 
-    /// Applies `new` (first start or reload). Listeners of new virtual servers are bound
-    /// here; a bind failure is returned and leaves the rest applied.
-    pub async fn apply(self: &Arc<Self>, new: LbConfig) -> Result<(), String> {
-        let mut errors = Vec::new();
-        let copy_mode = new.proxy_copy;
-        // Removed virtual servers: stop accepting and checking; connections continue.
-        {
-            let mut vss = self.vss.lock().unwrap();
-            vss.retain(|v| {
-                let keep = new.virtual_servers.iter().any(|n| n.address == v.address);
-                if !keep {
-                    info!(vs = %v.address, "virtual server removed");
-                    v.stop_forward();
-                    for r in v.servers.lock().unwrap().iter() {
-                        stop_checker(r);
-                    }
-                }
-                keep
-            });
+    /// Plans from the config that runs to `new` and carries the plan out (first start, or a
+    /// reload driven without the admin API's part: see `lib`).
+    pub async fn apply(self: &Arc<Self>, new: LbConfig) -> Result<(), ApplyError> {
+        let changes = reload::plan(&self.config(), &new);
+        self.carry_out(&changes, new).await
+    }
+
+    /// Carries out `changes`, the plan from the running config to `new`. A forwarding method
+    /// that cannot start (a listener that cannot bind) is returned and leaves the rest
+    /// applied; its virtual server is left out of the config stored as running, so the next
+    /// reload tries it again.
+    pub async fn carry_out(
+        self: &Arc<Self>,
+        changes: &[Change],
+        new: LbConfig,
+    ) -> Result<(), ApplyError> {
+        let mut failed = Vec::new();
+        for c in changes {
+            if let Change::VsRemoved { vs } = c {
+                self.remove_vs(*vs);
+            }
+        }
+        // One left out of the running config (its forwarding method failed to start at a
+        // switch of lb_kind) and now gone from the new one: no plan line names it.
+        for vs in self.state.virtual_servers() {
+            if !new.virtual_servers.iter().any(|n| n.address == vs.address) {
+                self.remove_vs(vs.address);
+            }
         }
         for vs_cfg in &new.virtual_servers {
-            let existing = self.find(vs_cfg.address);
-            let vs = match existing {
-                Some(v) if v.cfg.read().unwrap().kind != vs_cfg.kind => {
-                    // A change of forwarding method: the old one stops (PROXY connections in
-                    // flight finish), the new one starts on the same running state.
-                    info!(vs = %vs_cfg.address, kind = vs_cfg.kind.name(), "lb_kind changed: switching the forwarding method");
-                    v.stop_forward();
-                    *v.cfg.write().unwrap() = vs_cfg.clone();
-                    match crate::forward::Forwarder::start(v.clone(), copy_mode).await {
-                        Ok(f) => *v.forward.lock().unwrap() = Some(f),
-                        Err(e) => errors.push(format!("virtual_server {}: {e}", vs_cfg.address)),
-                    }
-                    v
-                }
-                Some(v) => v,
-                None => {
-                    let v = Arc::new(VsRuntime {
-                        address: vs_cfg.address,
-                        cfg: RwLock::new(vs_cfg.clone()),
-                        sched: Mutex::new(Scheduler::new(vs_cfg.algo, vs_cfg.persistence)),
-                        servers: Mutex::new(Vec::new()),
-                        stats: VsStats::default(),
-                        forward: Mutex::new(None),
-                        changed: tokio::sync::Notify::new(),
-                    });
-                    match crate::forward::Forwarder::start(v.clone(), copy_mode).await {
-                        Ok(f) => *v.forward.lock().unwrap() = Some(f),
-                        Err(e) => {
-                            errors.push(format!("virtual_server {}: {e}", vs_cfg.address));
-                            continue;
-                        }
-                    }
-                    info!(vs = %vs_cfg.address, algo = vs_cfg.algo.name(), kind = vs_cfg.kind.name(), servers = vs_cfg.real_servers.len(), "virtual server started");
-                    self.vss.lock().unwrap().push(v.clone());
-                    v
-                }
-            };
-            *vs.cfg.write().unwrap() = vs_cfg.clone();
-            vs.sched
-                .lock()
-                .unwrap()
-                .set_algo(vs_cfg.algo, vs_cfg.persistence);
-            self.apply_real_servers(&vs, vs_cfg);
+            let mine: Vec<&Change> = changes
+                .iter()
+                .filter(|c| c.vs() == Some(vs_cfg.address))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.change_vs(vs_cfg, &mine, &new).await {
+                failed.push(e);
+            }
         }
-        self.apply_vrrp(&new.vrrp_instances).await;
-        *self.config.write().unwrap() = new;
-        if errors.is_empty() {
+        let copy_changed = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Global {
+                    key: GlobalKey::ProxyCopy,
+                    ..
+                }
+            )
+        });
+        if copy_changed {
+            for vs in self.state.virtual_servers() {
+                vs.set_copy_mode(new.proxy_copy);
+            }
+        }
+        self.change_vrrp(changes, &new.vrrp_instances).await;
+        let mut running = new;
+        running
+            .virtual_servers
+            .retain(|v| !failed.iter().any(|f: &StartError| f.vs == v.address));
+        *self.state.config.write().unwrap() = running;
+        if failed.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(ApplyError(failed))
         }
     }
 
-    /// Starts new VRRP instances, restarts changed ones, stops removed ones (a stopping
-    /// master hands over with priority 0).
-    async fn apply_vrrp(self: &Arc<Self>, wanted: &[crate::config::VrrpConfig]) {
+    /// Stops accepting and checking; connections in flight continue.
+    fn remove_vs(&self, addr: SocketAddr) {
+        let removed = {
+            let mut vss = self.state.vss.lock().unwrap();
+            let i = vss.iter().position(|v| v.address == addr);
+            i.map(|i| vss.remove(i))
+        };
+        self.stop_forward(addr);
+        if let Some(v) = removed {
+            v.stop_checkers();
+        }
+    }
+
+    fn stop_forward(&self, addr: SocketAddr) {
+        let f = self.forwarders.lock().unwrap().remove(&addr);
+        if let Some(f) = f {
+            f.stop();
+        }
+    }
+
+    async fn start_forward(&self, vs: &Arc<VsRuntime>) -> Result<(), StartError> {
+        match Forwarder::start(vs.clone()).await {
+            Ok(f) => {
+                self.forwarders.lock().unwrap().insert(vs.address, f);
+                Ok(())
+            }
+            Err(source) => Err(StartError {
+                vs: vs.address,
+                source,
+            }),
+        }
+    }
+
+    /// Carries out the changes of one virtual server of the new config. A forwarding method
+    /// that does not start is returned; a virtual server that existed keeps its running state
+    /// (and takes the rest of its changes) without one.
+    async fn change_vs(
+        self: &Arc<Self>,
+        cfg: &VsConfig,
+        changes: &[&Change],
+        new: &LbConfig,
+    ) -> Result<(), StartError> {
+        let added = changes.iter().any(|c| matches!(c, Change::VsAdded { .. }));
+        let Some(vs) = self.state.find(cfg.address) else {
+            let vs = Arc::new(VsRuntime::new(cfg, new.proxy_copy));
+            self.start_forward(&vs).await?;
+            info!(vs = %cfg.address, algo = cfg.algo.name(), kind = cfg.kind.name(), servers = cfg.real_servers.len(), "virtual server started");
+            self.state.vss.lock().unwrap().push(vs.clone());
+            self.change_real_servers(&vs, cfg, changes);
+            return Ok(());
+        };
+        // Added, yet running: its forwarding method failed to start at an earlier reload (so
+        // the config stored as running left it out). What else changed is planned from the
+        // config its running state holds.
+        let rest = match added {
+            true => reload::virtual_server_changes(&vs.cfg.read().unwrap(), cfg),
+            false => Vec::new(),
+        };
+        let changes: Vec<&Change> = changes.iter().copied().chain(rest.iter()).collect();
+        let kind_changed = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Vs {
+                    key: VsKey::Kind,
+                    ..
+                }
+            )
+        });
+        // Written first: the workers read it for their next connection or step, and a new
+        // forwarding method starts from it.
+        *vs.cfg.write().unwrap() = cfg.clone();
+        vs.sched.lock().unwrap().set_algo(cfg.algo, cfg.persistence);
+        let mut started = Ok(());
+        if added || kind_changed {
+            // The old method stops (PROXY connections in flight finish), the new one starts
+            // on the same running state.
+            self.stop_forward(cfg.address);
+            started = self.start_forward(&vs).await;
+        }
+        self.change_real_servers(&vs, cfg, &changes);
+        started
+    }
+
+    /// Real servers in the new config's order: those that stay keep their state (a weight
+    /// change ends an admin override; a check change restarts the check with a fresh health
+    /// state; a `delay_loop` change restarts every check on the new period), new ones start
+    /// UP with their check, removed ones stop being checked (their connections continue).
+    fn change_real_servers(&self, vs: &Arc<VsRuntime>, cfg: &VsConfig, changes: &[&Change]) {
+        let retime = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Vs {
+                    key: VsKey::DelayLoop,
+                    ..
+                }
+            )
+        });
+        let keys_of = |rs: SocketAddr| -> HashSet<RsKey> {
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Rs { rs: r, key, .. } if *r == rs => Some(*key),
+                    _ => None,
+                })
+                .collect()
+        };
+        let old: Vec<Arc<RsRuntime>> = vs.servers.lock().unwrap().clone();
+        let mut next = Vec::new();
+        for rs_cfg in &cfg.real_servers {
+            let r = match old.iter().find(|r| r.addr == rs_cfg.address) {
+                Some(r) => {
+                    let keys = keys_of(r.addr);
+                    *r.cfg.lock().unwrap() = rs_cfg.clone();
+                    if keys.contains(&RsKey::Weight) {
+                        *r.weight_override.lock().unwrap() = None;
+                    }
+                    if keys.contains(&RsKey::Check) {
+                        r.stop_checker();
+                        r.reset_health();
+                        start_checker(vs, r, cfg.delay_loop);
+                    } else if retime {
+                        start_checker(vs, r, cfg.delay_loop);
+                    }
+                    r.clone()
+                }
+                None => {
+                    let r = Arc::new(RsRuntime::new(rs_cfg));
+                    start_checker(vs, &r, cfg.delay_loop);
+                    r
+                }
+            };
+            next.push(r);
+        }
+        for r in &old {
+            if !next.iter().any(|n| n.addr == r.addr) {
+                r.stop_checker();
+            }
+        }
+        vs.set_servers(next);
+    }
+
+    /// Stops removed and changed instances (a stopping master hands over with priority 0),
+    /// then starts added and changed ones, in the new config's order.
+    async fn change_vrrp(self: &Arc<Self>, changes: &[Change], wanted: &[VrrpConfig]) {
+        let stop: HashSet<&str> = changes
+            .iter()
+            .filter(|c| matches!(c, Change::VrrpRemoved { .. } | Change::Vrrp { .. }))
+            .filter_map(|c| c.instance())
+            .collect();
+        if stop.is_empty()
+            && !changes
+                .iter()
+                .any(|c| matches!(c, Change::VrrpAdded { .. }))
+        {
+            return;
+        }
         let current: Vec<_> = self.vrrps.lock().unwrap().clone();
-        let mut keep = Vec::new();
+        let mut kept = Vec::new();
         for rt in current {
-            if wanted.iter().any(|w| *w == rt.cfg) {
-                keep.push(rt);
-            } else {
+            if stop.contains(rt.cfg.name.as_str()) {
                 info!(instance = %rt.cfg.name, "VRRP instance removed or changed: stopping it");
                 rt.shutdown().await;
+            } else {
+                kept.push(rt);
             }
         }
+        let mut next = Vec::new();
         for w in wanted {
-            if !keep.iter().any(|k| k.cfg == *w) {
-                keep.push(crate::vrrp::VrrpRuntime::start(
-                    w.clone(),
-                    Arc::downgrade(self),
-                ));
+            match kept.iter().position(|k| k.cfg.name == w.name) {
+                Some(i) => next.push(kept.swap_remove(i)),
+                None => next.push(VrrpRuntime::start(w.clone(), self.tracker())),
             }
         }
-        *self.vrrps.lock().unwrap() = keep;
+        *self.vrrps.lock().unwrap() = next;
+    }
+
+    /// What VRRP's `track_virtual_servers` reads: the running state's health, through a weak
+    /// reference (an instance outliving the balancer tracks nothing).
+    fn tracker(&self) -> crate::vrrp::Tracker {
+        let state = Arc::downgrade(&self.state);
+        Arc::new(move || {
+            state
+                .upgrade()
+                .is_some_and(|s| s.no_real_server_available())
+        })
     }
 
     /// For the systemd watchdog: takes, one after the other, every lock the dispatch path
     /// and the admin API take. A deadlocked one blocks here (and the pings stop); a poisoned
     /// one (a panic while holding it) answers `false`.
     pub fn alive(&self) -> bool {
-        if self.config.read().is_err() || self.vrrps.lock().is_err() {
-            return false;
-        }
-        let Ok(vss) = self.vss.lock().map(|v| v.clone()) else {
-            return false;
-        };
-        vss.iter()
-            .all(|vs| vs.cfg.read().is_ok() && vs.sched.lock().is_ok() && vs.servers.lock().is_ok())
-    }
-
-    pub fn vrrp_instances(&self) -> Vec<Arc<crate::vrrp::VrrpRuntime>> {
-        self.vrrps.lock().unwrap().clone()
+        self.vrrps.lock().is_ok() && self.forwarders.lock().is_ok() && self.state.alive()
     }
 
     /// Graceful stop: VRRP masters hand over (priority 0, addresses removed), then listeners
@@ -347,97 +356,31 @@ impl Balancer {
         self.stop();
     }
 
-    fn apply_real_servers(&self, vs: &Arc<VsRuntime>, vs_cfg: &VsConfig) {
-        let mut next: Vec<Arc<RsRuntime>> = Vec::new();
-        let old: Vec<Arc<RsRuntime>> = vs.servers.lock().unwrap().clone();
-        for rs_cfg in &vs_cfg.real_servers {
-            match old.iter().find(|r| r.addr == rs_cfg.address) {
-                Some(r) => {
-                    let prev = r.cfg.lock().unwrap().clone();
-                    if prev.weight != rs_cfg.weight {
-                        *r.weight_override.lock().unwrap() = None;
-                        info!(vs = %vs.address, rs = %r.addr, from = prev.weight, to = rs_cfg.weight, "weight changed");
-                    }
-                    *r.cfg.lock().unwrap() = rs_cfg.clone();
-                    if prev.check != rs_cfg.check {
-                        stop_checker(r);
-                        *r.health.lock().unwrap() =
-                            HealthState::new(rs_cfg.check.as_ref().map(|c| c.retry).unwrap_or(0));
-                        start_checker(vs, r, rs_cfg.check.clone(), vs_cfg);
-                    }
-                    next.push(r.clone());
-                }
-                None => {
-                    let r = Arc::new(RsRuntime {
-                        addr: rs_cfg.address,
-                        cfg: Mutex::new(rs_cfg.clone()),
-                        health: Mutex::new(HealthState::new(
-                            rs_cfg.check.as_ref().map(|c| c.retry).unwrap_or(0),
-                        )),
-                        last_error: Mutex::new(String::new()),
-                        weight_override: Mutex::new(None),
-                        drained: std::sync::atomic::AtomicBool::new(false),
-                        active: AtomicU64::new(0),
-                        total: AtomicU64::new(0),
-                        bytes_in: AtomicU64::new(0),
-                        bytes_out: AtomicU64::new(0),
-                        flips: AtomicU64::new(0),
-                        connect_failures: AtomicU64::new(0),
-                        checks: AtomicU64::new(0),
-                        check_failures: AtomicU64::new(0),
-                        checker: Mutex::new(None),
-                    });
-                    if !old.is_empty() {
-                        info!(vs = %vs.address, rs = %r.addr, "real server added");
-                    }
-                    start_checker(vs, &r, rs_cfg.check.clone(), vs_cfg);
-                    next.push(r);
-                }
-            }
-        }
-        for r in &old {
-            if !next.iter().any(|n| n.addr == r.addr) {
-                info!(vs = %vs.address, rs = %r.addr, active = r.active.load(Ordering::Relaxed), "real server removed (its connections continue)");
-                stop_checker(r);
-            }
-        }
-        *vs.servers.lock().unwrap() = next;
-        vs.sync_scheduler();
-    }
-
     /// Stops listeners and checks (connections in flight finish on their own); VRRP
     /// instances are told to stop without waiting (use [`Balancer::shutdown`] to wait).
     pub fn stop(&self) {
         for v in self.vrrps.lock().unwrap().drain(..) {
             v.abort();
         }
-        for v in self.vss.lock().unwrap().drain(..) {
-            v.stop_forward();
-            for r in v.servers.lock().unwrap().iter() {
-                stop_checker(r);
-            }
+        let forwarders: Vec<_> = self.forwarders.lock().unwrap().drain().collect();
+        for (_, f) in forwarders {
+            f.stop();
+        }
+        for v in self.state.vss.lock().unwrap().drain(..) {
+            v.stop_checkers();
         }
     }
 }
 
-fn stop_checker(r: &RsRuntime) {
-    if let Some(h) = r.checker.lock().unwrap().take() {
-        h.abort();
-    }
-}
-
-fn start_checker(
-    vs: &Arc<VsRuntime>,
-    rs: &Arc<RsRuntime>,
-    check: Option<Check>,
-    vs_cfg: &VsConfig,
-) {
-    let Some(check) = check else {
-        return; // no check table: always up, as in keepalived
+/// Starts (or restarts) the check task of `rs`, every `delay_loop`; no check table: always
+/// up, as in keepalived.
+fn start_checker(vs: &Arc<VsRuntime>, rs: &Arc<RsRuntime>, delay_loop: Duration) {
+    let Some(check) = rs.cfg.lock().unwrap().check.clone() else {
+        rs.stop_checker();
+        return;
     };
     let weak: Weak<VsRuntime> = Arc::downgrade(vs);
     let rs2 = rs.clone();
-    let delay_loop = vs_cfg.delay_loop;
     let span = tracing::info_span!(parent: None, "check", vs = %vs.address, rs = %rs.addr);
     let task = tokio::spawn(
         async move {
@@ -462,5 +405,5 @@ fn start_checker(
         }
         .instrument(span),
     );
-    *rs.checker.lock().unwrap() = Some(task.abort_handle());
+    rs.set_checker(task.abort_handle());
 }

@@ -5,7 +5,11 @@
 //! - [`config`]: keepalived-shaped TOML, validated with one error per problem.
 //! - [`dispatch`]: sans-I/O scheduling (rr, wrr, lc, wlc, sh, mh/Maglev) and persistence.
 //! - [`health`]: check thresholds (sans-I/O) and the TCP / RTMP probes.
-//! - [`balancer`]: the running state; applies a config at start and on reload.
+//! - [`state`]: the running state at the bottom (virtual and real servers, their scheduler,
+//!   health and counters); the workers below read it, nothing in it reaches up.
+//! - [`reload`]: a reload as data: the list of changes from the running config to a new one.
+//! - [`balancer`]: the workers on the running state (forwarding methods, checks, VRRP
+//!   instances), and carrying out a plan on them, at start and on reload.
 //! - [`forward`]: the forwarding methods behind one seam: PROXY (wraps [`proxy`]) and DR
 //!   (direct routing through an nftables netdev-ingress table).
 //! - [`proxy`]: the userspace full-proxy dispatch and its splice/buffered copy.
@@ -22,6 +26,8 @@ pub mod dispatch;
 pub mod forward;
 pub mod health;
 pub mod proxy;
+pub mod reload;
+pub mod state;
 pub mod vrrp;
 
 pub use balancer::Balancer;
@@ -33,22 +39,22 @@ use std::sync::Arc;
 /// A started balancer: virtual servers listening, checks running, admin API up.
 pub struct Running {
     pub balancer: Arc<Balancer>,
+    /// Where the admin API listened at start (a reload may move it: [`admin::Admin::local_addr`]).
     pub admin_addr: std::net::SocketAddr,
-    /// The admin endpoint (its counters; the token a reload replaces).
+    /// The admin endpoint (its counters, address, timeout, and the token a reload replaces).
     pub admin: Arc<admin::Admin>,
-    admin_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     pub fn stop(&self) {
         self.balancer.stop();
-        self.admin_task.abort();
+        self.admin.stop();
     }
 
     /// Graceful stop: VRRP masters hand over first.
     pub async fn shutdown(&self) {
         self.balancer.shutdown().await;
-        self.admin_task.abort();
+        self.admin.stop();
     }
 }
 
@@ -84,22 +90,23 @@ pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
     // Tables of a previous lb that was killed would keep forwarding: remove them first.
     forward::dr::sweep_stale();
     let balancer = Balancer::new(config.clone());
-    balancer.apply(config).await.map_err(anyhow::Error::msg)?;
+    balancer.apply(config).await?;
     let listener = std::net::TcpListener::bind(admin_listen)
         .map_err(|e| anyhow::anyhow!("admin_listen {admin_listen}: {e}"))?;
     let admin_addr = listener.local_addr()?;
-    let (admin, admin_task) = admin::serve(balancer.clone(), listener, opts)
+    let admin = admin::serve(balancer.clone(), listener, opts)
         .map_err(|e| anyhow::anyhow!("admin_listen {admin_addr}: {e}"))?;
     Ok(Running {
         balancer,
         admin_addr,
         admin,
-        admin_task,
     })
 }
 
-/// Runs until `shutdown`; `reload` yields new configs (SIGHUP in `main`). A reload re-reads
-/// the admin token; if that fails, the whole reload is refused and the running one stays.
+/// Runs until `shutdown`; `reload` yields new configs (SIGHUP in `main`). A reload is planned
+/// ([`reload::plan`]), each change logged, then carried out. It re-reads the admin token, and
+/// binds a new `admin_listen` before anything changes: if either fails, the whole reload is
+/// refused and the running config (admin address included) stays.
 ///
 /// systemd (all no-ops outside it): `READY=1` after each reload, applied or refused (`main`
 /// sends `RELOADING=1` when the SIGHUP arrives), `STOPPING=1` at shutdown, and `WATCHDOG=1`
@@ -107,7 +114,7 @@ pub async fn start(config: LbConfig) -> anyhow::Result<Running> {
 /// [`Balancer::alive`] took the running state's locks: a wedged reload, a deadlocked
 /// scheduler lock or a starved runtime stop the pings and systemd restarts lb.
 pub async fn run(
-    running: Running,
+    mut running: Running,
     mut shutdown: Shutdown,
     mut reload: tokio::sync::mpsc::Receiver<LbConfig>,
 ) {
@@ -123,7 +130,7 @@ pub async fn run(
                 }
             }
             Some(cfg) = reload.recv() => {
-                apply_reload(&running, cfg).await;
+                apply_reload(&mut running, cfg).await;
                 common::sd_notify::ready();
             }
         }
@@ -139,24 +146,63 @@ fn log_warnings(config: &LbConfig) {
     }
 }
 
-async fn apply_reload(running: &Running, cfg: LbConfig) {
+/// Carries out one reload: the token and a new admin address first (either failing refuses
+/// the reload whole), then every change logged, then the admin API's changes here and the
+/// rest by [`Balancer::carry_out`].
+async fn apply_reload(running: &mut Running, mut cfg: LbConfig) {
     let token = match admin::auth::load(&cfg) {
-        Ok(t) => t,
+        Ok(t) => t.map(|(t, _)| t),
         Err(e) => {
             tracing::error!(problem = %e, "reload refused: the running configuration stays");
             return;
         }
     };
+    let mut changes = reload::plan(&running.balancer.config(), &cfg);
+    if let Some((old, new)) = reload::secret_change(running.admin.token().as_ref(), token.as_ref())
     {
-        let old = running.balancer.config.read().unwrap();
-        if old.admin_listen != cfg.admin_listen || old.admin_timeout != cfg.admin_timeout {
-            tracing::warn!(admin_listen = %cfg.admin_listen, "admin_listen and admin_timeout change only with a restart; the admin API keeps its current ones");
+        changes.push(reload::Change::Global {
+            key: reload::GlobalKey::AdminToken,
+            old,
+            new,
+        });
+    }
+    let has = |k: reload::GlobalKey| {
+        changes
+            .iter()
+            .any(|c| matches!(c, reload::Change::Global { key, .. } if *key == k))
+    };
+    // Bound before anything changes: an address that cannot be had leaves all as it runs.
+    let listener = match has(reload::GlobalKey::AdminListen) {
+        false => None,
+        true => match std::net::TcpListener::bind(cfg.admin_listen) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(admin_listen = %cfg.admin_listen, error = %e, serving = %running.admin.local_addr(), "reload refused: cannot listen on the new admin_listen {}; the running configuration stays, the admin API on its current address", cfg.admin_listen);
+                return;
+            }
+        },
+    };
+    log_warnings(&cfg);
+    for c in &changes {
+        reload::log(c);
+    }
+    running.admin.set_token(token);
+    if has(reload::GlobalKey::AdminTimeout) {
+        running.admin.set_timeout(cfg.admin_timeout);
+    }
+    if let Some(l) = listener {
+        match running.admin.rebind(l) {
+            Ok(addr) => running.admin_addr = addr,
+            Err(e) => {
+                tracing::error!(admin_listen = %cfg.admin_listen, error = %e, "cannot serve the admin API on the new admin_listen {}; it stays on {}", cfg.admin_listen, running.admin.local_addr());
+                // What runs is the old address: the next reload tries the new one again.
+                cfg.admin_listen = running.balancer.config().admin_listen;
+            }
         }
     }
-    running.admin.set_token(token.map(|(t, _)| t));
-    log_warnings(&cfg);
-    match running.balancer.apply(cfg).await {
-        Ok(()) => tracing::info!("configuration reloaded"),
+    let n = changes.len();
+    match running.balancer.carry_out(&changes, cfg).await {
+        Ok(()) => tracing::info!(changes = n, "configuration reloaded"),
         Err(e) => tracing::error!(error = %e, "reload applied with errors"),
     }
 }

@@ -249,10 +249,15 @@ struct Lb {
 }
 
 impl Lb {
-    fn spawn(mut cmd: Command, name: &str) -> Lb {
+    fn spawn(cmd: Command, name: &str) -> Lb {
+        Self::spawn_logging(cmd, name, "info")
+    }
+
+    /// [`Lb::spawn`] with `filter` as `RUST_LOG`.
+    fn spawn_logging(mut cmd: Command, name: &str, filter: &str) -> Lb {
         let log = tmp(&format!("{name}.log"), "");
         cmd.env_remove("EDGEFLEET_LB_ADMIN_TOKEN")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         Lb {
@@ -1026,4 +1031,101 @@ fn check_explains_keepalived_keys_and_reports_them_all_at_once() {
     assert_eq!(code, Some(64), "{err}");
     assert_eq!(err.lines().count(), 2, "{err}");
     assert!(err.contains("line 1:") && err.contains("line 2:"), "{err}");
+}
+
+/// The lines of `log` that contain every one of `parts`.
+fn lines_with<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .collect()
+}
+
+#[test]
+fn sighup_applies_admin_listen_delay_loop_and_proxy_copy_and_logs_each_change() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rs = backend.local_addr().unwrap();
+    // The backend accepts (and drops) checks and viewers alike.
+    std::thread::spawn(move || {
+        for c in backend.incoming() {
+            drop(c);
+        }
+    });
+    let (admin1, admin2, vip) = (free(), free(), free());
+    let conf_text = |admin: SocketAddr, delay: &str, copy: &str| {
+        format!(
+            "admin_listen = \"{admin}\"\nproxy_copy = \"{copy}\"\n[[virtual_server]]\naddress = \"{vip}\"\ndelay_loop = {delay}\n[[virtual_server.real_server]]\naddress = \"{rs}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\n"
+        )
+    };
+    let conf = tmp("reload-keys.toml", &conf_text(admin1, "30", "splice"));
+    let mut cmd = Command::new(LB);
+    cmd.arg("--config").arg(&conf);
+    let lb = Lb::spawn_logging(cmd, "reload-keys", "info,lb::proxy=debug");
+    let pid = nix::unistd::Pid::from_raw(lb.pid() as i32);
+    let vs0 = |admin| status(admin).map(|s| s["virtual_servers"][0].clone());
+    let st = wait_status(admin1).unwrap_or_else(|| panic!("lb did not come up:\n{}", lb.log()));
+    assert_eq!(st["virtual_servers"][0]["proxy_copy"], "splice", "{st}");
+    drop(std::net::TcpStream::connect(vip).unwrap());
+    assert!(lb.wait_log("copy=\"splice\""), "{}", lb.log());
+    std::thread::sleep(Duration::from_millis(1000));
+    let checks = |admin| {
+        vs0(admin)
+            .and_then(|v| v["real_servers"][0]["checks"].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(checks(admin1), 1, "delay_loop = 30 checked more than once");
+
+    // One reload changing the three keys a restart used to be needed for.
+    std::fs::write(&conf, conf_text(admin2, "0.2", "buffered")).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(lb.wait_log("configuration reloaded"), "{}", lb.log());
+    let st = wait_status(admin2)
+        .unwrap_or_else(|| panic!("the admin API is not on {admin2}:\n{}", lb.log()));
+    assert_eq!(st["virtual_servers"][0]["proxy_copy"], "buffered", "{st}");
+    assert!(
+        std::net::TcpStream::connect(admin1).is_err(),
+        "the old admin address {admin1} still accepts"
+    );
+    let log = lb.log();
+    for (key, old, new) in [
+        ("admin_listen", admin1.to_string(), admin2.to_string()),
+        ("delay_loop", "30s".into(), "0.2s".into()),
+        ("proxy_copy", "splice".into(), "buffered".into()),
+    ] {
+        let want = [
+            "reload: changed".to_string(),
+            format!("key={key}"),
+            format!("old={old}"),
+            format!("new={new}"),
+        ];
+        let parts: Vec<&str> = want.iter().map(|s| s.as_str()).collect();
+        assert_eq!(lines_with(&log, &parts).len(), 1, "{key}: {log}");
+    }
+    // New connections of the running virtual server are copied the new way.
+    drop(std::net::TcpStream::connect(vip).unwrap());
+    assert!(lb.wait_log("copy=\"buffered\""), "{}", lb.log());
+    // The checks run every 0.2 s now.
+    let end = Instant::now() + Duration::from_secs(5);
+    while checks(admin2) < 6 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        checks(admin2) >= 6,
+        "{} checks:\n{}",
+        checks(admin2),
+        lb.log()
+    );
+
+    // A new admin address that is taken: the reload is refused, saying which address, and
+    // the admin API (and everything else) stays as it runs.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap();
+    std::fs::write(&conf, conf_text(taken, "5", "splice")).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        lb.wait_log(&format!("cannot listen on the new admin_listen {taken}")),
+        "{}",
+        lb.log()
+    );
+    let st = status(admin2).expect("the admin API left its address after a refused reload");
+    assert_eq!(st["virtual_servers"][0]["proxy_copy"], "buffered", "{st}");
 }

@@ -744,3 +744,223 @@ async fn admin_connections_without_a_request_header_time_out() {
     );
     assert!(lb.admin.stats.header_timeouts.load(Relaxed) >= 2);
 }
+
+/// An lb started from `toml` and driven by [`lb::run`], as `main` drives it: reloads go
+/// through the channel (SIGHUP's), and the balancer stays reachable for status.
+struct RunningLb {
+    balancer: Arc<lb::Balancer>,
+    reload: tokio::sync::mpsc::Sender<lb::LbConfig>,
+    _stop: common::shutdown::Trigger,
+}
+
+async fn run_lb(toml: &str) -> (RunningLb, SocketAddr) {
+    let running = start_lb(toml).await;
+    let admin = running.admin_addr;
+    let balancer = running.balancer.clone();
+    let (trigger, shutdown) = common::shutdown::channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(lb::run(running, shutdown, rx));
+    (
+        RunningLb {
+            balancer,
+            reload: tx,
+            _stop: trigger,
+        },
+        admin,
+    )
+}
+
+impl RunningLb {
+    async fn reload(&self, toml: &str) {
+        let cfg = lb::LbConfig::parse(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        self.reload.send(cfg).await.unwrap();
+    }
+
+    fn vs0(&self) -> serde_json::Value {
+        lb::admin::status(&self.balancer)["virtual_servers"][0].clone()
+    }
+
+    fn checks(&self) -> u64 {
+        self.vs0()["real_servers"][0]["checks"].as_u64().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_delay_loop_alone_retimes_the_checks() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let v = vip();
+    let check = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 1";
+    let conf = |delay: &str| {
+        format!(
+            "admin_listen = \"127.0.0.1:0\"\n[[virtual_server]]\naddress = \"{v}\"\ndelay_loop = {delay}\n[[virtual_server.real_server]]\naddress = \"{a}\"\n{check}\n"
+        )
+    };
+    let (lb, _) = run_lb(&conf("30")).await;
+    // One check at start, then none for 30 s.
+    assert!(wait_until(Duration::from_secs(2), || lb.checks() == 1).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.checks(), 1, "checks ran faster than delay_loop = 30");
+    lb.reload(&conf("0.2")).await;
+    let reloaded = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(3), || lb.checks() >= 6).await,
+        "after a reload to delay_loop = 0.2, {} checks in {:?}",
+        lb.checks(),
+        reloaded.elapsed()
+    );
+    let rs = lb.vs0()["real_servers"][0].clone();
+    assert_eq!(
+        (rs["state"].as_str(), rs["flips"].as_u64()),
+        (Some("UP"), Some(0)),
+        "the retimed check kept the server's health: {rs}"
+    );
+    // And back: the fast checks stop.
+    lb.reload(&conf("30")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n = lb.checks();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        lb.checks() <= n + 1,
+        "checks went on at 0.2 s after a reload to 30 s: {n} -> {}",
+        lb.checks()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_proxy_copy_applies_to_new_connections_of_a_running_virtual_server() {
+    init();
+    use tokio::io::AsyncReadExt;
+    let (a, _ta) = id_server("a").await;
+    let v = vip();
+    let conf = |copy: &str| {
+        format!(
+            "admin_listen = \"127.0.0.1:0\"\nproxy_copy = \"{copy}\"\n{}",
+            vs_toml(v, "rr", "", &[(a, 1, "")])
+        )
+    };
+    let (lb, _) = run_lb(&conf("splice")).await;
+    assert_eq!(lb.vs0()["proxy_copy"], "splice");
+    let (id, mut before) = read_id(v, lo(1)).await;
+    assert_eq!(id, "a");
+    lb.reload(&conf("buffered")).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || lb.vs0()["proxy_copy"]
+            == "buffered")
+        .await,
+        "{}",
+        lb.vs0()
+    );
+    // The listener stayed (no rebind): a new viewer gets through, the first one is untouched.
+    let (id, _after) = read_id(v, lo(2)).await;
+    assert_eq!(id, "a");
+    assert_eq!(lb.vs0()["total"], 2);
+    let mut b = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), before.read(&mut b))
+            .await
+            .is_err(),
+        "the connection made before the reload was closed"
+    );
+}
+
+/// `GET /status` on `admin`: the HTTP status line, or the connect error.
+async fn admin_get(admin: SocketAddr) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: lb\r\n\r\n")
+        .await?;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 5 s"))??;
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_admin_listen_moves_the_admin_api_and_a_busy_address_keeps_it() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let v = vip();
+    let conf = |admin: SocketAddr, timeout: &str| {
+        format!(
+            "admin_listen = \"{admin}\"\nadmin_timeout = {timeout}\n{}",
+            vs_toml(v, "rr", "", &[(a, 1, "")])
+        )
+    };
+    let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (lb, admin) = run_lb(&conf(first, "10")).await;
+    assert_eq!(admin, first);
+    assert!(admin_get(first).await.unwrap().contains("200"));
+    let second: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    lb.reload(&conf(second, "1")).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || lb.balancer.config().admin_listen
+            == second)
+        .await
+    );
+    assert!(admin_get(second).await.unwrap().contains("200 OK"));
+    assert!(
+        admin_get(first).await.is_err(),
+        "the old admin address still answers"
+    );
+    // admin_timeout = 1 is in force on the new listener: a silent connection is closed.
+    let (_, closed) = exchange(second, "", Duration::from_secs(4)).await;
+    assert!(
+        closed,
+        "a silent admin connection outlived admin_timeout = 1"
+    );
+    // An address in use: the reload is refused whole, the admin API stays where it is.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap();
+    lb.reload(&format!(
+        "{}\n[[virtual_server.real_server]]\naddress = \"127.0.0.1:1\"\n",
+        conf(taken, "1")
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(admin_get(second).await.unwrap().contains("200 OK"));
+    let running = lb.balancer.config();
+    assert_eq!(running.admin_listen, second);
+    assert_eq!(
+        running.virtual_servers[0].real_servers.len(),
+        1,
+        "a refused reload changed the real servers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_server_that_cannot_listen_is_tried_again_at_the_next_reload() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let v1 = vip();
+    let one = vs_toml(v1, "rr", "", &[(a, 1, "")]);
+    let lb = start_lb(&one).await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let v2 = busy.local_addr().unwrap();
+    let two = lb::LbConfig::parse(&format!(
+        "admin_listen = \"127.0.0.1:0\"\n{one}\n{}",
+        vs_toml(v2, "rr", "", &[(b, 1, "")])
+    ))
+    .unwrap();
+    let err = lb
+        .balancer
+        .apply(two.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("virtual_server {v2}: cannot listen")),
+        "{err}"
+    );
+    // The first virtual server serves on; the second is not taken for running.
+    assert_eq!(read_id(v1, lo(1)).await.0, "a");
+    assert_eq!(lb.balancer.config().virtual_servers.len(), 1);
+    // The same config once the address is free: the second one starts.
+    drop(busy);
+    lb.balancer.apply(two).await.unwrap();
+    assert_eq!(read_id(v2, lo(1)).await.0, "b");
+    assert_eq!(lb.balancer.config().virtual_servers.len(), 2);
+}

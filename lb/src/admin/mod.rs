@@ -92,7 +92,7 @@ pub fn status(b: &Balancer) -> serde_json::Value {
         .iter()
         .map(|vs| {
             let cfg = vs.cfg.read().unwrap().clone();
-            let dr = vs.dr_stats();
+            let dr = b.dr_stats(vs.address);
             let rss: Vec<_> = vs
                 .servers
                 .lock()
@@ -136,6 +136,8 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                 "address": vs.address.to_string(),
                 "lb_algo": cfg.algo.name(),
                 "lb_kind": cfg.kind.name(),
+                // How new connections are copied (PROXY only; a reload applies it to them).
+                "proxy_copy": (cfg.kind == crate::config::Kind::Proxy).then(|| vs.copy_mode().name()),
                 "persistence_timeout": cfg.persistence.map(|p| p.timeout.as_secs()).unwrap_or(0),
                 "sorry_server": cfg.sorry_server.map(|s| s.to_string()),
                 "active": vs.stats.active.load(Ordering::Relaxed),

@@ -1,5 +1,10 @@
 //! The admin API's HTTP side: accept loop, limits, origin and token checks, routing.
 //!
+//! A reload may move it (`admin_listen`: [`Admin::rebind`], the new address bound before the
+//! old one closes; open connections finish) and retime it (`admin_timeout`, for new
+//! connections: [`Admin::set_timeout`]); the counters, the connection cap and the token stay
+//! with the [`Admin`].
+//!
 //! Limits, so the admin port cannot take the file descriptors the viewers' listeners need:
 //! - a request header must arrive within `admin_timeout` of the connection opening or of the
 //!   previous response (hyper's `header_read_timeout`, which also bounds idle keep-alive);
@@ -29,6 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 /// Admin connections open at once; one more closes the oldest.
@@ -60,10 +66,18 @@ pub struct Admin {
     balancer: Arc<Balancer>,
     pub stats: AdminStats,
     token: RwLock<Option<Token>>,
-    timeout: Duration,
+    /// `admin_timeout`, read as each connection opens.
+    timeout: RwLock<Duration>,
     /// Open connections by accept order (the first is the oldest), each with its closer.
     open: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+    /// The connection cap, shared by the accept loops of the old and new address after a
+    /// rebind (the old one's connections still hold their slots).
+    limit: Arc<Semaphore>,
+    next_id: AtomicU64,
     fleet: Arc<super::fleet::Fleet>,
+    /// The address served now and its accept loop; the fleet refresher.
+    serving: Mutex<(SocketAddr, Option<AbortHandle>)>,
+    refresher: Mutex<Option<AbortHandle>>,
 }
 
 impl Admin {
@@ -71,49 +85,95 @@ impl Admin {
     pub fn set_token(&self, token: Option<Token>) {
         *self.token.write().unwrap() = token;
     }
+
+    /// The token in force (compared with a reload's; never logged).
+    pub fn token(&self) -> Option<Token> {
+        self.token.read().unwrap().clone()
+    }
+
+    /// `admin_timeout` for connections opened from now on.
+    pub fn set_timeout(&self, timeout: Duration) {
+        *self.timeout.write().unwrap() = timeout;
+    }
+
+    pub fn timeout(&self) -> Duration {
+        *self.timeout.read().unwrap()
+    }
+
+    /// The address the admin API listens on now.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.serving.lock().unwrap().0
+    }
+
+    /// Moves the admin API to `listener` (bound by the caller, so a failure to bind leaves
+    /// this one serving): the new accept loop starts, then the old one stops; connections
+    /// already open on the old address finish as usual.
+    pub fn rebind(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<SocketAddr> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(self.clone(), listener)).abort_handle();
+        let (old, old_task) = {
+            let mut s = self.serving.lock().unwrap();
+            std::mem::replace(&mut *s, (addr, Some(task)))
+        };
+        if let Some(t) = old_task {
+            t.abort();
+        }
+        info!(admin = %addr, from = %old, "admin API listening on its new address");
+        Ok(addr)
+    }
+
+    /// Stops accepting and refreshing the fleet page (open connections finish).
+    pub fn stop(&self) {
+        if let Some(t) = self.serving.lock().unwrap().1.take() {
+            t.abort();
+        }
+        if let Some(t) = self.refresher.lock().unwrap().take() {
+            t.abort();
+        }
+    }
 }
 
-/// Serves the admin API on `listener` until the task is aborted.
+/// Serves the admin API on `listener` until [`Admin::stop`].
 pub fn serve(
     balancer: Arc<Balancer>,
     listener: std::net::TcpListener,
     opts: AdminOptions,
-) -> std::io::Result<(Arc<Admin>, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<Arc<Admin>> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    info!(admin = %listener.local_addr()?, timeout_s = opts.timeout.as_secs_f64(), max_connections = MAX_CONNECTIONS, token = opts.token.is_some(), "admin API listening");
+    let addr = listener.local_addr()?;
+    info!(admin = %addr, timeout_s = opts.timeout.as_secs_f64(), max_connections = MAX_CONNECTIONS, token = opts.token.is_some(), "admin API listening");
     let admin = Arc::new(Admin {
         balancer,
         stats: AdminStats::default(),
         token: RwLock::new(opts.token),
-        timeout: opts.timeout,
+        timeout: RwLock::new(opts.timeout),
         open: Mutex::new(BTreeMap::new()),
+        limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        next_id: AtomicU64::new(0),
         fleet: Default::default(),
+        serving: Mutex::new((addr, None)),
+        refresher: Mutex::new(None),
     });
     let refresher = tokio::spawn(super::fleet::refresh(
         admin.balancer.clone(),
         admin.fleet.clone(),
     ));
-    let accept = accept_loop(admin.clone(), listener);
-    let task = tokio::spawn(async move {
-        // The fleet refresher lives as long as the admin listener.
-        struct AbortOnDrop(tokio::task::JoinHandle<()>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let _refresher = AbortOnDrop(refresher);
-        accept.await
-    });
-    Ok((admin, task))
+    *admin.refresher.lock().unwrap() = Some(refresher.abort_handle());
+    let accept = tokio::spawn(accept_loop(admin.clone(), listener));
+    admin.serving.lock().unwrap().1 = Some(accept.abort_handle());
+    Ok(admin)
 }
 
 async fn accept_loop(admin: Arc<Admin>, listener: TcpListener) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = admin.limit.clone();
     let mut backoff = AcceptBackoff::default();
     let mut evictions = Throttle::default();
-    let mut next_id = 0u64;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => {
@@ -149,8 +209,7 @@ async fn accept_loop(admin: Arc<Admin>, listener: TcpListener) {
                 }
             }
         };
-        next_id += 1;
-        let id = next_id;
+        let id = admin.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (close_tx, close_rx) = oneshot::channel();
         admin.open.lock().unwrap().insert(id, close_tx);
         let admin = admin.clone();
@@ -176,10 +235,11 @@ async fn connection(
         let a = a.clone();
         async move { Ok::<_, std::convert::Infallible>(route(&a, peer, local, req)) }
     });
+    let timeout = admin.timeout();
     let io = hyper_util::rt::TokioIo::new(tcp);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(admin.timeout)
+        .header_read_timeout(timeout)
         .max_buf_size(64 * 1024)
         .serve_connection(io, svc);
     tokio::select! {
@@ -192,7 +252,7 @@ async fn connection(
             Ok(()) => {}
         },
         _ = close => debug!(%peer, "admin connection closed: the oldest at the cap"),
-        _ = tokio::time::sleep(admin.timeout * LIFETIME_FACTOR) => {
+        _ = tokio::time::sleep(timeout * LIFETIME_FACTOR) => {
             debug!(%peer, "admin connection closed: lifetime over");
         }
     }

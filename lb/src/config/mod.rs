@@ -186,6 +186,16 @@ pub enum CopyMode {
     Buffered,
 }
 
+impl CopyMode {
+    /// As the config writes it (`proxy_copy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMode::Splice => "splice",
+            CopyMode::Buffered => "buffered",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LbConfig {
     pub admin_listen: SocketAddr,

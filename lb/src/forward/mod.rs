@@ -1,6 +1,6 @@
 //! Forwarding methods: how a virtual server moves a viewer's packets to the real server the
 //! scheduler and health checks chose. One module per method, all reading the same running
-//! state ([`crate::balancer::VsRuntime`]: scheduler, health, weights, counters):
+//! state ([`crate::state::VsRuntime`]: scheduler, health, weights, counters):
 //!
 //! - [`proxy`] (`lb_kind = "PROXY"`): the userspace full proxy of [`crate::proxy`].
 //! - [`dr`] (`lb_kind = "DR"`): direct routing. lb programs an nftables netdev-ingress table
@@ -12,8 +12,8 @@
 pub mod dr;
 pub mod proxy;
 
-use crate::balancer::VsRuntime;
-use crate::config::{CopyMode, Kind, LbConfig};
+use crate::config::{Kind, LbConfig};
+use crate::state::VsRuntime;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,10 @@ pub enum Forwarder {
 
 impl Forwarder {
     /// Starts the method `vs`'s config names.
-    pub async fn start(vs: Arc<VsRuntime>, copy: CopyMode) -> Result<Forwarder, ForwardError> {
+    pub async fn start(vs: Arc<VsRuntime>) -> Result<Forwarder, ForwardError> {
         let kind = vs.cfg.read().unwrap().kind;
         Ok(match kind {
-            Kind::Proxy => Forwarder::Proxy(proxy::ProxyForward::start(vs, copy).await?),
+            Kind::Proxy => Forwarder::Proxy(proxy::ProxyForward::start(vs).await?),
             Kind::Dr => Forwarder::Dr(dr::DrForward::start(vs).await?),
         })
     }

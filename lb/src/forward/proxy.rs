@@ -1,7 +1,6 @@
 //! `lb_kind = "PROXY"`: the userspace full proxy ([`crate::proxy`]) as a forwarding method.
 
-use crate::balancer::VsRuntime;
-use crate::config::CopyMode;
+use crate::state::VsRuntime;
 use std::sync::Arc;
 use tokio::task::AbortHandle;
 
@@ -11,9 +10,9 @@ pub struct ProxyForward {
 
 impl ProxyForward {
     /// Binds the virtual address and starts accepting.
-    pub async fn start(vs: Arc<VsRuntime>, copy: CopyMode) -> std::io::Result<ProxyForward> {
+    pub async fn start(vs: Arc<VsRuntime>) -> std::io::Result<ProxyForward> {
         Ok(ProxyForward {
-            accept: crate::proxy::listen(vs, copy).await?,
+            accept: crate::proxy::listen(vs).await?,
         })
     }
 

@@ -1,17 +1,19 @@
 //! The userspace full-proxy dispatch (`lb_kind = "PROXY"`): accept on the virtual address,
 //! choose a real server, connect within `connect_timeout` — on failure count it against that
 //! server and try the next choice (at most 3 tries), so a viewer is not refused because an
-//! edge died between two checks — optionally send a PROXY v2 header, then copy both ways.
+//! edge died between two checks — optionally send a PROXY v2 header, then copy both ways
+//! (`proxy_copy`, read per connection from the running state, so a reload applies it to the
+//! next connection).
 //!
 //! Another forwarding method (direct routing) plugs in beside this one: it takes the same
-//! [`crate::balancer::VsRuntime`] (scheduler, health, counters) and only moves packets
+//! [`crate::state::VsRuntime`] (scheduler, health, counters) and only moves packets
 //! differently.
 
 pub mod copy;
 
 use crate::accept::{AcceptBackoff, Throttle};
-use crate::balancer::VsRuntime;
 use crate::config::CopyMode;
+use crate::state::VsRuntime;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use tracing::{debug, info, warn, Instrument};
 const MAX_TRIES: usize = 3;
 
 /// Binds the virtual address and spawns its accept loop.
-pub async fn listen(vs: Arc<VsRuntime>, mode: CopyMode) -> std::io::Result<AbortHandle> {
+pub async fn listen(vs: Arc<VsRuntime>) -> std::io::Result<AbortHandle> {
     let addr = vs.address;
     let sock = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -37,10 +39,10 @@ pub async fn listen(vs: Arc<VsRuntime>, mode: CopyMode) -> std::io::Result<Abort
     sock.bind(addr)?;
     let listener = sock.listen(4096)?;
     let span = tracing::info_span!(parent: None, "vs", vs = %addr);
-    Ok(tokio::spawn(accept_loop(vs, listener, mode).instrument(span)).abort_handle())
+    Ok(tokio::spawn(accept_loop(vs, listener).instrument(span)).abort_handle())
 }
 
-async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) {
+async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener) {
     // A reload that changes max_connections resizes the semaphore: more permits at once,
     // fewer as established connections close (they are never cut).
     let mut max = vs.cfg.read().unwrap().max_connections;
@@ -87,6 +89,7 @@ async fn accept_loop(vs: Arc<VsRuntime>, listener: TcpListener, mode: CopyMode) 
             continue;
         };
         let vs = vs.clone();
+        let mode = vs.copy_mode();
         tokio::spawn(async move {
             let _permit = permit;
             handle(vs, tcp, peer, mode).await;
@@ -198,7 +201,7 @@ async fn serve(
         r.active.fetch_add(1, Ordering::Relaxed);
         r.total.fetch_add(1, Ordering::Relaxed);
     }
-    debug!(%peer, rs = %addr, sorry, "proxying");
+    debug!(%peer, rs = %addr, sorry, copy = mode.name(), "proxying");
     let zero = std::sync::atomic::AtomicU64::new(0);
     let zero2 = std::sync::atomic::AtomicU64::new(0);
     let counters = match &rs {

@@ -8,25 +8,29 @@
 //! actions, tracks interfaces and the health of the virtual servers (when none of their real
 //! servers is up the instance goes FAULT, or lowers its priority by `track_weight`, so a
 //! balancer that still has healthy edges holds the VIP), and keeps the counters /metrics and
-//! `lb status` show.
+//! `lb status` show. The virtual servers' health comes through a [`Tracker`] given by whoever
+//! starts the instance: this room does not reach into the balancer's running state.
 
 pub mod machine;
 pub mod net;
 pub mod packet;
 
-use crate::balancer::Balancer;
 use crate::config::VrrpConfig;
 use machine::{Action, Machine, Params, State};
 use packet::{Drop as DropReason, Expect, MULTICAST};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
 const TRACK_EVERY: Duration = Duration::from_millis(100);
+
+/// What `track_virtual_servers` asks of the balancer, every [`TRACK_EVERY`]: `true` when it
+/// has virtual servers and not one of them has a real server available.
+pub type Tracker = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What /metrics and `lb status` show of an instance.
 #[derive(Default)]
@@ -67,7 +71,7 @@ pub struct VrrpRuntime {
 }
 
 impl VrrpRuntime {
-    pub fn start(cfg: VrrpConfig, balancer: Weak<Balancer>) -> Arc<VrrpRuntime> {
+    pub fn start(cfg: VrrpConfig, all_down: Tracker) -> Arc<VrrpRuntime> {
         let (tx, rx) = oneshot::channel();
         let rt = Arc::new(VrrpRuntime {
             cfg,
@@ -76,7 +80,7 @@ impl VrrpRuntime {
             task: Mutex::new(None),
         });
         let span = tracing::info_span!(parent: None, "vrrp", instance = %rt.cfg.name);
-        let task = tokio::spawn(run(rt.clone(), balancer, rx).instrument(span));
+        let task = tokio::spawn(run(rt.clone(), all_down, rx).instrument(span));
         *rt.task.lock().unwrap() = Some(task);
         rt
     }
@@ -261,7 +265,7 @@ impl Driver {
 }
 
 /// Evaluates tracking: (fault, priority).
-fn track(cfg: &VrrpConfig, balancer: &Weak<Balancer>) -> (Option<String>, u8) {
+fn track(cfg: &VrrpConfig, all_down: &Tracker) -> (Option<String>, u8) {
     let mut fault = None;
     for name in std::iter::once(&cfg.interface).chain(cfg.track_interface.iter()) {
         match net::iface(name) {
@@ -271,27 +275,19 @@ fn track(cfg: &VrrpConfig, balancer: &Weak<Balancer>) -> (Option<String>, u8) {
         }
     }
     let mut priority = cfg.priority;
-    if cfg.track_virtual_servers {
-        if let Some(b) = balancer.upgrade() {
-            let vss = b.virtual_servers();
-            let healthy = vss
-                .iter()
-                .any(|vs| vs.sched.lock().unwrap().any_available());
-            if !vss.is_empty() && !healthy {
-                if cfg.track_weight == 0 {
-                    fault.get_or_insert_with(|| {
-                        "no real server of the tracked virtual servers is up".into()
-                    });
-                } else {
-                    priority = (cfg.priority as i32 + cfg.track_weight).clamp(1, 254) as u8;
-                }
-            }
+    if cfg.track_virtual_servers && all_down() {
+        if cfg.track_weight == 0 {
+            fault.get_or_insert_with(|| {
+                "no real server of the tracked virtual servers is up".into()
+            });
+        } else {
+            priority = (cfg.priority as i32 + cfg.track_weight).clamp(1, 254) as u8;
         }
     }
     (fault, priority)
 }
 
-async fn run(rt: Arc<VrrpRuntime>, balancer: Weak<Balancer>, mut stop: oneshot::Receiver<()>) {
+async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receiver<()>) {
     let cfg = rt.cfg.clone();
     // Wait for the interface (it may come up after lb), then open the socket.
     let driver = loop {
@@ -345,7 +341,7 @@ async fn run(rt: Arc<VrrpRuntime>, balancer: Weak<Balancer>, mut stop: oneshot::
         interval_s: cfg.advert_int.as_secs().max(1) as u16,
     };
     let std_now = std::time::Instant::now;
-    let (fault, prio) = track(&cfg, &balancer);
+    let (fault, prio) = track(&cfg, &all_down);
     let mut fault_reason = fault.clone();
     m.set_priority(prio, std_now());
     m.set_fault(fault.is_some(), std_now());
@@ -398,7 +394,7 @@ async fn run(rt: Arc<VrrpRuntime>, balancer: Weak<Balancer>, mut stop: oneshot::
                 driver.exec(&m, acts).await;
             }
             _ = tick.tick() => {
-                let (fault, prio) = track(&cfg, &balancer);
+                let (fault, prio) = track(&cfg, &all_down);
                 if fault != fault_reason {
                     match &fault {
                         Some(f) => warn!(reason = %f, "VRRP fault"),

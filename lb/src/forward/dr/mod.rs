@@ -22,8 +22,8 @@ pub mod net;
 pub mod nft;
 pub mod nl;
 
-use crate::balancer::VsRuntime;
 use crate::config::{Algo, VsConfig};
+use crate::state::VsRuntime;
 use nft::{Plan, PlanServer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
