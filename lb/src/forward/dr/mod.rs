@@ -247,6 +247,22 @@ impl State {
             .map(|r| (r.addr, r.is_up(), r.weight()))
             .collect();
         drop(vs);
+        // After a change (a reload may move the real servers), ask the routes again: a table
+        // hooks one device, so another one means a new table (its flows were on the old
+        // segment's edges anyway).
+        if changed && self.device.is_some() {
+            let now = device_for(&cfg)?;
+            if let Some((old, _)) = self.device.as_ref().filter(|(d, _)| *d != now) {
+                warn!(from = %old, to = %now, "DR: the real servers moved to another interface; rebuilding the table there");
+                let _ = nft::nft(
+                    &["delete", "table", "netdev", &nft::table_name(cfg.address)],
+                    None,
+                );
+                self.device = None;
+                self.last = None;
+                self.macs.clear();
+            }
+        }
         let (dev, lb_mac) = match &self.device {
             Some(d) => d.clone(),
             None => {
