@@ -19,6 +19,7 @@ struct Fleet {
     lb2: Option<Host>,
     client: Host,
     edges: Vec<Host>,
+    origin: Host,
 }
 
 fn available(test: &str) -> bool {
@@ -106,6 +107,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
         lb2,
         client,
         edges,
+        origin,
     }
 }
 
@@ -878,4 +880,110 @@ fn wlc_sends_new_viewers_to_the_least_loaded_edge() {
     assert_eq!(s["ok"], 10, "{s}");
     let s = summary(&f, "first", Duration::from_secs(30));
     assert_eq!(s["ok"], 10, "{s}");
+}
+
+#[test]
+fn persistence_and_the_sorry_server_work_in_dr() {
+    let test = "persistence_and_the_sorry_server_work_in_dr";
+    if !available(test) {
+        return;
+    }
+    let f = fleet();
+    // The origin stands in as the sorry server: on the segment, on the port, VIP on lo.
+    let out = f
+        .lab
+        .exec(
+            &f.origin,
+            &[
+                bin("edge").to_str().unwrap(),
+                "dr-setup",
+                "--vip",
+                &VIP.to_string(),
+            ],
+        )
+        .expect("dr-setup on the origin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = lb_config("rr", &[&f.edges[0], &f.edges[1]]).replace(
+        "delay_loop = 0.5\n",
+        &format!(
+            "delay_loop = 0.5\npersistence_timeout = 60\nsorry_server = \"{}:1935\"\n",
+            f.origin.ip
+        ),
+    );
+    start_lb(&f, "lb", &cfg);
+    wait_programmed(&f, "lb", 2);
+    wait_stream(&f);
+    // Persistence: every connection of this client goes to the edge its first one got (rr
+    // alone would alternate).
+    let s = play(&f, 6, 2.0);
+    assert_eq!(s["ok"], 6, "{s}");
+    let st = status(&f);
+    let (e1, e2) = (flows(&st, 0), flows(&st, 1));
+    assert!(
+        e1.min(e2) == 0 && e1.max(e2) >= 6,
+        "persistence did not hold: edge1 {e1}, edge2 {e2} flows: {st:#}"
+    );
+    // Both edges drained: new viewers go to the sorry server and play.
+    let programmed = |f: &Fleet| {
+        status(f)["virtual_servers"][0]["dr"]["programmed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let p0 = programmed(&f);
+    for e in &f.edges {
+        assert!(admin_post(&f, "/drain", &format!("{}:1935", e.ip)).contains("drained"));
+    }
+    assert!(wait(Duration::from_secs(5), || programmed(&f) >= p0 + 1).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = play(&f, 3, 2.0);
+    assert_eq!(
+        s["ok"],
+        3,
+        "sorry server did not serve: {s}\n{:#}",
+        status(&f)
+    );
+    let st = status(&f);
+    assert!(
+        st["virtual_servers"][0]["dr"]["packets"]["sorry"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st:#}"
+    );
+    let sessions = f.lab.log("origin").matches("play started").count();
+    assert!(
+        sessions >= 3,
+        "origin saw {sessions} plays:\n{}",
+        f.lab.log("origin")
+    );
+    // Edges back: the sorry server takes no more new viewers.
+    let sorry_before = st["virtual_servers"][0]["dr"]["packets"]["sorry"]
+        .as_u64()
+        .unwrap_or(0);
+    let p1 = programmed(&f);
+    for e in &f.edges {
+        assert!(admin_post(&f, "/enable", &format!("{}:1935", e.ip)).contains("200"));
+    }
+    assert!(wait(Duration::from_secs(5), || programmed(&f) >= p1 + 1).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (b1, b2) = {
+        let st = status(&f);
+        (flows(&st, 0), flows(&st, 1))
+    };
+    let s = play(&f, 3, 2.0);
+    assert_eq!(s["ok"], 3, "{s}");
+    let st = status(&f);
+    assert!(flows(&st, 0) + flows(&st, 1) >= b1 + b2 + 3, "{st:#}");
+    let sorry_after = st["virtual_servers"][0]["dr"]["packets"]["sorry"]
+        .as_u64()
+        .unwrap_or(0);
+    // The sorry server's own flows may still send a few packets (closing); no new ones.
+    assert!(
+        sorry_after - sorry_before < 50,
+        "sorry kept taking flows: {st:#}"
+    );
 }

@@ -333,7 +333,14 @@ impl State {
                 .as_ref()
                 .map(|l| lost_servers(l, &plan))
                 .unwrap_or_default();
-            if !shrunk.is_empty() && plan.persistence.is_some() {
+            // Back from the sorry server: hit_conn refreshed its flows' clients into the
+            // persistence map, pointing at it.
+            let sorry_over = self
+                .last
+                .as_ref()
+                .map(|l| !l.available() && l.sorry.is_some() && plan.available())
+                .unwrap_or(false);
+            if (!shrunk.is_empty() || sorry_over) && plan.persistence.is_some() {
                 // A persistence entry must not send a client to a server that left the tables.
                 let _ = nft::nft(&["flush", "map", "netdev", &plan.table, "persist"], None);
             }
