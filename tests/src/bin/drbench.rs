@@ -299,7 +299,7 @@ fn proc_stat() -> (u64, u64) {
 }
 
 /// (utime + stime, cutime + cstime) ticks of `pid`: the process itself, and its children
-/// that it waited for (lb DR: the `nft` runs of its control loop).
+/// that it waited for (lb DR: the `nft`/`ip` runs of its control loop).
 fn proc_cpu(pid: Option<u32>) -> (u64, u64) {
     let Some(pid) = pid else { return (0, 0) };
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -733,7 +733,7 @@ fn main() -> Result<()> {
             "-".into(),
         );
         row(
-            "its child processes' CPU s (lb DR: `nft` reads of the control loop)",
+            "its child processes' CPU s (lb DR: `nft`/`ip` runs of the control loop)",
             &|r| format!("{:.2}", r.children_s),
             "-".into(),
         );
