@@ -349,9 +349,20 @@ fn check_text(c: &Option<Check>) -> String {
         connect_timeout,
         retry,
         delay_before_retry,
+        connect_port,
     } = c;
     let (name, stream) = match kind {
         CheckKind::Tcp => ("tcp_check", String::new()),
+        CheckKind::Http { urls } => (
+            "http_get",
+            format!(
+                "url {}, ",
+                urls.iter()
+                    .map(|u| format!("{} -> {}", common::redact::query(&u.path), u.status_code))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            ),
+        ),
         CheckKind::Rtmp { stream: None } => ("rtmp_check", String::new()),
         CheckKind::Rtmp {
             stream: Some((app, name)),
@@ -365,9 +376,10 @@ fn check_text(c: &Option<Check>) -> String {
         ),
     };
     format!(
-        "{name}({stream}connect_timeout {}, retry {retry}, delay_before_retry {})",
+        "{name}({stream}connect_timeout {}, retry {retry}, delay_before_retry {}, connect_port {})",
         secs(*connect_timeout),
-        secs(*delay_before_retry)
+        secs(*delay_before_retry),
+        opt(*connect_port)
     )
 }
 
@@ -712,7 +724,9 @@ fn vrrp_instance(old: &VrrpConfig, new: &VrrpConfig, out: &mut Vec<Change>) {
 mod tests {
     use super::*;
     use crate::config::keys::fields_of;
-    use crate::config::{RawAuth, RawCheck, RawConfig, RawRealServer, RawVirtualServer, RawVrrp};
+    use crate::config::{
+        RawAuth, RawCheck, RawConfig, RawRealServer, RawUrl, RawVirtualServer, RawVrrp,
+    };
 
     const VS: &str = "127.0.0.1:1935";
     // On the virtual server's port, so that the base is valid with lb_kind = "DR" too.
@@ -771,6 +785,12 @@ track_virtual_servers = true
 track_weight = 0
 "#
         )
+    }
+
+    const TCP_BLOCK: &str = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 3\nretry = 3\ndelay_before_retry = 3\n";
+
+    fn http_block(path: &str, more: &str) -> String {
+        format!("[virtual_server.real_server.http_get]\nconnect_timeout = 3\nretry = 3\ndelay_before_retry = 3\n[[virtual_server.real_server.http_get.url]]\npath = \"{path}\"\n{more}")
     }
 
     fn parse(src: &str) -> LbConfig {
@@ -846,6 +866,11 @@ track_weight = 0
             ("check", "nb_get_retry", "\nretry = 3".into(), "\nnb_get_retry = 2".into(), vec!["real_server.check"]),
             ("check", "delay_before_retry", "delay_before_retry = 3".into(), "delay_before_retry = 1".into(), vec!["real_server.check"]),
             ("check", "stream", "[virtual_server.real_server.tcp_check]".into(), "[virtual_server.real_server.rtmp_check]\nstream = \"live/probe\"".into(), vec!["real_server.check"]),
+            ("real_server", "http_get", TCP_BLOCK.into(), http_block("/", ""), vec!["real_server.check"]),
+            ("check", "url", TCP_BLOCK.into(), http_block("/api/v1/streams", ""), vec!["real_server.check"]),
+            ("check", "connect_port", "delay_before_retry = 3+".into(), "connect_port = 1985".into(), vec!["real_server.check"]),
+            ("url", "path", TCP_BLOCK.into(), http_block("/x", ""), vec!["real_server.check"]),
+            ("url", "status_code", TCP_BLOCK.into(), http_block("/", "status_code = 204\n"), vec!["real_server.check"]),
             ("vrrp_instance", "name", "name = \"VI_1\"".into(), "name = \"VI_2\"".into(), vec!["vrrp_instance", "vrrp_instance"]),
             ("vrrp_instance", "state", "state = \"BACKUP\"".into(), "state = \"MASTER\"".into(), vec!["vrrp_instance.state"]),
             ("vrrp_instance", "interface", "interface = \"eth0\"".into(), "interface = \"eth1\"".into(), vec!["vrrp_instance.interface"]),
@@ -894,11 +919,22 @@ track_weight = 0
             want.sort();
             assert_eq!(got, want, "{section}.{key}: {changes:#?}");
         }
-        let schema: [(&str, &[&str]); 6] = [
+        // An http_get differing only in a URL's path or status code is a change too.
+        let h = |path: &str, more: &str| with(TCP_BLOCK, &http_block(path, more));
+        assert_eq!(
+            keys(&plan(&h("/a", ""), &h("/b", ""))),
+            vec!["real_server.check"]
+        );
+        assert_eq!(
+            keys(&plan(&h("/a", ""), &h("/a", "status_code = 204\n"))),
+            vec!["real_server.check"]
+        );
+        let schema: [(&str, &[&str]); 7] = [
             ("", fields_of::<RawConfig>()),
             ("virtual_server", fields_of::<RawVirtualServer>()),
             ("real_server", fields_of::<RawRealServer>()),
             ("check", fields_of::<RawCheck>()),
+            ("url", fields_of::<RawUrl>()),
             ("vrrp_instance", fields_of::<RawVrrp>()),
             ("authentication", fields_of::<RawAuth>()),
         ];

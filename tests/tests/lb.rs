@@ -964,3 +964,80 @@ async fn a_virtual_server_that_cannot_listen_is_tried_again_at_the_next_reload()
     assert_eq!(read_id(v2, lo(1)).await.0, "b");
     assert_eq!(lb.balancer.config().virtual_servers.len(), 2);
 }
+
+/// keepalived's HTTP_GET as `http_get`: a real edge's API answering the URL's status keeps it
+/// UP (checked on the API port through `connect_port`, the RTMP port stays the forwarded
+/// one); a URL answering another status, and a server that never answers, go DOWN with the
+/// reason in the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_get_checks_a_url_and_its_status_code() {
+    init();
+    let origin = origin().await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let api = |c: &mut edge::config::EdgeConfig| c.api = Some("127.0.0.1:0".parse().unwrap());
+    let good = edge_with(&[origin.addr], api).await;
+    let wrong = edge_with(&[origin.addr], api).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let check = |port: u16, path: &str| {
+        format!("[virtual_server.real_server.http_get]\nconnect_timeout = 1\nretry = 0\ndelay_before_retry = 0.2\nconnect_port = {port}\n[[virtual_server.real_server.http_get.url]]\npath = \"{path}\"\nstatus_code = 200\n")
+    };
+    let good_check = check(good.api.unwrap().port(), "/api/v1/streams");
+    let wrong_check = check(wrong.api.unwrap().port(), "/api/v1/nothing-here");
+    let silent_check = check(silent_addr.port(), "/");
+    let v = vip();
+    let lb = start_lb(&vs_toml(
+        v,
+        "rr",
+        "",
+        &[
+            (good.addr, 1, &good_check),
+            (wrong.addr, 1, &wrong_check),
+            (silent_addr, 1, &silent_check),
+        ],
+    ))
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(6), || rs_status(&lb, wrong.addr)
+            ["state"]
+            == "DOWN"
+            && rs_status(&lb, silent_addr)["state"] == "DOWN")
+        .await,
+        "{} {}",
+        rs_status(&lb, wrong.addr),
+        rs_status(&lb, silent_addr)
+    );
+    let w = rs_status(&lb, wrong.addr);
+    assert!(
+        w["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("GET /api/v1/nothing-here: status 404, want 200"),
+        "{w}"
+    );
+    let s = rs_status(&lb, silent_addr);
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no answer within"),
+        "{s}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let g = rs_status(&lb, good.addr);
+    assert_eq!(g["state"], "UP", "{g}");
+    assert!(g["checks"].as_u64().unwrap_or(0) >= 2, "{g}");
+    assert_eq!(g["check"], "http", "{g}");
+    // Viewers reach the edge whose API answered.
+    for _ in 0..3 {
+        let r = play_for(&format!("rtmp://{v}/live/cam"), 1.0).await;
+        assert!(r.first_frame.is_some(), "{:?}", r.error);
+    }
+}

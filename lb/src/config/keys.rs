@@ -7,7 +7,7 @@
 //! [`fields_of`]), so this room cannot drift from the schema; `deny_unknown_fields` stays on
 //! the structs as the backstop. This room only reads and prunes a `toml::Table`.
 
-use super::{RawAuth, RawCheck, RawConfig, RawRealServer, RawVirtualServer, RawVrrp};
+use super::{RawAuth, RawCheck, RawConfig, RawRealServer, RawUrl, RawVirtualServer, RawVrrp};
 use common::config::ConfigError;
 use serde::de::{DeserializeOwned, Visitor};
 
@@ -26,11 +26,10 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("virtual_server", "hysteresis", "not supported (there is no quorum)"),
     ("virtual_server", "alpha", "not supported: real servers start UP (keepalived without alpha); a check's first failures mark one DOWN"),
     ("virtual_server", "omega", "not supported (there is no quorum)"),
-    ("virtual_server", "virtualhost", "not needed: it is for HTTP_GET checks, and lb's checks are tcp_check and rtmp_check"),
+    ("virtual_server", "virtualhost", "not supported: http_get sends Host: the checked address"),
     ("virtual_server", "persistence_engine", "not supported: persistence is by client address (persistence_timeout, persistence_granularity)"),
     ("virtual_server", "ops", "not needed: lb balances TCP connections, not UDP datagrams"),
-    ("real_server", "HTTP_GET", "lb has no HTTP check: use tcp_check, or rtmp_check (it plays a stream, so it knows the edge serves video)"),
-    ("real_server", "http_get", "lb has no HTTP check: use tcp_check, or rtmp_check (it plays a stream, so it knows the edge serves video)"),
+    ("real_server", "HTTP_GET", "is written in lower case here: [virtual_server.real_server.http_get] with [[virtual_server.real_server.http_get.url]] path = \"/\", status_code = 200"),
     ("real_server", "SSL_GET", "lb has no HTTPS check: use tcp_check or rtmp_check"),
     ("real_server", "ssl_get", "lb has no HTTPS check: use tcp_check or rtmp_check"),
     ("real_server", "MISC_CHECK", "lb runs no check scripts: rtmp_check does what an RTMP MISC_CHECK script does ([virtual_server.real_server.rtmp_check], stream = \"APP/NAME\")"),
@@ -40,7 +39,7 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("real_server", "notify_down", "not supported: health flips are logged and counted (edgefleet_rs_check_flips_total)"),
     ("real_server", "uthreshold", "not supported per real server: max_connections on the virtual_server caps its connections"),
     ("real_server", "lthreshold", "not supported (there is no uthreshold)"),
-    ("check", "connect_port", "not supported: a check connects to the real server's own address and port"),
+    ("url", "digest", "not supported: http_get compares status_code only (an edge's answers change with every request)"),
     ("check", "connect_ip", "not supported: a check connects to the real server's own address and port"),
     ("check", "bindto", "not supported: a check connects from the address the kernel chooses"),
     ("check", "bind_port", "not supported: a check connects from the port the kernel chooses"),
@@ -105,10 +104,13 @@ pub fn check(root: &mut toml::Table) -> Vec<ConfigError> {
         );
         walk_array(vs, "real_server", path, errs, |rs, path, errs| {
             prune(rs, path, "real_server", fields_of::<RawRealServer>(), errs);
-            for check in ["tcp_check", "rtmp_check"] {
+            for check in ["tcp_check", "rtmp_check", "http_get"] {
                 if let Some(toml::Value::Table(t)) = rs.get_mut(check) {
                     let p = format!("{path}.{check}");
                     prune(t, &p, "check", fields_of::<RawCheck>(), errs);
+                    walk_array(t, "url", &p, errs, |u, path, errs| {
+                        prune(u, path, "url", fields_of::<RawUrl>(), errs);
+                    });
                 }
             }
         });
@@ -200,6 +202,7 @@ mod tests {
                 "virtual_server" => fields_of::<RawVirtualServer>(),
                 "real_server" => fields_of::<RawRealServer>(),
                 "check" => fields_of::<RawCheck>(),
+                "url" => fields_of::<RawUrl>(),
                 "vrrp_instance" => fields_of::<RawVrrp>(),
                 other => panic!("no section {other}"),
             };

@@ -124,6 +124,8 @@ pub struct RawRealServer {
     pub send_proxy: Option<String>,
     pub tcp_check: Option<RawCheck>,
     pub rtmp_check: Option<RawCheck>,
+    /// keepalived's HTTP_GET: `[virtual_server.real_server.http_get]` with `[[...url]]`.
+    pub http_get: Option<RawCheck>,
     /// The edge's HTTP API ("IP:PORT"), read by the fleet page; default the server's IP:1985.
     pub api: Option<String>,
 }
@@ -137,6 +139,18 @@ pub struct RawCheck {
     pub delay_before_retry: Option<f64>,
     /// rtmp_check only: "APP/NAME" to play; media must arrive within connect_timeout.
     pub stream: Option<String>,
+    /// The port to check instead of the real server's (keepalived's name).
+    pub connect_port: Option<i64>,
+    /// http_get only: the URLs to fetch, each with the status it must answer.
+    pub url: Option<Vec<RawUrl>>,
+}
+
+/// keepalived's `url { path ...; status_code ... }` of an HTTP_GET check.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawUrl {
+    pub path: Option<String>,
+    pub status_code: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +286,15 @@ pub struct Check {
     pub connect_timeout: Duration,
     pub retry: u32,
     pub delay_before_retry: Duration,
+    /// Checked instead of the real server's port (keepalived's `connect_port`).
+    pub connect_port: Option<u16>,
+}
+
+/// One URL of an `http_get` check: `GET path` must answer `status_code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUrl {
+    pub path: String,
+    pub status_code: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +304,21 @@ pub enum CheckKind {
     Rtmp {
         stream: Option<(String, String)>,
     },
+    /// HTTP/1.1 GET of each URL; every one must answer its status code (keepalived's HTTP_GET).
+    Http {
+        urls: Vec<HttpUrl>,
+    },
+}
+
+impl CheckKind {
+    /// The config key of this kind of check.
+    pub fn key(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp_check",
+            CheckKind::Rtmp { .. } => "rtmp_check",
+            CheckKind::Http { .. } => "http_get",
+        }
+    }
 }
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
@@ -928,17 +966,30 @@ impl RawRealServer {
                 false
             }
         };
-        let check = match (self.tcp_check, self.rtmp_check) {
-            (Some(_), Some(_)) => {
+        let given: Vec<(&str, RawCheck)> = [
+            ("tcp_check", self.tcp_check),
+            ("rtmp_check", self.rtmp_check),
+            ("http_get", self.http_get),
+        ]
+        .into_iter()
+        .filter_map(|(k, c)| Some((k, c?)))
+        .collect();
+        let check = match given.len() {
+            0 => None,
+            1 => {
+                let (key, c) = given.into_iter().next().expect("one");
+                Some(c.validate(v, key))
+            }
+            _ => {
                 v.err(
-                    "rtmp_check",
-                    "a real_server takes one check: tcp_check or rtmp_check, not both",
+                    given[1].0,
+                    format!(
+                        "a real_server takes one check: tcp_check, rtmp_check or http_get, not {}",
+                        given.iter().map(|g| g.0).collect::<Vec<_>>().join(" and ")
+                    ),
                 );
                 None
             }
-            (Some(c), None) => Some(c.validate(v, "tcp_check", false)),
-            (None, Some(c)) => Some(c.validate(v, "rtmp_check", true)),
-            (None, None) => None,
         };
         let address = address?;
         let api = match self.api.as_deref() {
@@ -959,7 +1010,9 @@ impl RawRealServer {
 }
 
 impl RawCheck {
-    fn validate(self, v: &mut V, key: &str, rtmp: bool) -> Check {
+    fn validate(self, v: &mut V, key: &str) -> Check {
+        let rtmp = key == "rtmp_check";
+        let http = key == "http_get";
         let connect_timeout = v.secs(
             &format!("{key}.connect_timeout"),
             self.connect_timeout,
@@ -996,13 +1049,53 @@ impl RawCheck {
             if self.stream.is_some() {
                 v.err(&format!("{key}.stream"), "only rtmp_check plays a stream");
             }
-            CheckKind::Tcp
+            if http {
+                let raw = self.url.clone().unwrap_or_default();
+                if raw.is_empty() {
+                    v.err(
+                        &format!("{key}.url"),
+                        "http_get needs at least one [[...http_get.url]] with a path (keepalived's url { path ... })",
+                    );
+                }
+                let urls = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| {
+                        let path = u.path.clone().unwrap_or_default();
+                        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                            v.err(
+                                &format!("{key}.url[{i}].path"),
+                                format!("{path:?} is not an absolute path without spaces (\"/api/v1/streams\")"),
+                            );
+                        }
+                        let status_code =
+                            v.int(&format!("{key}.url[{i}].status_code"), u.status_code, 200, 100, 599) as u16;
+                        HttpUrl { path, status_code }
+                    })
+                    .collect();
+                CheckKind::Http { urls }
+            } else {
+                CheckKind::Tcp
+            }
         };
+        if self.url.is_some() && !http {
+            v.err(&format!("{key}.url"), "only http_get fetches URLs");
+        }
+        let connect_port = self.connect_port.map(|_| {
+            v.int(
+                &format!("{key}.connect_port"),
+                self.connect_port,
+                0,
+                1,
+                65535,
+            ) as u16
+        });
         Check {
             kind,
             connect_timeout,
             retry,
             delay_before_retry,
+            connect_port,
         }
     }
 }
@@ -1108,7 +1201,7 @@ delay_before_retry = 3
             .replace("weight = 1", "weight = 70000\nnotify_down = \"/bin/true\"")
             .replace(
                 "connect_timeout = 3",
-                "connect_timeout = 3\nconnect_port = 1935",
+                "connect_timeout = 3\nconnect_ip = \"10.0.0.1\"",
             );
         let e = errors(&format!("[global_defs]\nrouter_id = \"LVS_1\"\n{src}"));
         let find = |k: &str| {
@@ -1127,7 +1220,7 @@ delay_before_retry = 3
                 .contains("not supported")
         );
         assert!(
-            find("virtual_server[0].real_server[0].tcp_check.connect_port: keepalived's")
+            find("virtual_server[0].real_server[0].tcp_check.connect_ip: keepalived's")
                 .contains("own address")
         );
         // And the validation problems of the rest, in the same pass.
@@ -1156,6 +1249,54 @@ delay_before_retry = 3
         let e = errors(&GOOD.replace("weight = 1", "weight = \"heavy\""));
         assert!(
             e[0].contains("line 12") && e[0].contains("stops at its first error"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn http_get_takes_urls_with_status_codes() {
+        let tcp = "[virtual_server.real_server.tcp_check]";
+        assert!(GOOD.contains(tcp));
+        let http = GOOD.replace(
+            tcp,
+            "[virtual_server.real_server.http_get]\nconnect_port = 1985",
+        ) + "[[virtual_server.real_server.http_get.url]]\npath = \"/api/v1/streams\"\n";
+        let c = LbConfig::parse(&http).unwrap();
+        let check = c.virtual_servers[0].real_servers[0].check.clone().unwrap();
+        assert_eq!(check.connect_port, Some(1985));
+        assert_eq!(
+            check.kind,
+            CheckKind::Http {
+                urls: vec![HttpUrl {
+                    path: "/api/v1/streams".into(),
+                    status_code: 200
+                }]
+            }
+        );
+        let e = errors(&GOOD.replace(tcp, "[virtual_server.real_server.http_get]"));
+        assert!(
+            e.iter().any(|x| x.starts_with(
+                "virtual_server[0].real_server[0].http_get.url: http_get needs at least one"
+            )),
+            "{e:?}"
+        );
+        let bad = GOOD.replace(tcp, "[virtual_server.real_server.http_get]")
+            + "[[virtual_server.real_server.http_get.url]]\npath = \"no slash\"\nstatus_code = 999\ndigest = \"abc\"\n";
+        let e = errors(&bad);
+        for want in [
+            "virtual_server[0].real_server[0].http_get.url[0].path: \"no slash\" is not an absolute path",
+            "virtual_server[0].real_server[0].http_get.url[0].status_code",
+            "virtual_server[0].real_server[0].http_get.url[0].digest: keepalived's digest",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "{want}: {e:?}");
+        }
+        let e = errors(&GOOD.replace(
+            tcp,
+            &format!("{tcp}\nstream = \"a/b\"\n[virtual_server.real_server.http_get]"),
+        ));
+        assert!(
+            e.iter()
+                .any(|x| x.contains("a real_server takes one check")),
             "{e:?}"
         );
     }

@@ -10,7 +10,7 @@
 //! so the probe sends one too — the LOCAL form, which says "the proxy's own connection" and
 //! leaves the edge its real endpoints — or the edge closes the check and it fails forever.
 
-use crate::config::{Check, CheckKind};
+use crate::config::{Check, CheckKind, HttpUrl};
 use common::rtmp::chunk::msg_type;
 use common::rtmp::client::RtmpClient;
 use common::rtmp::url::RtmpUrl;
@@ -82,6 +82,10 @@ impl HealthState {
 /// Runs one check of `addr`; `Err` says why it failed. `send_proxy`: the server expects a
 /// PROXY v2 header first (it gets a LOCAL one).
 pub async fn probe(addr: SocketAddr, check: &Check, send_proxy: bool) -> Result<(), String> {
+    let addr = match check.connect_port {
+        Some(p) => SocketAddr::new(addr.ip(), p),
+        None => addr,
+    };
     let preamble = if send_proxy {
         common::proxy_protocol::encode_v2_local()
     } else {
@@ -140,7 +144,57 @@ pub async fn probe(addr: SocketAddr, check: &Check, send_proxy: bool) -> Result<
                 .await
                 .map_err(|_| format!("RTMP check got no media within {t:?}"))?
         }
+        CheckKind::Http { urls } => {
+            let t = check.connect_timeout;
+            let run = async {
+                for u in urls {
+                    http_get(addr, &preamble, u).await?;
+                }
+                Ok(())
+            };
+            tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| format!("HTTP check got no answer within {t:?}"))?
+        }
     }
+}
+
+/// One GET of an `http_get` check (HTTP/1.1 through hyper, a connection per URL, as
+/// keepalived): the status must be the URL's `status_code`; the body is not read.
+async fn http_get(addr: SocketAddr, preamble: &[u8], u: &HttpUrl) -> Result<(), String> {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("HTTP check: TCP connect: {e}"))?;
+    if !preamble.is_empty() {
+        tcp.write_all(preamble)
+            .await
+            .map_err(|e| format!("HTTP check: sending the PROXY header: {e}"))?;
+    }
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("HTTP check GET {}: {e}", u.path))?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(u.path.as_str())
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::USER_AGENT, "edgefleet-lb-check")
+        .header(hyper::header::CONNECTION, "close")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("HTTP check GET {}: {e}", u.path))?;
+    let resp = send.send_request(req).await;
+    conn.abort();
+    let code = resp
+        .map_err(|e| format!("HTTP check GET {}: {e}", u.path))?
+        .status()
+        .as_u16();
+    if code != u.status_code {
+        return Err(format!(
+            "HTTP check GET {}: status {code}, want {}",
+            u.path, u.status_code
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
