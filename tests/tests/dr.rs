@@ -750,14 +750,7 @@ fn a_drained_edge_keeps_its_viewers_and_gets_no_new_ones() {
     let programmed = before["virtual_servers"][0]["dr"]["programmed"]
         .as_u64()
         .unwrap();
-    let out = f
-        .lab
-        .exec(
-            &f.lb,
-            &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9180; printf 'POST /drain?vs=198.18.0.100:1935&rs=198.18.0.11:1935 HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3; cat <&3"],
-        )
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let out = admin_post(&f, "/drain", "198.18.0.11:1935");
     assert!(out.contains("drained"), "{out}");
     // Let the reprogram land, then ten more viewers: all on edge2.
     assert!(wait(Duration::from_secs(5), || {
@@ -841,6 +834,13 @@ fn a_killed_edge_loses_only_its_viewers_and_new_ones_go_to_the_other() {
     assert_eq!(s["stalls"], 0, "{s}");
 }
 
+/// How many times the lb programmed its DR table.
+fn programmed(f: &Fleet) -> u64 {
+    status(f)["virtual_servers"][0]["dr"]["programmed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// Posts an admin request on the lb host (`/drain` or `/enable` of a real server).
 fn admin_post(f: &Fleet, path: &str, rs: &str) -> String {
     let cmd = format!("exec 3<>/dev/tcp/127.0.0.1/9180; printf 'POST {path}?vs=198.18.0.100:1935&rs={rs} HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3; cat <&3");
@@ -861,11 +861,6 @@ fn wlc_sends_new_viewers_to_the_least_loaded_edge() {
     wait_programmed(&f, "lb", 2);
     wait_stream(&f);
     // edge2 drained: the first ten viewers all go to edge1.
-    let programmed = |f: &Fleet| {
-        status(f)["virtual_servers"][0]["dr"]["programmed"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     let p0 = programmed(&f);
     assert!(admin_post(&f, "/drain", "198.18.0.12:1935").contains("drained"));
     assert!(wait(Duration::from_secs(5), || programmed(&f) > p0).is_some());
@@ -954,11 +949,6 @@ fn persistence_and_the_sorry_server_work_in_dr() {
         "persistence did not hold: edge1 {e1}, edge2 {e2} flows: {st:#}"
     );
     // Both edges drained: new viewers go to the sorry server and play.
-    let programmed = |f: &Fleet| {
-        status(f)["virtual_servers"][0]["dr"]["programmed"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     let p0 = programmed(&f);
     for e in &f.edges {
         assert!(admin_post(&f, "/drain", &format!("{}:1935", e.ip)).contains("drained"));

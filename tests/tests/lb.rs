@@ -36,6 +36,27 @@ fn vs_toml(
     t
 }
 
+/// A server that accepts TCP and never says anything (held until the handle is dropped).
+async fn silent_server() -> (SocketAddr, AbortOnDrop) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    (addr, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn vip() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
@@ -294,14 +315,7 @@ async fn rtmp_check_marks_down_an_edge_without_video() {
     // Accepts RTMP, but has nothing for live/cam.
     let empty = origin_with(|_| {}).await;
     // Accepts TCP and says nothing.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let _hold = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            conns.push(s);
-        }
-    });
+    let (silent_addr, _hold) = silent_server().await;
     let check = "[virtual_server.real_server.rtmp_check]\nconnect_timeout = 1.5\nretry = 0\ndelay_before_retry = 0.2\nstream = \"live/cam\"";
     let v = vip();
     let lb = start_lb(&vs_toml(
@@ -978,14 +992,7 @@ async fn http_get_checks_a_url_and_its_status_code() {
     let api = |c: &mut edge::config::EdgeConfig| c.api = Some("127.0.0.1:0".parse().unwrap());
     let good = edge_with(&[origin.addr], api).await;
     let wrong = edge_with(&[origin.addr], api).await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let _hold = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            conns.push(s);
-        }
-    });
+    let (silent_addr, _hold) = silent_server().await;
     let check = |port: u16, path: &str| {
         format!("[virtual_server.real_server.http_get]\nconnect_timeout = 1\nretry = 0\ndelay_before_retry = 0.2\nconnect_port = {port}\n[[virtual_server.real_server.http_get.url]]\npath = \"{path}\"\nstatus_code = 200\n")
     };

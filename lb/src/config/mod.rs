@@ -1201,7 +1201,7 @@ delay_before_retry = 3
             .replace("weight = 1", "weight = 70000\nnotify_down = \"/bin/true\"")
             .replace(
                 "connect_timeout = 3",
-                "connect_timeout = 3\nconnect_ip = \"10.0.0.1\"",
+                "connect_timeout = 3\nconnect_ip = \"198.18.0.1\"",
             );
         let e = errors(&format!("[global_defs]\nrouter_id = \"LVS_1\"\n{src}"));
         let find = |k: &str| {
