@@ -57,6 +57,22 @@ impl Section {
             .any(|it| matches!(it, Item::Kv(k, _) if k == key))
     }
 
+    /// The string value of `key`, if set to a string.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.items.iter().find_map(|it| match it {
+            Item::Kv(k, toml::Value::String(v)) if k == key => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Removes `key`; whether it was set.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let before = self.items.len();
+        self.items
+            .retain(|it| !matches!(it, Item::Kv(k, _) if k == key));
+        self.items.len() != before
+    }
+
     /// A `# text` line (control characters become spaces: a comment stays one line).
     pub fn comment(&mut self, text: &str) {
         let clean: String = text
