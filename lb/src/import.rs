@@ -209,6 +209,7 @@ fn vrrp(cx: &mut Cx, d: &Directive, version: i64, out: &mut Vec<Section>) {
     let mut version = version;
     let mut interface: Option<String> = None;
     let mut auth: Option<toml::Table> = None;
+    let mut auth_at: Option<&Directive> = None;
     for c in d.children() {
         let key = c.name.as_str();
         match key {
@@ -258,6 +259,7 @@ fn vrrp(cx: &mut Cx, d: &Directive, version: i64, out: &mut Vec<Section>) {
                     }
                 }
                 auth = Some(t);
+                auth_at = Some(c);
             }
             "virtual_ipaddress" => {
                 let mut vips = Vec::new();
@@ -329,8 +331,15 @@ fn vrrp(cx: &mut Cx, d: &Directive, version: i64, out: &mut Vec<Section>) {
         }
     }
     v.set("version", version);
-    if let Some(t) = auth {
-        v.set("authentication", toml::Value::Table(t));
+    match (auth, auth_at) {
+        (Some(t), _) if version == 2 => v.set("authentication", toml::Value::Table(t)),
+        // keepalived ignores authentication with VRRPv3 (RFC 5798 has none), and so does lb.
+        (Some(_), Some(a)) => cx.skip(
+            &mut v,
+            a,
+            "VRRPv3 has no authentication (keepalived ignores it with version 3): left out",
+        ),
+        _ => {}
     }
     out.push(v);
 }
@@ -569,6 +578,26 @@ mod tests {
         }
         assert_eq!(imp.skipped.len(), 8, "{:?}", imp.skipped);
         assert!(imp.toml.contains("lb has no global_defs"), "{}", imp.toml);
+    }
+
+    #[test]
+    fn vrrp_v3_leaves_authentication_out() {
+        let imp = keepalived_str(
+            "global_defs {\n vrrp_version 3\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 1\n advert_int 0.5\n authentication {\n  auth_pass x\n }\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n",
+            "k.conf",
+        )
+        .unwrap();
+        let c = LbConfig::parse(&imp.toml).unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
+        let v = &c.vrrp_instances[0];
+        assert_eq!((v.version, v.advert_int.as_millis()), (3, 500));
+        assert_eq!(v.auth_pass, None);
+        assert_eq!(imp.skipped.len(), 1, "{}", imp.toml);
+        assert!(
+            imp.toml
+                .contains("# keepalived: authentication { ... }: VRRPv3"),
+            "{}",
+            imp.toml
+        );
     }
 
     #[test]
