@@ -71,9 +71,10 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
-    /// Print the edge TOML equivalent of an srs.conf (includes followed). What cannot be
-    /// carried over becomes a `# srs: DIRECTIVE: why` comment; exit 64 on a malformed file
-    /// (each problem with its file:line).
+    /// Print the edge TOML equivalent of an srs.conf.
+    ///
+    /// Includes are followed. What cannot be carried over becomes a `# srs: DIRECTIVE: why`
+    /// comment; exit 64 on a malformed file (each problem with its file:line).
     ImportSrs {
         /// The srs.conf.
         file: PathBuf,

@@ -68,9 +68,11 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the lb TOML equivalent of a keepalived.conf (includes followed). What cannot be
-    /// carried over becomes a `# keepalived: KEYWORD: why` comment; exit 64 on a malformed
-    /// file (each problem with its file:line).
+    /// Print the lb TOML equivalent of a keepalived.conf.
+    ///
+    /// Includes are followed. What cannot be carried over becomes a
+    /// `# keepalived: KEYWORD: why` comment; exit 64 on a malformed file (each problem with
+    /// its file:line).
     ImportKeepalived {
         /// The keepalived.conf.
         file: PathBuf,
