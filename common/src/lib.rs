@@ -2,15 +2,18 @@
 //!
 //! - [`rtmp`]: the RTMP wire layer (chunk codec, handshake, commands) and an async client used
 //!   by the edge's upstream pull, its `publish`/`play` tools and the balancer's `rtmp_check`.
+//! - [`confblock`]: the keepalived / nginx block syntax the importers read.
 //! - [`config`]: the error type every config validator returns (one line per problem, naming
 //!   the key path) and parsers for the address forms both configs use.
 //! - [`http`]: the command-line tools' HTTP client.
 //! - [`shutdown`]: the one shutdown signal passed explicitly to every task.
 //! - [`logging`]: tracing setup shared by both binaries.
 //! - [`redact`]: secrets (query values) masked before they are logged.
+//! - [`tomlout`]: the TOML the importers print (values by the toml crate, with comments).
 //! - [`rlimit`]: raising the open-files limit at start.
 #![forbid(unsafe_code)]
 
+pub mod confblock;
 pub mod config;
 pub mod http;
 pub mod logging;
@@ -21,3 +24,4 @@ pub mod rtmp;
 pub mod sd_notify;
 pub mod shutdown;
 pub mod signals;
+pub mod tomlout;

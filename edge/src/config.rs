@@ -292,6 +292,11 @@ const SRS_ONLY: &[(&str, &str)] = &[
     ("max_connections_per_ip", "use max_handshakes_per_ip (connections still in handshake per address)"),
 ];
 
+/// What srs.conf's top-level `key` becomes here, when known (`edge import-srs` reuses it).
+pub fn srs_hint(key: &str) -> Option<&'static str> {
+    SRS_ONLY.iter().find(|(k, _)| *k == key).map(|(_, h)| *h)
+}
+
 /// Accepts `listen = 1935` and `origin = "HOST:PORT"`; returns one error per key that is
 /// unknown (with a suggestion) or only meaningful to SRS, and removes them.
 fn srs_habits(table: &mut toml::Table) -> Vec<ConfigError> {

@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod guard;
 pub mod hub;
+pub mod import;
 pub mod reload;
 pub mod session;
 pub mod state;

@@ -71,11 +71,51 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Print the edge TOML equivalent of an srs.conf.
+    ///
+    /// Includes are followed. What cannot be carried over becomes a `# srs: DIRECTIVE: why`
+    /// comment; exit 64 on a malformed file (each problem with its file:line).
+    ImportSrs {
+        /// The srs.conf.
+        file: PathBuf,
+        /// Exit 2 (after printing) if anything was left out.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+/// `edge import-srs`: the TOML on stdout, problems and skipped directives on stderr.
+fn import_srs(file: &std::path::Path, strict: bool) -> ExitCode {
+    match edge::import::srs_file(file) {
+        Err(errs) => {
+            for e in errs {
+                eprintln!("edge import-srs: {e}");
+            }
+            ExitCode::from(64)
+        }
+        Ok(imp) => {
+            print!("{}", imp.toml);
+            if strict && !imp.skipped.is_empty() {
+                for s in &imp.skipped {
+                    eprintln!("edge import-srs: not carried over: {s}");
+                }
+                eprintln!(
+                    "edge import-srs: --strict: {} directive(s) not carried over (see the # srs: comments)",
+                    imp.skipped.len()
+                );
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn main() -> ExitCode {
     common::logging::init();
     let cli = Cli::parse();
+    if let Some(Command::ImportSrs { file, strict }) = &cli.command {
+        return import_srs(file, *strict);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(8 << 20)
@@ -90,6 +130,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Status { api, config, json }) => rt.block_on(run_status(api, config, json)),
         Some(Command::Publish { file, url, looped }) => rt.block_on(run_publish(file, url, looped)),
+        // Handled before the runtime is built.
+        Some(Command::ImportSrs { .. }) => ExitCode::from(64),
         Some(Command::DrSetup { vip, undo }) => match edge::tools::dr_setup::run(vip, undo) {
             Ok(lines) => {
                 for l in lines {

@@ -31,6 +31,7 @@ fn main() {
         ("amf0_command", amf0_seeds()),
         ("proxy_header", proxy_seeds()),
         ("vrrp_packet", vrrp_seeds()),
+        ("conf_import", conf_seeds(fuzz)),
     ] {
         let dir = seeds.join(target);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1226,4 +1227,59 @@ fn vrrp_seeds() -> Seeds {
         assert_eq!((ok3, ok2), (want3, want2), "{name}");
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// keepalived.conf / srs.conf: the seed 002 configs the importers are tested on, and edge cases.
+
+fn conf_seeds(fuzz: &Path) -> Seeds {
+    use common::confblock::{parse, Dialect};
+    let mut out = Seeds::new();
+    for (name, file, dialect) in [
+        (
+            "keepalived.conf",
+            "../tests/fixtures/seeds002/keepalived.conf",
+            Dialect::Keepalived,
+        ),
+        (
+            "origin.conf",
+            "../tests/fixtures/seeds002/origin.conf",
+            Dialect::Nginx,
+        ),
+        (
+            "edge.conf",
+            "../tests/fixtures/seeds002/edge.conf",
+            Dialect::Nginx,
+        ),
+        (
+            "unsupported.conf",
+            "../lb/tests/fixtures/keepalived-unsupported.conf",
+            Dialect::Keepalived,
+        ),
+    ] {
+        let data = std::fs::read(fuzz.join(file)).expect(file);
+        assert!(parse(&data, name, dialect).is_ok(), "{name} must parse");
+        add(&mut out, name, data);
+    }
+    for (name, data) in [
+        ("unclosed", &b"vrrp_instance VI_1 {\n state MASTER\n"[..]),
+        ("stray_close", b"}\n}\n"),
+        ("unterminated_quote", b"notify \"/bin/x\n"),
+        (
+            "deep",
+            b"a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{a{",
+        ),
+        (
+            "missing_semicolon",
+            b"vhost __defaultVhost__ { mode remote }",
+        ),
+    ] {
+        assert!(
+            parse(data, name, Dialect::Keepalived).is_err()
+                || parse(data, name, Dialect::Nginx).is_err(),
+            "{name} must fail"
+        );
+        add(&mut out, name, data.to_vec());
+    }
+    out
 }

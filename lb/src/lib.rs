@@ -25,6 +25,7 @@ pub mod config;
 pub mod dispatch;
 pub mod forward;
 pub mod health;
+pub mod import;
 pub mod proxy;
 pub mod reload;
 pub mod state;

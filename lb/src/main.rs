@@ -7,6 +7,8 @@
 //! - `lb drain|enable --vs VIP:PORT --rs IP:PORT`, `lb weight ... --value N` (same admin
 //!   options) change a real server of the running lb and print its one-line answer, or
 //!   exit 1 with the reason (unknown server, 401, lb not running).
+//! - `lb import-keepalived FILE [--strict]` prints the lb TOML of a keepalived.conf (what it
+//!   cannot carry over as `# keepalived: ...` comments; `--strict`: exit 2 if there is any).
 //!
 //! The admin token comes from `--token-file`, else `EDGEFLEET_LB_ADMIN_TOKEN`, else the
 //! config's `admin_token_file`.
@@ -66,6 +68,18 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the lb TOML equivalent of a keepalived.conf.
+    ///
+    /// Includes are followed. What cannot be carried over becomes a
+    /// `# keepalived: KEYWORD: why` comment; exit 64 on a malformed file (each problem with
+    /// its file:line).
+    ImportKeepalived {
+        /// The keepalived.conf.
+        file: PathBuf,
+        /// Exit 2 (after printing) if anything was left out.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Show virtual servers and real servers of a running lb.
     Status {
         #[command(flatten)]
@@ -112,7 +126,8 @@ struct AdminCall {
 }
 
 impl Command {
-    fn call(self) -> (AdminCall, bool) {
+    /// The admin call of a subcommand that makes one.
+    fn call(self) -> Option<(AdminCall, bool)> {
         let write = |name, admin, action: &str, t: &Target, extra: String| AdminCall {
             name,
             admin,
@@ -123,7 +138,8 @@ impl Command {
                 query_value(&t.rs.to_string())
             ),
         };
-        match self {
+        Some(match self {
+            Command::ImportKeepalived { .. } => return None,
             Command::Status { admin, json } => (
                 AdminCall {
                     name: "lb status",
@@ -155,6 +171,32 @@ impl Command {
                 ),
                 false,
             ),
+        })
+    }
+}
+
+/// `lb import-keepalived`: the TOML on stdout, problems and skipped keywords on stderr.
+fn import_keepalived(file: &std::path::Path, strict: bool) -> ExitCode {
+    match lb::import::keepalived_file(file) {
+        Err(errs) => {
+            for e in errs {
+                eprintln!("lb import-keepalived: {e}");
+            }
+            ExitCode::from(64)
+        }
+        Ok(imp) => {
+            print!("{}", imp.toml);
+            if strict && !imp.skipped.is_empty() {
+                for s in &imp.skipped {
+                    eprintln!("lb import-keepalived: not carried over: {s}");
+                }
+                eprintln!(
+                    "lb import-keepalived: --strict: {} keyword(s) not carried over (see the # keepalived: comments)",
+                    imp.skipped.len()
+                );
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
         }
     }
 }
@@ -178,6 +220,9 @@ fn load(path: &std::path::Path) -> Result<LbConfig, ExitCode> {
 fn main() -> ExitCode {
     common::logging::init();
     let cli = Cli::parse();
+    if let Some(Command::ImportKeepalived { file, strict }) = &cli.command {
+        return import_keepalived(file, *strict);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.threads {
         builder.worker_threads(n.max(1));
@@ -190,7 +235,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(cmd) = cli.command {
-        let (call, json) = cmd.call();
+        let Some((call, json)) = cmd.call() else {
+            return ExitCode::from(64);
+        };
         let loaded = match call.admin.config.as_deref().map(load).transpose() {
             Ok(c) => c,
             Err(code) => return code,

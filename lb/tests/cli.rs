@@ -1014,7 +1014,7 @@ fn check_explains_keepalived_keys_and_reports_them_all_at_once() {
     has("virtual_server[0].nat_mask", "not needed");
     has(
         "virtual_server[0].real_server[0].HTTP_GET",
-        "[virtual_server.real_server.http_get]",
+        "is written in lower case here: [virtual_server.real_server.http_get]",
     );
     has(
         "virtual_server[0].lb_kind",

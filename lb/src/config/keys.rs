@@ -54,6 +54,16 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("vrrp_instance", "garp_master_refresh", "not supported: gratuitous ARPs go out on becoming master (garp_master_repeat, garp_master_delay)"),
 ];
 
+/// What keepalived's `key` in `section` (`""` top level, `virtual_server`, `real_server`,
+/// `check`, `url`, `vrrp_instance`) becomes here, when this room knows (the importer's
+/// comments reuse these).
+pub fn keepalived_hint(section: &str, key: &str) -> Option<&'static str> {
+    KEEPALIVED
+        .iter()
+        .find(|(s, k, _)| *s == section && *k == key)
+        .map(|(_, _, why)| *why)
+}
+
 /// A serde `Deserializer` that only records the field names a struct asks for.
 struct FieldNames<'a>(&'a mut &'static [&'static str]);
 
