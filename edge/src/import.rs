@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::{EdgeConfig, Mode};
 
-    const SRS3: &str = "listen 1935 19350;\nmax_connections 500;\ndaemon off;\nsrs_log_tank console;\nsrs_log_level warn;\nhttp_api {\n enabled on;\n listen 1985;\n crossdomain on;\n}\nhttp_server {\n enabled on;\n}\nvhost __defaultVhost__ {\n cluster {\n  mode remote;\n  origin 10.0.0.1:1935 10.0.0.2;\n  token_traverse on;\n }\n play {\n  gop_cache on;\n  queue_length 5;\n  mw_latency 350;\n }\n hls {\n  enabled on;\n }\n}\nvhost other.example {\n}\n";
+    const SRS3: &str = "listen 1935 19350;\nmax_connections 500;\ndaemon off;\nsrs_log_tank console;\nsrs_log_level warn;\nhttp_api {\n enabled on;\n listen 1985;\n crossdomain on;\n}\nhttp_server {\n enabled on;\n}\nvhost __defaultVhost__ {\n cluster {\n  mode remote;\n  origin 198.18.7.1:1935 198.18.7.2;\n  token_traverse on;\n }\n play {\n  gop_cache on;\n  queue_length 5;\n  mw_latency 350;\n }\n hls {\n  enabled on;\n }\n}\nvhost other.example {\n}\n";
 
     #[test]
     fn srs3_cluster_and_play_blocks_land_at_the_top_level() {
@@ -387,8 +387,8 @@ mod tests {
         assert_eq!(
             c.origin,
             [
-                ("10.0.0.1".to_string(), 1935),
-                ("10.0.0.2".to_string(), 1935)
+                ("198.18.7.1".to_string(), 1935),
+                ("198.18.7.2".to_string(), 1935)
             ]
         );
         assert_eq!(c.max_connections, 500);
@@ -420,13 +420,13 @@ mod tests {
     #[test]
     fn security_allow_publish_becomes_publish_allow() {
         let imp = srs_str(
-            "vhost __defaultVhost__ {\n security {\n  enabled on;\n  allow publish 10.1.0.0/16;\n  allow publish 127.0.0.1;\n  deny publish all;\n  allow play all;\n }\n}\n",
+            "vhost __defaultVhost__ {\n security {\n  enabled on;\n  allow publish 198.19.0.0/16;\n  allow publish 127.0.0.1;\n  deny publish all;\n  allow play all;\n }\n}\n",
             "s.conf",
         )
         .unwrap();
         let c = EdgeConfig::parse(&imp.toml).unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
-        assert!(c.publish.allows("10.1.2.3".parse().unwrap()));
-        assert!(!c.publish.allows("10.2.0.1".parse().unwrap()));
+        assert!(c.publish.allows("198.19.2.3".parse().unwrap()));
+        assert!(!c.publish.allows("198.18.9.1".parse().unwrap()));
         assert_eq!(imp.skipped.len(), 2, "{}", imp.toml);
     }
 

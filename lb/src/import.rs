@@ -518,7 +518,7 @@ mod tests {
     use crate::config::Kind;
     use crate::LbConfig;
 
-    const SAMPLE: &str = "global_defs {\n router_id LVS_A\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 7\n priority 90\n advert_int 1\n nopreempt\n preempt_delay 5\n authentication {\n  auth_type PASS\n  auth_pass secret\n }\n virtual_ipaddress {\n  10.0.0.100/24 dev eth0 label eth0:1\n  10.0.0.101\n }\n unicast_src_ip 10.0.0.2\n unicast_peer {\n  10.0.0.3\n }\n track_interface {\n  eth1\n }\n notify_master \"/usr/local/bin/up.sh master\"\n garp_master_delay 2\n garp_master_refresh 60\n smtp_alert\n}\nvirtual_server 10.0.0.100 1935 {\n delay_loop 3\n lvs_sched wlc\n lvs_method NAT\n persistence_timeout 60\n persistence_granularity 255.255.255.0\n sorry_server 10.0.0.9 1936\n quorum 2\n real_server 10.0.0.11 1935 {\n  weight 3\n  inhibit_on_failure\n  HTTP_GET {\n   url {\n    path /api/v1/streams\n    status_code 200\n    digest abc\n   }\n   connect_port 1985\n   connect_timeout 2\n   retry 2\n   delay_before_retry 1\n  }\n  MISC_CHECK {\n   misc_path /bin/true\n  }\n }\n}\n";
+    const SAMPLE: &str = "global_defs {\n router_id LVS_A\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 7\n priority 90\n advert_int 1\n nopreempt\n preempt_delay 5\n authentication {\n  auth_type PASS\n  auth_pass secret\n }\n virtual_ipaddress {\n  198.18.7.100/24 dev eth0 label eth0:1\n  198.18.7.101\n }\n unicast_src_ip 198.18.7.2\n unicast_peer {\n  198.18.7.3\n }\n track_interface {\n  eth1\n }\n notify_master \"/usr/local/bin/up.sh master\"\n garp_master_delay 2\n garp_master_refresh 60\n smtp_alert\n}\nvirtual_server 198.18.7.100 1935 {\n delay_loop 3\n lvs_sched wlc\n lvs_method NAT\n persistence_timeout 60\n persistence_granularity 255.255.255.0\n sorry_server 198.18.7.9 1936\n quorum 2\n real_server 198.18.7.11 1935 {\n  weight 3\n  inhibit_on_failure\n  HTTP_GET {\n   url {\n    path /api/v1/streams\n    status_code 200\n    digest abc\n   }\n   connect_port 1985\n   connect_timeout 2\n   retry 2\n   delay_before_retry 1\n  }\n  MISC_CHECK {\n   misc_path /bin/true\n  }\n }\n}\n";
 
     #[test]
     fn every_carried_key_lands_and_the_output_validates() {
@@ -532,14 +532,14 @@ mod tests {
         assert_eq!(
             v.vips,
             [
-                ("10.0.0.100".parse().unwrap(), 24),
-                ("10.0.0.101".parse().unwrap(), 32)
+                ("198.18.7.100".parse().unwrap(), 24),
+                ("198.18.7.101".parse().unwrap(), 32)
             ]
         );
         assert_eq!(v.auth_pass.as_deref(), Some("secret"));
         assert_eq!(
             v.unicast_peer,
-            ["10.0.0.3".parse::<std::net::Ipv4Addr>().unwrap()]
+            ["198.18.7.3".parse::<std::net::Ipv4Addr>().unwrap()]
         );
         assert_eq!(v.track_interface, ["eth1"]);
         assert_eq!(
@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(vs.algo.name(), "wlc");
         let p = vs.persistence.as_ref().unwrap();
         assert_eq!((p.timeout.as_secs(), p.prefix_v4), (60, 24));
-        assert_eq!(vs.sorry_server, Some("10.0.0.9:1936".parse().unwrap()));
+        assert_eq!(vs.sorry_server, Some("198.18.7.9:1936".parse().unwrap()));
         let rs = &vs.real_servers[0];
         assert_eq!(rs.weight, 3);
         assert!(rs.inhibit_on_failure);
@@ -561,7 +561,7 @@ mod tests {
         // One comment per keyword left out, each counted for --strict.
         for k in [
             "global_defs",
-            "virtual_ipaddress 10.0.0.100/24 label eth0:1",
+            "virtual_ipaddress 198.18.7.100/24 label eth0:1",
             "garp_master_refresh",
             "smtp_alert",
             "lvs_method NAT",
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn vrrp_v3_leaves_authentication_out() {
         let imp = keepalived_str(
-            "global_defs {\n vrrp_version 3\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 1\n advert_int 0.5\n authentication {\n  auth_pass x\n }\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n",
+            "global_defs {\n vrrp_version 3\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 1\n advert_int 0.5\n authentication {\n  auth_pass x\n }\n virtual_ipaddress {\n  198.18.7.1\n }\n}\n",
             "k.conf",
         )
         .unwrap();

@@ -107,7 +107,7 @@ mod tests {
             })
         );
         let via: serde_json::Value = serde_json::from_str(
-            r#"[{"dst":"10.9.9.9","gateway":"198.18.0.1","dev":"eth0","prefsrc":"198.18.0.2"}]"#,
+            r#"[{"dst":"198.19.9.9","gateway":"198.18.0.1","dev":"eth0","prefsrc":"198.18.0.2"}]"#,
         )
         .unwrap();
         assert_eq!(
