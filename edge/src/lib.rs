@@ -7,7 +7,10 @@
 //!   plan of a reload (what changed, when it applies), computed without I/O.
 //! - [`state`]: the running server's state (config in force, hub, slots, counters), at the
 //!   bottom; [`guard`]: admission rules (slots, key failures, not-found memory, origin probes).
-//! - [`hub`]: streams, sources, GOP cache and the shared fan-out ring (no sockets).
+//! - [`hub`]: streams, sources, GOP cache and the shared fan-out ring (no sockets), media
+//!   frames protocol-neutral.
+//! - [`output`]: the delivery loop every player shares (lag policy, stalls, writev) and the
+//!   per-protocol encodings of a frame (RTMP chunks, FLV tags), each made once per stream.
 //! - [`session`]: the accept loop and one RTMP client connection (publisher, player, or a
 //!   publish forwarded to the origin).
 //! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
@@ -21,6 +24,7 @@ pub mod config;
 pub mod guard;
 pub mod hub;
 pub mod import;
+pub mod output;
 pub mod reload;
 pub mod session;
 pub mod state;

@@ -22,7 +22,8 @@ mod publish;
 
 use crate::config::{in_networks, EdgeConfig, Mode};
 use crate::guard::{HandshakeSlot, Refusal, SessionSlot};
-use crate::hub::{Hub, PLAY_STREAM_ID};
+use crate::hub::Hub;
+use crate::output::rtmp::PLAY_STREAM_ID;
 use crate::reload::{self, Change};
 pub use crate::state::ServerState;
 use crate::state::{Client, ClientKind};
