@@ -15,6 +15,7 @@
 //!   publish forwarded to the origin).
 //! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
 //!   idle stop); it reads [`state`] and feeds [`hub`], and imports nothing from [`session`].
+//! - [`http`]: HTTP-FLV and HLS / LL-HLS for browsers (`[http] listen`).
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod config;
 pub mod guard;
+pub mod http;
 pub mod hub;
 pub mod import;
 pub mod output;
