@@ -267,3 +267,61 @@ async fn hostile_http_leaves_the_viewers_served() {
         assert_eq!(ffprobe_codecs(&url).await.unwrap(), ["aac", "h264"]);
     }
 }
+
+/// An HTTP virtual server on lb (PROXY forwarding, rr) in front of two edges' `[http]`:
+/// HTTP-FLV decodes through the VIP, and a stopped edge is taken out by the health check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_flv_and_hls_through_lb() {
+    common::logging::init_for_tests();
+    let test = "http_flv_and_hls_through_lb";
+    if !have("ffprobe", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let e1 = edge_with(&[origin.addr], with_http).await;
+    let e2 = edge_with(&[origin.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let vip = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let rs = |a: SocketAddr| {
+        format!("[[virtual_server.real_server]]\naddress = \"{a}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\n")
+    };
+    let lb = start_lb(&format!(
+        "[[virtual_server]]\naddress = \"{vip}\"\nlb_algo = \"rr\"\nlb_kind = \"PROXY\"\ndelay_loop = 0.5\n{}{}",
+        rs(e1.http.unwrap()),
+        rs(e2.http.unwrap())
+    ))
+    .await;
+    for _ in 0..2 {
+        let codecs = ffprobe_codecs(&format!("http://{vip}/live/cam.flv"))
+            .await
+            .unwrap();
+        assert_eq!(codecs, ["aac", "h264"]);
+    }
+    // Both edges served one viewer each (rr) and pulled the stream once each.
+    for e in [&e1, &e2] {
+        assert!(
+            wait_until(Duration::from_secs(5), || e.hub.info("live/cam").is_some()).await,
+            "each edge got a viewer through the VIP"
+        );
+    }
+    let e2_http = e2.http.unwrap();
+    e2.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(6), || rs_status(&lb, e2_http)["state"]
+            == "DOWN")
+        .await,
+        "{}",
+        rs_status(&lb, e2_http)
+    );
+    for _ in 0..2 {
+        let codecs = ffprobe_codecs(&format!("http://{vip}/live/cam.flv"))
+            .await
+            .unwrap();
+        assert_eq!(
+            codecs,
+            ["aac", "h264"],
+            "the remaining edge serves every viewer"
+        );
+    }
+}
