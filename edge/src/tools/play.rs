@@ -291,7 +291,7 @@ pub async fn play_one_flv(
                 };
                 let head = String::from_utf8_lossy(&buf[..at]).into_owned();
                 if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-                    r.error = Some(format!("{}", head.lines().next().unwrap_or("no status")));
+                    r.error = Some(head.lines().next().unwrap_or("no status").to_string());
                     return r;
                 }
                 let _ = buf.split_to(at + 4);
