@@ -12,6 +12,7 @@
 //!   publish forwarded to the origin).
 //! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
 //!   idle stop); it reads [`state`] and feeds [`hub`], and imports nothing from [`session`].
+//! - [`hls`]: HLS / LL-HLS packaging of one stream (fMP4 segments and parts, playlist), no I/O.
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod guard;
+pub mod hls;
 pub mod hub;
 pub mod import;
 pub mod reload;
