@@ -332,9 +332,12 @@ impl Packager {
             }
         }
         let stem = name.strip_suffix(".m4s")?;
+        // `NAME-<ts>.<i>` is a part; a dot in NAME itself is never followed by digits only.
         let (seg_stem, part) = match stem.rsplit_once('.') {
-            Some((s, i)) => (s, Some(i.parse::<usize>().ok()?)),
-            None => (stem, None),
+            Some((s, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => {
+                (s, Some(i.parse::<usize>().ok()?))
+            }
+            _ => (stem, None),
         };
         if let Some(seg) = self.segs.iter().find(|s| s.stem == seg_stem && !s.gap) {
             return match part {
@@ -376,6 +379,13 @@ impl Packager {
             msn += 1;
             part = 0;
         }
+    }
+
+    /// Whether a blocking reload asks for a segment too far ahead to wait for (the spec's
+    /// "last Media Sequence Number plus two"): answer 400 at once. False before any segment
+    /// (the caller waits with its own timeout).
+    pub fn too_far_ahead(&self, msn: u64) -> bool {
+        self.open.as_ref().is_some_and(|o| msn > o.msn + 2)
     }
 
     /// Whether segment `msn` is complete (a blocking reload with `_HLS_msn` alone).

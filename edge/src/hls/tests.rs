@@ -187,6 +187,20 @@ fn hls_playlist_tags_and_values() {
 }
 
 #[test]
+fn hls_names_with_dots_and_unsafe_characters() {
+    let mut p = Packager::with_name(HlsOptions::default(), "cam.2 hd/?");
+    feed(&mut p, &looped(1));
+    let l = listing(&p.playlist().unwrap());
+    for (_, name, _) in &l.segments {
+        assert!(name.starts_with("cam.2_hd__-"), "{name}");
+        assert!(p.file(name).is_some(), "{name}");
+    }
+    for part in &l.parts {
+        assert!(p.file(part).is_some(), "{part}");
+    }
+}
+
+#[test]
 fn hls_parts_cut_on_the_part_grid() {
     let mut p = Packager::new(HlsOptions::default());
     let stream: Vec<FlvTag> = looped(1)
@@ -350,6 +364,7 @@ fn hls_has_part_semantics() {
     assert!(!p.has_part(msn, n));
     assert!(!p.has_part(msn + 1, 0));
     assert!(!p.has_segment(msn));
+    assert!(!p.too_far_ahead(msn + 2) && p.too_far_ahead(msn + 3));
     let (last_closed, ..) = l.segments.last().unwrap();
     assert_eq!(*last_closed + 1, msn);
     assert!(p.has_segment(*last_closed));
