@@ -486,13 +486,38 @@ fn hls_timestamp_wrap_does_not_panic() {
 fn hls_garbage_never_panics() {
     let stream = looped(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    for round in 0..300 {
+    let mut playlists = 0;
+    for round in 0..600 {
         let opts = HlsOptions {
             fragment: Duration::from_millis(rng.gen_range(0..5000)),
             window: Duration::from_millis(rng.gen_range(0..30000)),
             part: Duration::from_millis(rng.gen_range(0..3000)),
         };
         let mut p = Packager::new(opts);
+        if round % 2 == 0 {
+            // The real stream in order, with some messages mangled, dropped, duplicated or
+            // moved in time: the packager must keep going and keep its playlist consistent.
+            for t in &stream {
+                let mut ts = t.timestamp;
+                let mut data = t.data.to_vec();
+                match rng.gen_range(0..40) {
+                    0 => continue,
+                    1 => ts = ts.wrapping_add(rng.gen_range(0..70_000)),
+                    2 => ts = ts.wrapping_sub(rng.gen_range(0..3000)),
+                    3 => data.truncate(rng.gen_range(0..=data.len())),
+                    4 if !data.is_empty() => {
+                        let i = rng.gen_range(0..data.len());
+                        data[i] = rng.gen();
+                    }
+                    5 => p.push(t.type_id, ts, &t.data),
+                    _ => {}
+                }
+                p.push(t.type_id, ts, &Bytes::from(data));
+            }
+            assert!(p.bytes() < MAX_BYTES);
+            playlists += p.playlist().is_some() as u32;
+            check_consistent(&p);
+        }
         let mut ts = 0u32;
         for _ in 0..400 {
             let kind = [8u8, 9, 18, 0, 255][rng.gen_range(0..5)];
@@ -533,14 +558,35 @@ fn hls_garbage_never_panics() {
                 }
             }
         }
-        if let Some(pl) = p.playlist() {
-            for line in pl.lines().filter(|l| !l.starts_with('#')) {
-                let _ = p.file(line);
-            }
-        }
+        check_consistent(&p);
         let _ = p.init_segment();
         p.reset();
+        assert!(p.playlist().is_none());
     }
+    assert!(
+        playlists > 50,
+        "only {playlists} rounds produced a playlist"
+    );
+}
+
+/// Whatever came in, the playlist keeps its promises: every listed segment and part exists,
+/// closed segments are complete, the init is there.
+fn check_consistent(p: &Packager) {
+    let Some(pl) = p.playlist() else { return };
+    let l = listing(&pl);
+    for (i, (msn, name, _)) in l.segments.iter().enumerate() {
+        assert!(p.file(name).is_some(), "{name} listed but missing\n{pl}");
+        assert_eq!(
+            *msn,
+            l.media_sequence + (i + l.gaps.iter().filter(|g| *g < msn).count()) as u64
+        );
+        assert!(p.has_segment(*msn));
+    }
+    for part in &l.parts {
+        assert!(p.file(part).is_some(), "{part} listed but missing\n{pl}");
+    }
+    assert!(p.file(p.init_name().unwrap()).is_some());
+    assert!(l.segments.iter().all(|s| s.2.ceil() as u64 <= l.target));
 }
 
 fn ffprobe_available(test: &str) -> bool {
@@ -627,7 +673,35 @@ fn hls_ffprobe_decodes_init_plus_segment() {
     );
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.trim().is_empty(), "{errors}");
-    let _ = std::fs::remove_dir_all(&dir);
+    // EDGEFLEET_KEEP_HLS=1 keeps the files for a look with ffprobe or a player.
+    if std::env::var_os("EDGEFLEET_KEEP_HLS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn hls_ffprobe_decodes_audio_only_and_video_only() {
+    if !ffprobe_available("hls_ffprobe_decodes_audio_only_and_video_only") {
+        return;
+    }
+    for (kind, codec) in [(8u8, "codec_name=aac"), (9, "codec_name=h264")] {
+        let tags: Vec<FlvTag> = looped(1)
+            .into_iter()
+            .filter(|t| t.type_id == kind)
+            .collect();
+        let mut p = Packager::new(HlsOptions::default());
+        feed(&mut p, &tags);
+        let l = listing(&p.playlist().unwrap());
+        let mut joined = p.init_segment().unwrap().to_vec();
+        joined.extend_from_slice(&p.file(&l.segments[0].1).unwrap());
+        let dir = temp_dir(&format!("only{kind}"));
+        let path = dir.join("joined.mp4");
+        std::fs::write(&path, joined).unwrap();
+        let streams = ffprobe(&["-v", "error", "-show_streams", path.to_str().unwrap()]);
+        assert!(streams.contains(codec), "{streams}");
+        assert_eq!(streams.matches("[STREAM]").count(), 1, "{streams}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
