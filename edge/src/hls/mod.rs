@@ -87,6 +87,8 @@ pub const MAX_BYTES: usize = 192 << 20;
 const BACKWARD_RESTART_MS: u64 = 1000;
 /// Audio frames further than this from the video timeline are dropped.
 const MAX_AUDIO_SKEW_MS: u64 = 10_000;
+/// Timestamp wraps counted at most (2^20 x 49.7 days): keeps every product in u64.
+const MAX_EPOCH: u64 = 1 << 20;
 
 /// SRS-like keys: `hls_fragment`, `hls_window`, `hls_part`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,7 +446,8 @@ impl Packager {
         const HALF: u32 = 1 << 31;
         if let Some(last) = self.last_raw {
             if raw < last && last - raw > HALF {
-                self.epoch += 1;
+                // Capped so that a publisher flipping timestamps forever cannot overflow.
+                self.epoch = (self.epoch + 1).min(MAX_EPOCH);
             } else if raw > last && raw - last > HALF && self.epoch > 0 {
                 return ((self.epoch - 1) << 32) | raw as u64;
             }
@@ -718,7 +721,7 @@ impl Packager {
     fn prune(&mut self) {
         let newest = self.segs.back().map_or(0, |s| s.end);
         while let Some(front) = self.segs.front() {
-            let expired = front.end + self.window_ms < newest;
+            let expired = front.end.saturating_add(self.window_ms) < newest;
             if !expired && self.closed_bytes <= MAX_BYTES / 2 {
                 break;
             }
@@ -741,7 +744,10 @@ impl Packager {
                 .map(|(i, f)| {
                     let next = p.video.get(i + 1).map_or(end, |n| n.ts);
                     mp4::Sample {
-                        duration: (next.saturating_sub(f.ts) * 90).min(u32::MAX as u64) as u32,
+                        duration: next
+                            .saturating_sub(f.ts)
+                            .saturating_mul(90)
+                            .min(u32::MAX as u64) as u32,
                         cts: f.cts_ms.saturating_mul(90),
                         key: f.key,
                         data: &f.data,
@@ -750,7 +756,7 @@ impl Packager {
                 .collect();
             runs.push(mp4::TrackRun {
                 id: mp4::VIDEO_TRACK,
-                base_time: first.ts * 90,
+                base_time: first.ts.saturating_mul(90),
                 samples,
             });
         }

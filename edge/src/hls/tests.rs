@@ -483,6 +483,27 @@ fn hls_timestamp_wrap_does_not_panic() {
 }
 
 #[test]
+fn hls_timestamp_flipping_forever_does_not_overflow() {
+    let stream = looped(1);
+    let mut p = Packager::new(HlsOptions::default());
+    feed(&mut p, &stream[..6]);
+    let key = stream
+        .iter()
+        .find(|t| t.type_id == 9 && t.data[0] == 0x17 && t.data[1] == 1)
+        .unwrap();
+    // Every flip from high to low counts as a wrap.
+    let flips = [u32::MAX - 5, 5, 1 << 31];
+    for i in 0..3_300_000usize {
+        p.extend(flips[i % 3]);
+    }
+    assert_eq!(p.epoch, MAX_EPOCH);
+    for i in 0..3000usize {
+        p.push(9, flips[i % 3], &key.data);
+    }
+    check_consistent(&p);
+}
+
+#[test]
 fn hls_garbage_never_panics() {
     let stream = looped(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
