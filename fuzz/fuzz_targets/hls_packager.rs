@@ -42,5 +42,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = p.file("");
     let _ = p.file("stream-0.0.m4s");
     p.reset();
-    assert!(p.playlist().is_none());
+    assert!(p.preload_hint().is_none());
 });

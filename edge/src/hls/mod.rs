@@ -50,7 +50,7 @@
 //! keeps growing, but an edge that joins after a wrap counts from zero again (it cannot know
 //! the epoch), so its names differ from an older edge's after the wrap. A small backward jump
 //! of one track drops that frame; a driver jump backwards by more than 1 s, or forwards by
-//! more than the window, restarts packaging (new timeline).
+//! more than the window, starts a new timeline (below).
 //!
 //! # Memory
 //! Closed segments older than `window` (by their end, against the newest closed segment) are
@@ -58,15 +58,24 @@
 //! segment's bytes, so they cost nothing extra; they are listed for the segments that end in
 //! the last three target durations. [`Packager::bytes`] reports the total.
 //!
-//! # Changes of source or codec config
-//! A sequence header with different bytes, or one for a track the init segment lacks, or
-//! [`Packager::reset`] restarts cleanly: every segment is dropped, the next keyframe starts a
-//! new timeline with a new init segment (`STREAM-init-<hash of its bytes>.mp4`, so a cached old
-//! init is never reused).
+//! # Changes of source or codec config: `EXT-X-DISCONTINUITY`
+//! A sequence header with different bytes, one for a track the init segment lacks, a driver
+//! timestamp jump (see above) or [`Packager::reset`] (the caller's "source changed") ends the
+//! timeline: the open segment is closed (its last frame lasts as long as the one before) and
+//! stays listed. The next keyframe starts a new timeline: `#EXT-X-DISCONTINUITY` and a new
+//! `#EXT-X-MAP` (`STREAM-init-<hash of its bytes>.mp4`, so a changed init never hides behind
+//! an old name). Its numbers are `slot + offset`: the offset stays 0 while timestamps move on
+//! (a failover to another origin of the same stream keeps every name and number), and becomes
+//! `last msn + 1 - slot` when the new timeline would start at or behind the last number (a
+//! republish from timestamp 0); its names are then `STREAM-o<offset>-<ts>`, unique. Edges that
+//! saw the same change agree again; `#EXT-X-DISCONTINUITY-SEQUENCE` counts the timelines that
+//! left the window. Only a flood no window bounds (the open segment over [`MAX_BYTES`]) drops
+//! everything.
 //!
-//! LIFECYCLE: `Waiting` (no segment; frames before the first driver keyframe are dropped) ->
-//! first driver keyframe -> `Packaging` (open segment + open part; cuts as above) -> `reset`,
-//! config change or timestamp jump -> `Waiting`.
+//! LIFECYCLE: `Waiting` (no open segment; frames before the first driver keyframe are
+//! dropped; closed segments of earlier timelines stay listed) -> first driver keyframe ->
+//! `Packaging` (open segment + open part; cuts as above) -> `reset`, config change or
+//! timestamp jump -> `Waiting` (the next start is a discontinuity).
 
 mod codec;
 mod mp4;
@@ -177,7 +186,11 @@ struct Part {
 struct Segment {
     msn: u64,
     dur: u64,
-    end: u64,
+    /// Media time at its end, counted across timelines (for the window and part listing).
+    pos_end: u64,
+    /// Discontinuity sequence number and init segment name of its timeline.
+    dseq: u64,
+    map: String,
     /// File name without `.m4s` (`STREAM-<ts>` or `STREAM-gap<msn>`).
     stem: String,
     gap: bool,
@@ -189,6 +202,9 @@ struct OpenSegment {
     msn: u64,
     slot: u64,
     start: u64,
+    pos_start: u64,
+    dseq: u64,
+    map: String,
     stem: String,
     parts: Vec<Part>,
     part: OpenPart,
@@ -212,6 +228,14 @@ pub struct Packager {
     audio: Option<AudioCfg>,
     tracks: Option<Tracks>,
     init: Option<(String, Bytes)>,
+    /// Init segments of earlier timelines still referenced by a listed segment.
+    old_inits: Vec<(String, Bytes)>,
+    /// Added to the slot for the msn: 0 until a timeline starts behind the last number.
+    offset: u64,
+    dseq: u64,
+    disc_pending: bool,
+    /// Media time at the end of the last closed segment.
+    elapsed: u64,
     segs: VecDeque<Segment>,
     open: Option<OpenSegment>,
     closed_bytes: usize,
@@ -262,6 +286,11 @@ impl Packager {
             audio: None,
             tracks: None,
             init: None,
+            old_inits: Vec::new(),
+            offset: 0,
+            dseq: 0,
+            disc_pending: false,
+            elapsed: 0,
             segs: VecDeque::new(),
             open: None,
             closed_bytes: 0,
@@ -298,9 +327,11 @@ impl Packager {
         }
     }
 
-    /// Drops everything (a new source): the next sequence headers and keyframe start anew.
+    /// A new source: closes the open segment, forgets the codec configs and the timestamp
+    /// epoch; the next sequence headers and keyframe start a new timeline after an
+    /// `#EXT-X-DISCONTINUITY` (the listed segments stay until the window drops them).
     pub fn reset(&mut self) {
-        self.restart();
+        self.restart(true);
         self.video = None;
         self.audio = None;
         self.last_raw = None;
@@ -318,7 +349,12 @@ impl Packager {
 
     /// Memory held: init, closed segments (parts share their bytes) and the open segment.
     pub fn bytes(&self) -> usize {
-        let init = self.init.as_ref().map_or(0, |(_, b)| b.len());
+        let init: usize = self
+            .init
+            .iter()
+            .chain(&self.old_inits)
+            .map(|(_, b)| b.len())
+            .sum();
         let open = self.open.as_ref().map_or(0, |o| {
             o.parts.iter().map(|p| p.data.len()).sum::<usize>() + o.part.bytes
         });
@@ -328,7 +364,7 @@ impl Packager {
     /// A file listed in the playlist: the init, a segment or a part. `None` if unknown,
     /// expired, a gap, or a part not complete yet (the preload hint).
     pub fn file(&self, name: &str) -> Option<Bytes> {
-        if let Some((init_name, init)) = &self.init {
+        for (init_name, init) in self.init.iter().chain(&self.old_inits) {
             if name == init_name {
                 return Some(init.clone());
             }
@@ -363,17 +399,17 @@ impl Packager {
     /// (`_HLS_msn=msn&_HLS_part=part`). A part index past the last part of a closed segment
     /// means the first part of the next one; numbers older than the playlist are true.
     pub fn has_part(&self, msn: u64, part: u64) -> bool {
-        let Some(open) = &self.open else {
+        let Some((open_msn, open_parts)) = self.next_msn() else {
             return false;
         };
         let (mut msn, mut part) = (msn, part);
         loop {
-            if msn >= open.msn {
-                return msn == open.msn && part < open.parts.len() as u64;
+            if msn >= open_msn {
+                return msn == open_msn && part < open_parts;
             }
             let Some(seg) = self.segs.iter().find(|s| s.msn == msn) else {
                 // Older than the playlist: long complete.
-                return msn < self.segs.front().map_or(open.msn, |s| s.msn);
+                return msn < self.segs.front().map_or(open_msn, |s| s.msn);
             };
             if part < seg.parts.len() as u64 {
                 return true;
@@ -387,25 +423,40 @@ impl Packager {
     /// "last Media Sequence Number plus two"): answer 400 at once. False before any segment
     /// (the caller waits with its own timeout).
     pub fn too_far_ahead(&self, msn: u64) -> bool {
-        self.open.as_ref().is_some_and(|o| msn > o.msn + 2)
+        self.next_msn()
+            .is_some_and(|(open, _)| msn > open.saturating_add(2))
+    }
+
+    /// The number of the segment being filled (or the one after the last closed one while
+    /// waiting for a new timeline) and its complete parts.
+    fn next_msn(&self) -> Option<(u64, u64)> {
+        match (&self.open, self.segs.back()) {
+            (Some(o), _) => Some((o.msn, o.parts.len() as u64)),
+            (None, Some(s)) => Some((s.msn + 1, 0)),
+            (None, None) => None,
+        }
     }
 
     /// Whether segment `msn` is complete (a blocking reload with `_HLS_msn` alone).
     pub fn has_segment(&self, msn: u64) -> bool {
-        self.open.as_ref().is_some_and(|o| msn < o.msn)
+        self.next_msn().is_some_and(|(open, _)| msn < open)
     }
 
     /// The media playlist, `None` until the first part is complete.
     pub fn playlist(&self) -> Option<String> {
-        let open = self.open.as_ref()?;
-        if self.segs.is_empty() && open.parts.is_empty() {
+        let open = self.open.as_ref();
+        let open_parts = open.map_or(0, |o| o.parts.len());
+        if self.segs.is_empty() && open_parts == 0 {
             return None;
         }
-        let (init_name, _) = self.init.as_ref()?;
         let longest = self.segs.iter().map(|s| s.dur).max().unwrap_or(0);
         let target = longest.max(self.frag_ms).div_ceil(1000);
         let part_s = self.part_ms as f64 / 1000.0;
-        let first = self.segs.front().map_or(open.msn, |s| s.msn);
+        let (first, first_dseq, first_map) = match (self.segs.front(), open) {
+            (Some(s), _) => (s.msn, s.dseq, &s.map),
+            (None, Some(o)) => (o.msn, o.dseq, &o.map),
+            (None, None) => return None,
+        };
         let mut out = String::with_capacity(2048);
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:9");
@@ -417,25 +468,40 @@ impl Packager {
         );
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_s:.3}");
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init_name}\"");
-        let parts_from = open.start.saturating_sub(3 * target * 1000);
+        if first_dseq > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{first_dseq}");
+        }
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{first_map}\"");
+        let mut dseq = first_dseq;
+        let mut timeline = |out: &mut String, seg_dseq: u64, map: &str| {
+            if seg_dseq != dseq {
+                dseq = seg_dseq;
+                let _ = writeln!(out, "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"{map}\"");
+            }
+        };
+        let now = open.map_or(self.elapsed, |o| o.pos_start);
+        let parts_from = now.saturating_sub(3 * target * 1000);
         for seg in &self.segs {
+            timeline(&mut out, seg.dseq, &seg.map);
             if seg.gap {
                 let _ = writeln!(out, "#EXT-X-GAP\n#EXTINF:0.001,\n{}.m4s", seg.stem);
                 continue;
             }
-            if seg.end > parts_from {
+            if seg.pos_end > parts_from {
                 write_parts(&mut out, &seg.stem, &seg.parts);
             }
             let _ = writeln!(out, "#EXTINF:{:.3},\n{}.m4s", secs(seg.dur), seg.stem);
         }
-        write_parts(&mut out, &open.stem, &open.parts);
-        let _ = writeln!(
-            out,
-            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.m4s\"",
-            open.stem,
-            open.parts.len()
-        );
+        if let Some(open) = open {
+            timeline(&mut out, open.dseq, &open.map);
+            write_parts(&mut out, &open.stem, &open.parts);
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.m4s\"",
+                open.stem,
+                open.parts.len()
+            );
+        }
         Some(out)
     }
 
@@ -468,7 +534,7 @@ impl Packager {
                 };
                 if self.video.as_ref() != Some(&cfg) {
                     self.video = Some(cfg);
-                    self.restart();
+                    self.restart(true);
                 }
                 Ok(())
             }
@@ -481,7 +547,7 @@ impl Packager {
                         if last - ts <= BACKWARD_RESTART_MS {
                             return Err("video timestamp went backwards");
                         }
-                        self.restart();
+                        self.restart(true);
                     }
                 }
                 if self.open.is_none() {
@@ -514,7 +580,7 @@ impl Packager {
                 let cfg = AudioCfg { asc, info };
                 if self.audio.as_ref() != Some(&cfg) {
                     self.audio = Some(cfg);
-                    self.restart();
+                    self.restart(true);
                 }
                 Ok(())
             }
@@ -539,7 +605,7 @@ impl Packager {
                         if !driver || last - ts <= BACKWARD_RESTART_MS {
                             return Err("audio timestamp went backwards");
                         }
-                        self.restart();
+                        self.restart(true);
                     }
                 }
                 if self.open.is_none() {
@@ -565,15 +631,46 @@ impl Packager {
 
     // ---- segmenting ----
 
-    /// Back to `Waiting`, keeping the codec configs.
-    fn restart(&mut self) {
-        self.segs.clear();
+    /// Back to `Waiting`, keeping the codec configs and the listed segments: the next start
+    /// is a new timeline after an `#EXT-X-DISCONTINUITY`. With `close_open` the open segment
+    /// is closed (its last frame gets the duration of the one before it) and kept.
+    fn restart(&mut self, close_open: bool) {
+        if close_open {
+            if let Some(open) = &self.open {
+                let video = self.tracks.is_some_and(|t| t.video);
+                let frames = if video {
+                    &open.part.video
+                } else {
+                    &open.part.audio
+                };
+                if let Some(last) = frames.last() {
+                    let step = frames
+                        .len()
+                        .checked_sub(2)
+                        .map(|i| last.ts.saturating_sub(frames[i].ts))
+                        .filter(|&d| d > 0)
+                        .unwrap_or(if video { 33 } else { 23 });
+                    self.close_segment(last.ts.saturating_add(step));
+                }
+            }
+        }
         self.open = None;
-        self.closed_bytes = 0;
+        if let Some(init) = self.init.take() {
+            self.old_inits.push(init);
+        }
         self.tracks = None;
-        self.init = None;
         self.last_video = None;
         self.last_audio = None;
+        self.disc_pending = !self.segs.is_empty();
+        self.prune();
+    }
+
+    /// Drops everything (a flood no window bounds).
+    fn clear_all(&mut self) {
+        self.open = None;
+        self.segs.clear();
+        self.closed_bytes = 0;
+        self.restart(false);
     }
 
     fn start(&mut self, ts: u64, key: bool) {
@@ -596,15 +693,32 @@ impl Packager {
         self.init = Some((name, init));
         self.tracks = Some(tracks);
         let slot = ts / self.frag_ms;
+        if let Some(last) = self.segs.back() {
+            // A timeline that starts behind the last number continues the numbering.
+            if slot.saturating_add(self.offset) <= last.msn {
+                self.offset = last.msn + 1 - slot;
+            }
+        }
+        if std::mem::take(&mut self.disc_pending) {
+            self.dseq += 1;
+        }
         self.open = Some(self.new_segment(slot, ts, key));
     }
 
     fn new_segment(&self, slot: u64, ts: u64, key: bool) -> OpenSegment {
         OpenSegment {
-            msn: slot,
+            msn: slot.saturating_add(self.offset),
             slot,
             start: ts,
-            stem: format!("{}-{}", self.prefix, ts),
+            pos_start: self.elapsed,
+            dseq: self.dseq,
+            map: self.init.as_ref().map_or(String::new(), |(n, _)| n.clone()),
+            // A renumbered timeline has its own names, so they cannot meet an older one's.
+            stem: if self.offset == 0 {
+                format!("{}-{}", self.prefix, ts)
+            } else {
+                format!("{}-o{}-{}", self.prefix, self.offset, ts)
+            },
             parts: Vec::new(),
             part: self.new_part(ts, key),
         }
@@ -628,7 +742,7 @@ impl Packager {
         let window_slots = self.window_ms / self.frag_ms + 1;
         if slot > open.slot + window_slots + MAX_SEGMENT_SLOTS {
             // A jump forward past the whole window: a new timeline, not thousands of gaps.
-            self.restart();
+            self.restart(true);
             if key {
                 self.start(ts, key);
             }
@@ -636,12 +750,15 @@ impl Packager {
         }
         if slot > open.slot && (key || slot >= open.slot + MAX_SEGMENT_SLOTS) {
             self.close_segment(ts);
-            let last = self.segs.back().map_or(slot, |s| s.msn);
-            for msn in last + 1..slot {
+            let msn_next = slot.saturating_add(self.offset);
+            let last = self.segs.back().map_or(msn_next, |s| s.msn);
+            for msn in last + 1..msn_next {
                 self.segs.push_back(Segment {
                     msn,
                     dur: 0,
-                    end: ts,
+                    pos_end: self.elapsed,
+                    dseq: self.dseq,
+                    map: self.init.as_ref().map_or(String::new(), |(n, _)| n.clone()),
                     stem: format!("{}-gap{msn}", self.prefix),
                     gap: true,
                     parts: Vec::new(),
@@ -679,7 +796,7 @@ impl Packager {
         }
         // A flood that the window cannot bound (huge frames, no cut): start over.
         if self.bytes() > MAX_BYTES {
-            self.restart();
+            self.clear_all();
         }
     }
 
@@ -707,10 +824,14 @@ impl Packager {
             Some(prev) if prev.msn >= open.msn => prev.msn + 1,
             _ => open.msn,
         };
+        let dur = end.saturating_sub(open.start);
+        self.elapsed = open.pos_start.saturating_add(dur).max(self.elapsed);
         self.segs.push_back(Segment {
             msn,
-            dur: end.saturating_sub(open.start),
-            end,
+            dur,
+            pos_end: self.elapsed,
+            dseq: open.dseq,
+            map: open.map,
             stem: open.stem,
             gap: false,
             parts: open.parts,
@@ -719,9 +840,9 @@ impl Packager {
     }
 
     fn prune(&mut self) {
-        let newest = self.segs.back().map_or(0, |s| s.end);
+        let newest = self.elapsed;
         while let Some(front) = self.segs.front() {
-            let expired = front.end.saturating_add(self.window_ms) < newest;
+            let expired = front.pos_end.saturating_add(self.window_ms) < newest;
             if !expired && self.closed_bytes <= MAX_BYTES / 2 {
                 break;
             }
@@ -732,6 +853,9 @@ impl Packager {
         while self.segs.front().is_some_and(|s| s.gap) {
             self.segs.pop_front();
         }
+        let segs = &self.segs;
+        self.old_inits
+            .retain(|(name, _)| segs.iter().any(|s| &s.map == name));
     }
 
     fn encode_part(&self, p: OpenPart, end: u64) -> Part {

@@ -52,6 +52,8 @@ struct Listing {
     gaps: Vec<u64>,
     parts: Vec<String>,
     hint: String,
+    maps: Vec<String>,
+    discontinuities: usize,
 }
 
 fn listing(pl: &str) -> Listing {
@@ -63,7 +65,17 @@ fn listing(pl: &str) -> Listing {
     };
     let media_sequence: u64 = tag("#EXT-X-MEDIA-SEQUENCE:").parse().unwrap();
     let target: u64 = tag("#EXT-X-TARGETDURATION:").parse().unwrap();
-    let hint = tag("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=");
+    let hint = pl
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI="))
+        .unwrap_or("")
+        .to_string();
+    let maps = pl
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI="))
+        .map(|m| m.trim_matches('"').to_string())
+        .collect();
+    let discontinuities = pl.lines().filter(|l| *l == "#EXT-X-DISCONTINUITY").count();
     let (mut segments, mut gaps, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     let mut msn = media_sequence;
     let mut gap = false;
@@ -93,6 +105,8 @@ fn listing(pl: &str) -> Listing {
         gaps,
         parts,
         hint: hint.trim_matches('"').to_string(),
+        maps,
+        discontinuities,
     }
 }
 
@@ -431,37 +445,73 @@ fn hls_keyframeless_stream_stays_bounded() {
 }
 
 #[test]
-fn hls_reset_and_config_change_restart_cleanly() {
+fn hls_reset_and_config_change_continue_after_a_discontinuity() {
     let stream = looped(2);
-    let mut p = Packager::new(HlsOptions::default());
+    let opts = HlsOptions {
+        window: Duration::from_secs(60),
+        ..HlsOptions::default()
+    };
+    let mut p = Packager::new(opts);
     feed(&mut p, &stream);
+    let before = listing(&p.playlist().unwrap());
     let old_init = p.init_name().unwrap().to_string();
+    // The source changed: the open segment is closed, the listed ones stay.
     p.reset();
-    assert!(p.playlist().is_none());
-    assert_eq!(p.bytes(), 0);
+    let after = listing(&p.playlist().unwrap());
+    assert_eq!(after.segments.len(), before.segments.len() + 1);
+    assert!(p.preload_hint().is_none());
+    let last = after.segments.last().unwrap().0;
+    assert!(!p.has_part(last, 99) && p.has_segment(last));
+    // A republish restarts timestamps at 0: numbering continues after a discontinuity, with
+    // names that cannot meet the old timeline's.
     feed(&mut p, &stream);
+    let pl = p.playlist().unwrap();
+    let l = listing(&pl);
+    assert_eq!(l.discontinuities, 1, "{pl}");
     assert_eq!(
-        p.init_name().unwrap(),
-        old_init,
-        "same config, same init name"
+        l.maps,
+        vec![old_init.clone(), old_init.clone()],
+        "same config, same init"
     );
-    // A changed AVC config: new init name, old segments gone.
+    let renamed: Vec<_> = l.segments.iter().filter(|s| s.1.contains("-o")).collect();
+    assert!(!renamed.is_empty(), "{pl}");
+    assert!(renamed[0].0 > last);
+    let mut names: Vec<_> = l.segments.iter().map(|s| &s.1).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), l.segments.len(), "unique names");
+    check_consistent(&p);
+    // A changed AVC config: a new init segment after a second discontinuity.
     let mut cfg = stream
         .iter()
         .find(|t| t.type_id == 9 && is_config(t))
         .unwrap()
         .data
         .to_vec();
-    let last = cfg.len() - 1;
-    cfg[last] ^= 1;
+    let n = cfg.len() - 1;
+    cfg[n] ^= 1;
     p.push(9, 20_000, &Bytes::from(cfg));
-    assert!(p.playlist().is_none());
     for t in &stream {
         if !is_config(t) {
             p.push(t.type_id, t.timestamp + 20_000, &t.data);
         }
     }
-    assert_ne!(p.init_name().unwrap(), old_init);
+    let l = listing(&p.playlist().unwrap());
+    assert_eq!(l.discontinuities, 2);
+    assert_ne!(l.maps.last().unwrap(), &old_init);
+    assert_eq!(p.init_name(), Some(l.maps.last().unwrap().as_str()));
+    check_consistent(&p);
+    // Enough new media pushes the old timelines out of the window.
+    for t in &looped(12) {
+        if !is_config(t) {
+            p.push(t.type_id, t.timestamp + 40_000, &t.data);
+        }
+    }
+    let pl = p.playlist().unwrap();
+    assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:2\n"), "{pl}");
+    assert_eq!(listing(&pl).discontinuities, 0);
+    assert!(p.file(&old_init).is_none(), "unreferenced init dropped");
+    check_consistent(&p);
 }
 
 #[test]
@@ -582,7 +632,7 @@ fn hls_garbage_never_panics() {
         check_consistent(&p);
         let _ = p.init_segment();
         p.reset();
-        assert!(p.playlist().is_none());
+        check_consistent(&p);
     }
     assert!(
         playlists > 50,
@@ -606,7 +656,10 @@ fn check_consistent(p: &Packager) {
     for part in &l.parts {
         assert!(p.file(part).is_some(), "{part} listed but missing\n{pl}");
     }
-    assert!(p.file(p.init_name().unwrap()).is_some());
+    for m in &l.maps {
+        assert!(p.file(m).is_some(), "init {m} listed but missing");
+    }
+    assert_eq!(l.maps.len(), l.discontinuities + 1);
     assert!(l.segments.iter().all(|s| s.2.ceil() as u64 <= l.target));
 }
 
