@@ -33,8 +33,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = p.has_segment(msn);
     }
     if let Some(pl) = p.playlist() {
-        for line in pl.lines().filter(|l| !l.starts_with('#')) {
-            assert!(p.file(line).is_some(), "listed but missing: {line}");
+        let mut gap = false;
+        for line in pl.lines() {
+            if line == "#EXT-X-GAP" {
+                gap = true;
+            } else if !line.starts_with('#') {
+                // A gap entry's URI is never served; every other listed file exists.
+                assert_eq!(p.file(line).is_some(), !gap, "{line}");
+                gap = false;
+            } else if let Some(uri) = line.split("URI=\"").nth(1) {
+                let uri = uri.split('"').next().unwrap_or("");
+                let hinted = line.starts_with("#EXT-X-PRELOAD-HINT");
+                assert_eq!(p.file(uri).is_some(), !hinted, "{line}");
+            }
         }
         let _ = p.preload_hint().map(|h| p.file(&h));
         assert!(p.init_segment().is_some());

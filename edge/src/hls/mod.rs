@@ -633,10 +633,11 @@ impl Packager {
 
     /// Back to `Waiting`, keeping the codec configs and the listed segments: the next start
     /// is a new timeline after an `#EXT-X-DISCONTINUITY`. With `close_open` the open segment
-    /// is closed (its last frame gets the duration of the one before it) and kept.
+    /// is closed (its last frame gets the duration of the one before it) and kept, unless
+    /// not even its first part is complete (a config arriving just after the first keyframe).
     fn restart(&mut self, close_open: bool) {
         if close_open {
-            if let Some(open) = &self.open {
+            if let Some(open) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
                 let video = self.tracks.is_some_and(|t| t.video);
                 let frames = if video {
                     &open.part.video
