@@ -15,6 +15,7 @@
 //!   publish forwarded to the origin).
 //! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
 //!   idle stop); it reads [`state`] and feeds [`hub`], and imports nothing from [`session`].
+//! - [`hls`]: HLS / LL-HLS packaging of one stream (fMP4 segments and parts, playlist), no I/O.
 //! - [`http`]: HTTP-FLV and HLS / LL-HLS for browsers (`[http] listen`).
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod config;
 pub mod guard;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod import;
