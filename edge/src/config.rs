@@ -641,7 +641,7 @@ impl RawConfig {
                     &mut errs,
                     "hls.hls_idle_timeout",
                     raw.hls_idle_timeout,
-                    30.0,
+                    10.0,
                     1.0,
                     3600.0,
                 );

@@ -325,3 +325,91 @@ async fn http_flv_and_hls_through_lb() {
         );
     }
 }
+
+/// Plain `GET` of `path` on `addr` with HTTP/1.1 and Connection: close: (status, head, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = match tokio::time::timeout(Duration::from_secs(30), go).await {
+        Ok(Ok(b)) => b,
+        other => return (0, format!("{other:?}"), Vec::new()),
+    };
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head, buf[(end + 4).min(buf.len())..].to_vec())
+}
+
+/// Segment URIs and the media sequence number of a playlist.
+fn segments(playlist: &str) -> (u64, Vec<String>) {
+    let msn = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let uris = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    (msn, uris)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
+    common::logging::init_for_tests();
+    let test = "hls_from_a_cold_edge_and_a_chain_decodes_h264_and_aac";
+    if !have("ffprobe", test) || !have("ffmpeg", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let edge1 = edge_with(&[origin.addr], with_http).await;
+    let edge2 = edge_with(&[edge1.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    for (who, server) in [
+        ("cold edge", &edge1),
+        ("edge -> edge", &edge2),
+        ("origin", &origin),
+    ] {
+        let (code, head, body) = get(server.http.unwrap(), "/live/cam.m3u8").await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(code, 200, "{who}: {head}\n{text}");
+        assert!(
+            head.contains("Content-Type: application/vnd.apple.mpegurl"),
+            "{head}"
+        );
+        assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET="), "{text}");
+        let url = server.http_url("cam", "m3u8");
+        // (ffprobe lists an HLS input's streams once per program and once more.)
+        let mut codecs = ffprobe_codecs(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        codecs.dedup();
+        assert_eq!(codecs, ["aac", "h264"], "{who}: {url}");
+        ffmpeg_decode(&url, 3)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    assert_eq!(
+        get(edge1.http.unwrap(), "/live/cam-0.m4s").await.0,
+        404,
+        "unknown segment"
+    );
+}

@@ -37,7 +37,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Accepts HTTP connections until dropped (aborted). Connections live in their own tasks,
 /// kept in `state.http` so that a reload moving the listener keeps its viewers and the
 /// server's end closes them.
-pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
+pub async fn serve(state: Arc<ServerState>, hls: Arc<hls::Registry>, listener: TcpListener) {
     info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http serving (HTTP-FLV, HLS)");
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -79,10 +79,11 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = state.next_id();
         let st = state.clone();
+        let reg = hls.clone();
         let span = tracing::info_span!(parent: None, "http", id, %peer);
         let task = tokio::spawn(
             async move {
-                match connection(st, tcp, peer, id, slot, trusted).await {
+                match connection(st, reg, tcp, peer, id, slot, trusted).await {
                     Ok(()) => debug!("http connection closed"),
                     Err(e) => debug!(error = %e, "http connection ended"),
                 }
@@ -97,6 +98,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
 /// delimited, or an HTTP-FLV body (which lasts the connection).
 async fn connection(
     state: Arc<ServerState>,
+    hls: Arc<hls::Registry>,
     mut tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
@@ -190,7 +192,7 @@ async fn connection(
                     return flv::serve(state, tcp, client, id, &req, &app, &stream).await;
                 }
                 route @ (Route::Playlist { .. } | Route::HlsFile { .. }) => {
-                    let answer = hls::answer(&state, &route, &req, client).await;
+                    let answer = hls::answer(&state, &hls, &route, &req, client).await;
                     answer.write(&mut tcp, &req, cfg_cors(&state), keep).await?;
                 }
             }

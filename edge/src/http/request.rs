@@ -150,26 +150,23 @@ pub enum Route {
     Flv { app: String, stream: String },
     /// `/APP/STREAM.m3u8`
     Playlist { app: String, stream: String },
-    /// `/APP/STREAM.hls/FILE`: a file the playlist lists.
-    HlsFile {
-        app: String,
-        stream: String,
-        file: String,
-    },
+    /// `/APP[/DIR...]/FILE.m4s` or `.mp4`: a file a playlist in the same directory lists
+    /// (its name starts with the stream's last name segment: `hls::Registry` finds it).
+    HlsFile { dir: String, file: String },
 }
 
 impl Route {
-    /// The hub's key for the route's stream (`APP/STREAM`, as RTMP names it).
+    /// The hub's key for the route's stream (`APP/STREAM`, as RTMP names it); for a file,
+    /// its directory.
     pub fn key(&self) -> String {
-        let (Route::Flv { app, stream }
-        | Route::Playlist { app, stream }
-        | Route::HlsFile { app, stream, .. }) = self;
-        format!("{app}/{stream}")
+        match self {
+            Route::Flv { app, stream } | Route::Playlist { app, stream } => {
+                format!("{app}/{stream}")
+            }
+            Route::HlsFile { dir, .. } => dir.clone(),
+        }
     }
 }
-
-/// The directory, relative to the playlist, that a stream's HLS files are served from.
-pub const HLS_DIR_SUFFIX: &str = ".hls";
 
 pub fn route(path: &str) -> Result<Route, Refuse> {
     let decoded = percent_decode_str(path)
@@ -217,15 +214,11 @@ pub fn route(path: &str) -> Result<Route, Refuse> {
             stream: name(tail, ".m3u8"),
         });
     }
-    if tail.len() >= 2 {
-        let dir = tail[tail.len() - 2];
-        if dir.ends_with(HLS_DIR_SUFFIX) && dir.len() > HLS_DIR_SUFFIX.len() {
-            return Ok(Route::HlsFile {
-                app,
-                stream: name(&tail[..tail.len() - 1], HLS_DIR_SUFFIX),
-                file: last.to_string(),
-            });
-        }
+    if (last.ends_with(".m4s") || last.ends_with(".mp4")) && last.len() > 4 {
+        return Ok(Route::HlsFile {
+            dir: segs[..segs.len() - 1].join("/"),
+            file: last.to_string(),
+        });
     }
     Err(Refuse::new(
         404,
@@ -342,11 +335,10 @@ mod tests {
         );
         assert_eq!(route("/live/a/b.m3u8").unwrap().key(), "live/a/b");
         assert_eq!(
-            route("/live/cam.hls/1234.m4s").unwrap(),
+            route("/live/a/cam-1234.0.m4s").unwrap(),
             Route::HlsFile {
-                app: "live".into(),
-                stream: "cam".into(),
-                file: "1234.m4s".into()
+                dir: "live/a".into(),
+                file: "cam-1234.0.m4s".into()
             }
         );
         assert_eq!(route("/live/my%20cam.flv").unwrap().key(), "live/my cam");

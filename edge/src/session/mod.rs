@@ -190,7 +190,9 @@ impl EdgeServer {
         } = self;
         drop(handle);
         let mut api_task = api.map(|l| tokio::spawn(crate::api::serve(state.clone(), l)));
-        let mut http_task = http.map(|l| tokio::spawn(crate::http::serve(state.clone(), l)));
+        let hls = Arc::new(crate::http::hls::Registry::default());
+        let mut http_task =
+            http.map(|l| tokio::spawn(crate::http::serve(state.clone(), hls.clone(), l)));
         {
             let cfg = state.config();
             info!(
@@ -246,7 +248,7 @@ impl EdgeServer {
                     Request::Reload { config, done } => {
                         common::sd_notify::reloading();
                         let result = match listener.as_mut() {
-                            Some(l) => apply_reload(&state, l, &mut api_task, &mut http_task, *config),
+                            Some(l) => apply_reload(&state, l, &mut api_task, (&mut http_task, &hls), *config),
                             None => Err(vec!["the server is draining".to_string()]),
                         };
                         common::sd_notify::ready();
@@ -380,7 +382,10 @@ fn apply_reload(
     state: &Arc<ServerState>,
     listener: &mut TcpListener,
     api_task: &mut Option<tokio::task::JoinHandle<()>>,
-    http_task: &mut Option<tokio::task::JoinHandle<()>>,
+    (http_task, hls): (
+        &mut Option<tokio::task::JoinHandle<()>>,
+        &Arc<crate::http::hls::Registry>,
+    ),
     new: EdgeConfig,
 ) -> Result<Vec<Change>, Vec<String>> {
     let old = state.config();
@@ -423,7 +428,7 @@ fn apply_reload(
         if let Some(t) = http_task.take() {
             t.abort();
         }
-        *http_task = http.map(|l| tokio::spawn(crate::http::serve(state.clone(), l)));
+        *http_task = http.map(|l| tokio::spawn(crate::http::serve(state.clone(), hls.clone(), l)));
     }
     if let Some(api) = new_api {
         if let Some(t) = api_task.take() {
