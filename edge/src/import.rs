@@ -49,6 +49,11 @@ struct Cx {
     top: Section,
     publish: Vec<String>,
     api: Option<String>,
+    /// `http_server` enabled: `[http]`.
+    http: Option<Section>,
+    /// The default vhost's enabled `hls` / `http_remux`: `[hls]`, `[http] flv`.
+    hls: Option<Section>,
+    flv: Option<bool>,
 }
 
 impl Cx {
@@ -140,6 +145,9 @@ pub fn srs(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
         top,
         publish: Vec::new(),
         api: None,
+        http: None,
+        hls: None,
+        flv: None,
     };
     let mut security = false;
     for d in tree {
@@ -187,6 +195,7 @@ pub fn srs(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
                 }
             }
             "http_api" => http_api(&mut cx, d),
+            "http_server" => http_server(&mut cx, d),
             "vhost" => {
                 if d.args.len() == 1 && d.args[0] == "__defaultVhost__" {
                     security |= vhost(&mut cx, d);
@@ -228,6 +237,26 @@ pub fn srs(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
         s.set("listen", a.as_str());
         sections.push(s);
     }
+    let wants_http = cx.hls.is_some() || cx.flv == Some(true);
+    if cx.http.is_none() && wants_http {
+        let mut h = Section::table("http");
+        h.comment("srs: (no http_server): SRS writes HLS to disk for another web server; the edge serves it itself here");
+        h.set("listen", "0.0.0.0:8080");
+        cx.http = Some(h);
+    }
+    if let Some(mut h) = cx.http.take() {
+        if let Some(flv) = cx.flv {
+            h.set("flv", flv);
+        }
+        sections.push(h);
+        // SRS serves no HLS unless the vhost enables it; the edge would by default.
+        let hls = cx.hls.take().unwrap_or_else(|| {
+            let mut s = Section::table("hls");
+            s.set("enabled", false);
+            s
+        });
+        sections.push(hls);
+    }
     Ok(Import {
         toml: render(&sections),
         skipped: cx.skipped,
@@ -257,6 +286,84 @@ fn http_api(cx: &mut Cx, d: &Directive) {
     }
 }
 
+fn http_server(cx: &mut Cx, d: &Directive) {
+    let mut enabled = false;
+    let mut h = Section::table("http");
+    for c in d.children() {
+        match c.name.as_str() {
+            "enabled" => enabled = cx.on_off(c).unwrap_or(false),
+            "listen" => {
+                if let Some(a) = cx.one(c) {
+                    h.set("listen", listen_addr(a));
+                }
+            }
+            "crossdomain" => {
+                if let Some(on) = cx.on_off(c) {
+                    h.set("crossdomain", on);
+                }
+            }
+            _ => cx.skip_text(
+                &c.pos,
+                &format!("http_server {}", c.text()),
+                "not supported: the edge serves streams (HTTP-FLV, HLS) from memory, no files",
+            ),
+        }
+    }
+    if enabled {
+        cx.http = Some(h);
+    }
+}
+
+/// vhost `hls { enabled on; hls_fragment S; hls_window S; }`: `[hls]`.
+fn hls_block(cx: &mut Cx, d: &Directive) {
+    let mut enabled = false;
+    let mut s = Section::table("hls");
+    for c in d.children() {
+        match c.name.as_str() {
+            "enabled" => enabled = cx.on_off(c).unwrap_or(false),
+            "hls_fragment" | "hls_window" => {
+                if let Some(n) = cx.num(c) {
+                    s.set(&c.name, n);
+                }
+            }
+            "hls_path" | "hls_m3u8_file" | "hls_ts_file" | "hls_cleanup" | "hls_dispose" => {
+                cx.skip_text(&c.pos, &format!("hls {}", c.text()), "not needed: segments live in memory, named by the deterministic rule (README: Browsers)")
+            }
+            _ => cx.skip_text(
+                &c.pos,
+                &format!("hls {}", c.text()),
+                "not supported: see [hls] in the README (hls_fragment, hls_window, hls_part)",
+            ),
+        }
+    }
+    if enabled {
+        cx.hls = Some(s);
+    }
+}
+
+/// vhost `http_remux { enabled on; mount ...; }`: `[http] flv`.
+fn http_remux(cx: &mut Cx, d: &Directive) {
+    for c in d.children() {
+        match c.name.as_str() {
+            "enabled" => cx.flv = cx.on_off(c),
+            "mount" => {
+                if c.args.first().map(String::as_str) != Some("[vhost]/[app]/[stream].flv") {
+                    cx.skip_text(
+                        &c.pos,
+                        &format!("http_remux {}", c.text()),
+                        "not supported: HTTP-FLV is always at /APP/STREAM.flv",
+                    );
+                }
+            }
+            _ => cx.skip_text(
+                &c.pos,
+                &format!("http_remux {}", c.text()),
+                "not supported by the edge's HTTP-FLV",
+            ),
+        }
+    }
+}
+
 /// The default vhost's keys at the top level; whether it had an enabled security block.
 fn vhost(cx: &mut Cx, d: &Directive) -> bool {
     let mut security = false;
@@ -279,6 +386,8 @@ fn vhost(cx: &mut Cx, d: &Directive) -> bool {
                 }
             }
             "security" => security |= security_block(cx, c),
+            "hls" => hls_block(cx, c),
+            "http_remux" => http_remux(cx, c),
             _ => {
                 let why = hint_in_vhost(&c.name);
                 cx.skip_text(&c.pos, &format!("vhost {}", shown(c)), why);
@@ -291,7 +400,7 @@ fn vhost(cx: &mut Cx, d: &Directive) -> bool {
 fn hint_in_vhost(name: &str) -> &'static str {
     match name {
         "mr" => "not needed: the edge reads each connection as data arrives (no merged-read delay)",
-        "hls" | "hds" | "dvr" | "http_remux" | "transcode" | "exec" | "forward" | "ingest"
+        "hds" | "dvr" | "transcode" | "exec" | "forward" | "ingest"
         | "rtc" | "srt" => "not supported: the edge serves RTMP (and HTTP-FLV where built in); run a separate packager for it",
         "http_hooks" => "not supported: restrict publishers with [publish] allow and [publish] key",
         "refer" | "refer_play" | "refer_publish" => "not supported: restrict publishers with [publish] allow and [publish] key",
@@ -397,14 +506,16 @@ mod tests {
         assert_eq!(c.mw_latency.as_millis(), 350);
         assert_eq!(c.log_level, "warn");
         assert_eq!(c.api, Some("0.0.0.0:1985".parse().unwrap()));
+        // http_server and the vhost's hls: [http] on SRS's default port, HLS on.
+        let http = c.http.as_ref().expect("http_server becomes [http]");
+        assert_eq!(http.listen.port(), 8080);
+        assert!(http.hls.is_some());
         for k in [
             "listen 1935 19350",
             "daemon off",
             "srs_log_tank console",
             "http_api crossdomain on",
-            "http_server { ... }",
             "cluster token_traverse on",
-            "vhost hls { ... }",
             "vhost other.example { ... }",
         ] {
             assert_eq!(
@@ -414,7 +525,7 @@ mod tests {
                 imp.toml
             );
         }
-        assert_eq!(imp.skipped.len(), 8, "{:?}", imp.skipped);
+        assert_eq!(imp.skipped.len(), 6, "{:?}", imp.skipped);
     }
 
     #[test]
