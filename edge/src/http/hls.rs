@@ -173,7 +173,7 @@ impl Registry {
         map.insert(key.clone(), hs.clone());
         drop(map);
         let origins = upstream::Origins(state);
-        let pull = (state.config().mode == Mode::Remote).then(|| PullFrom {
+        let pull = (state.config().mode == Mode::Remote).then_some(PullFrom {
             upstream: &origins,
             app,
             name: raw,
