@@ -9,7 +9,8 @@
 //
 //   node fixture-server.mjs [PORT]    prints {"port":N,"hls":URL,"flv":URL} once HLS is ready
 //
-// Stops (and stops its ffmpegs) on SIGTERM/SIGINT, on stdin closing, or after 10 minutes.
+// Stops (and stops its ffmpegs) on SIGTERM/SIGINT, on stdin closing, or after 10 minutes; its
+// ffmpegs stay in its process group, so a caller that must SIGKILL it kills the group.
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -18,8 +19,9 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 
 const LIFETIME_MS = 10 * 60_000;
-const SRC = ['-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25',
-  '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100'];
+// Bounded sources (the server's lifetime), so an ffmpeg orphaned by a killed server ends too.
+const SRC = ['-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25:duration=600',
+  '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100:duration=600'];
 const ENC = ['-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p',
   '-g', '25', '-keyint_min', '25', '-sc_threshold', '0', '-c:a', 'aac', '-b:a', '64k', '-ar', '44100'];
 

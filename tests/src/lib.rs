@@ -650,6 +650,9 @@ pub fn browser_play(
             "play.mjs {kind} {url} ({status}): no JSON line ({e})\nstdout: {out}\nstderr: {err}"
         )
     })?;
+    if v["ok"] != true && !err.trim().is_empty() {
+        eprintln!("play.mjs {kind} {url} stderr:\n{err}");
+    }
     if v["ok"].as_bool() != Some(status.success()) {
         return Err(format!(
             "play.mjs {kind} {url}: exit status {status} disagrees with {line}\nstderr: {err}"

@@ -8,23 +8,44 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// fixture-server.mjs running (stops when its stdin closes, i.e. when dropped) and its URLs.
-fn fixture() -> (ChildGuard, String, String) {
+/// fixture-server.mjs in its own process group, with its ffmpegs; the group is killed when
+/// dropped.
+struct Fixture {
+    child: std::process::Child,
+    hls: String,
+    flv: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn fixture() -> Fixture {
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new("node")
         .arg(browser_dir().join("fixture-server.mjs"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .expect("spawn node fixture-server.mjs");
     let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
         let _ = std::io::BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
+    let mut f = Fixture {
+        child,
+        hls: String::new(),
+        flv: String::new(),
+    };
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("fixture-server.mjs said nothing in 30 s");
@@ -34,18 +55,20 @@ fn fixture() -> (ChildGuard, String, String) {
         v["ready"], true,
         "the fixture's HLS never got 3 segments: {v}"
     );
-    let s = |k: &str| v[k].as_str().unwrap().to_string();
-    (guard, s("hls"), s("flv"))
+    f.hls = v["hls"].as_str().unwrap().to_string();
+    f.flv = v["flv"].as_str().unwrap().to_string();
+    f
 }
 
+/// One test, one fixture, one browser at a time: light enough for a loaded 2-core machine.
 #[test]
-fn the_browser_players_play_known_good_live_hls_and_http_flv() {
-    let test = "the_browser_players_play_known_good_live_hls_and_http_flv";
+fn the_browser_players_play_known_good_live_hls_and_http_flv_and_report_absent_ones() {
+    let test = "the_browser_players_play_known_good_live_hls_and_http_flv_and_report_absent_ones";
     if !have_browser(test) || !have("ffmpeg", test) {
         return;
     }
-    let (_fixture, hls, flv) = fixture();
-    for (kind, url) in [("hls", &hls), ("flv", &flv)] {
+    let f = fixture();
+    for (kind, url) in [("hls", &f.hls), ("flv", &f.flv)] {
         let shot = artifacts_dir().join(format!("browser-fixture-{kind}.png"));
         let v = browser_play(url, kind, &shot, 3.0).unwrap();
         eprintln!("{kind}: {v}");
@@ -55,19 +78,11 @@ fn the_browser_players_play_known_good_live_hls_and_http_flv() {
         assert!(v["advanced"].as_f64().unwrap() >= 3.0, "{v}");
         assert!(shot.exists(), "no screenshot at {}", shot.display());
     }
-}
-
-#[test]
-fn the_browser_players_report_a_missing_stream() {
-    let test = "the_browser_players_report_a_missing_stream";
-    if !have_browser(test) || !have("ffmpeg", test) {
-        return;
-    }
-    let (_fixture, hls, flv) = fixture();
-    for (kind, url) in [("hls", &hls), ("flv", &flv)] {
+    for (kind, url) in [("hls", &f.hls), ("flv", &f.flv)] {
         let url = url.replace("/test.", "/absent.");
         let shot = artifacts_dir().join(format!("browser-fixture-absent-{kind}.png"));
         let v = browser_play(&url, kind, &shot, 1.0).unwrap();
+        eprintln!("absent {kind}: {v}");
         assert_eq!(v["ok"], false, "{v}");
         let errors = v["errors"].to_string();
         assert!(
