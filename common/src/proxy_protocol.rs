@@ -199,3 +199,56 @@ mod tests {
         assert!(matches!(parse_v2(&h), Err(ProxyError::BadLength(_))));
     }
 }
+
+/// Why [`read_source`] found no client address.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("closed before the first bytes")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A header where none may be, none where one must be, or a malformed one.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Reads a connection's first bytes into `buf`: from a peer that is `expected` to send one
+/// (a balancer in `set_real_ip_from`), a PROXY v2 header whose source is returned as the
+/// client (and removed from `buf`); from any other peer, makes sure none is there (a forged
+/// header, or a balancer not listed) and returns `peer`. What follows stays in `buf`.
+pub async fn read_source<R: tokio::io::AsyncRead + Unpin>(
+    tcp: &mut R,
+    buf: &mut bytes::BytesMut,
+    peer: SocketAddr,
+    expected: bool,
+) -> Result<SocketAddr, SourceError> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if tcp.read_buf(buf).await? == 0 {
+            return Err(SourceError::Closed);
+        }
+        if !expected {
+            if looks_like_v2(buf) && buf.len() >= 12 {
+                return Err(SourceError::Refused(format!(
+                    "PROXY protocol header from {peer}, which may not send one (proxy_protocol = true and set_real_ip_from must include it)"
+                )));
+            }
+            if looks_like_v2(buf) {
+                continue;
+            }
+            return Ok(peer);
+        }
+        match parse_v2(buf) {
+            Ok(None) => continue,
+            Ok(Some((header, len))) => {
+                let _ = buf.split_to(len);
+                return Ok(header.addrs.map(|(src, _)| src).unwrap_or(peer));
+            }
+            Err(e) => {
+                return Err(SourceError::Refused(format!(
+                    "expected a PROXY protocol v2 header from {peer} (in set_real_ip_from): {e}"
+                )))
+            }
+        }
+    }
+}

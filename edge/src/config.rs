@@ -38,6 +38,28 @@ pub struct RawConfig {
     pub dr_vip: Option<Vec<String>>,
     pub publish: Option<RawPublish>,
     pub api: Option<RawApi>,
+    pub http: Option<RawHttp>,
+    pub hls: Option<RawHls>,
+}
+
+/// `[http]` (SRS: `http_server` + `http_remux`): HTTP-FLV and HLS for browsers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+    pub crossdomain: Option<bool>,
+    pub flv: Option<bool>,
+}
+
+/// `[hls]` (SRS: vhost `hls`): segmenting of every stream served over `[http]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHls {
+    pub enabled: Option<bool>,
+    pub hls_fragment: Option<f64>,
+    pub hls_window: Option<f64>,
+    pub hls_part: Option<f64>,
+    pub hls_idle_timeout: Option<f64>,
 }
 
 /// `[api]` (SRS: `http_api`).
@@ -100,6 +122,34 @@ pub struct EdgeConfig {
     pub publish: PublishConfig,
     /// The HTTP API's address (`[api] listen`), when enabled.
     pub api: Option<SocketAddr>,
+    /// HTTP delivery (`[http]`), when enabled.
+    pub http: Option<HttpConfig>,
+}
+
+/// `[http]` and `[hls]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// `Access-Control-Allow-Origin: *` on every answer (SRS `crossdomain`), so a page from
+    /// another origin can play.
+    pub crossdomain: bool,
+    /// `GET /APP/STREAM.flv`.
+    pub flv: bool,
+    /// `GET /APP/STREAM.m3u8` and its files, when `[hls] enabled`.
+    pub hls: Option<HlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HlsConfig {
+    /// Target segment duration (SRS `hls_fragment`); segments cut at keyframes.
+    pub fragment: Duration,
+    /// How much of the stream the playlist lists and memory holds (SRS `hls_window`).
+    pub window: Duration,
+    /// LL-HLS part target duration.
+    pub part: Duration,
+    /// A stream's packager stops (and stops counting as a viewer of its pull) when no HLS
+    /// request came for this long.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +323,8 @@ const KEYS: &[&str] = &[
     "dr_vip",
     "publish",
     "api",
+    "http",
+    "hls",
 ];
 
 /// srs.conf keys that mean nothing here, and what to do instead.
@@ -286,6 +338,8 @@ const SRS_ONLY: &[(&str, &str)] = &[
     ("cluster", "put mode and origin at the top level"),
     ("tcp_nodelay", "not needed: always on"),
     ("http_api", "use [api] listen = \"127.0.0.1:1985\""),
+    ("http_server", "use [http] listen = \"0.0.0.0:8080\" (HTTP-FLV and HLS)"),
+    ("http_remux", "use [http] flv = true (GET /APP/STREAM.flv)"),
     ("mw_sleep", "use mw_latency (milliseconds)"),
     ("min_latency", "not needed: merged writes follow mw_latency"),
     ("ff_log_dir", "not needed: there is no transcoder"),
@@ -547,6 +601,90 @@ impl RawConfig {
                 SocketAddr::from(([127, 0, 0, 1], 1985))
             })
         });
+        let hls_raw = self.hls;
+        let rtmp_listen = listen;
+        let http = match self.http {
+            None => {
+                if hls_raw.is_some() {
+                    errs.push(ConfigError::new(
+                        "hls",
+                        "HLS is served over [http]: add [http] listen = \"0.0.0.0:8080\"",
+                    ));
+                }
+                None
+            }
+            Some(h) => {
+                let listen = h.listen.unwrap_or_else(|| "0.0.0.0:8080".into());
+                let listen = parse_socket_addr(&listen).unwrap_or_else(|e| {
+                    errs.push(ConfigError::new("http.listen", e));
+                    SocketAddr::from(([0, 0, 0, 0], 8080))
+                });
+                let raw = hls_raw.unwrap_or_default();
+                let fragment = seconds(
+                    &mut errs,
+                    "hls.hls_fragment",
+                    raw.hls_fragment,
+                    2.0,
+                    0.5,
+                    60.0,
+                );
+                let window = seconds(
+                    &mut errs,
+                    "hls.hls_window",
+                    raw.hls_window,
+                    20.0,
+                    2.0,
+                    3600.0,
+                );
+                let part = seconds(&mut errs, "hls.hls_part", raw.hls_part, 0.5, 0.1, 5.0);
+                let idle_timeout = seconds(
+                    &mut errs,
+                    "hls.hls_idle_timeout",
+                    raw.hls_idle_timeout,
+                    10.0,
+                    1.0,
+                    3600.0,
+                );
+                if window < fragment * 2 {
+                    errs.push(ConfigError::new(
+                        "hls.hls_window",
+                        format!(
+                            "{} s holds less than two segments of hls_fragment {} s: make it at least {}",
+                            window.as_secs_f64(),
+                            fragment.as_secs_f64(),
+                            2.0 * fragment.as_secs_f64()
+                        ),
+                    ));
+                }
+                if part > fragment {
+                    errs.push(ConfigError::new(
+                        "hls.hls_part",
+                        format!(
+                            "{} s is longer than hls_fragment {} s (a part is a piece of a segment)",
+                            part.as_secs_f64(),
+                            fragment.as_secs_f64()
+                        ),
+                    ));
+                }
+                if listen == rtmp_listen && listen.port() != 0 {
+                    errs.push(ConfigError::new(
+                        "http.listen",
+                        format!("{listen} is also `listen` (RTMP): give HTTP its own port"),
+                    ));
+                }
+                Some(HttpConfig {
+                    listen,
+                    crossdomain: h.crossdomain.unwrap_or(true),
+                    flv: h.flv.unwrap_or(true),
+                    hls: raw.enabled.unwrap_or(true).then_some(HlsConfig {
+                        fragment,
+                        window,
+                        part,
+                        idle_timeout,
+                    }),
+                })
+            }
+        };
         let mut dr_vip = Vec::new();
         for (i, v) in self.dr_vip.unwrap_or_default().iter().enumerate() {
             match v.parse::<std::net::Ipv4Addr>() {
@@ -612,6 +750,7 @@ impl RawConfig {
             dr_vip,
             publish,
             api,
+            http,
         })
     }
 }

@@ -404,7 +404,7 @@ async fn run_play(
     ramp: Option<f64>,
     json: bool,
 ) -> ExitCode {
-    let url = match RtmpUrl::parse(&url) {
+    let url = match play::PlayUrl::parse(&url) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("edge play: {e}");
@@ -422,7 +422,7 @@ async fn run_play(
         ramp: Duration::from_secs_f64(ramp.unwrap_or(clients as f64 / 500.0).clamp(0.0, 600.0)),
         connect_concurrency: 128,
     };
-    let summary = play::run(&url, &opts).await;
+    let summary = play::run_url(&url, &opts).await;
     if json {
         eprintln!("{}", summary.to_text());
         println!("{}", summary.to_json());

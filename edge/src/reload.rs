@@ -60,6 +60,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         dr_vip,
         publish,
         api,
+        http,
     } = new;
     if *mode != old.mode {
         return Err(vec![format!(
@@ -213,6 +214,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         "at once (the API restarts on the new address)",
     );
     diff(
+        "http",
+        format!("{:?}", old.http),
+        format!("{http:?}"),
+        "at once (the HTTP listener restarts; HLS keys apply to streams packaged from now on)",
+    );
+    diff(
         "publish.enabled",
         old.publish.enabled.to_string(),
         publish.enabled.to_string(),
@@ -292,6 +299,7 @@ mod tests {
             ("grace_period", "grace_period = 30"),
             ("dr_vip", "dr_vip = [\"198.18.0.100\"]"),
             ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
+            ("http", "[http]\nlisten = \"127.0.0.1:18080\""),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

@@ -26,6 +26,8 @@ pub struct ServerState {
     pub origin_gate: Mutex<OriginGate>,
     pub clients: Clients,
     pub totals: Totals,
+    /// Live HTTP connections (`crate::http`).
+    pub http_conns: Connections,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -51,6 +53,7 @@ impl ServerState {
             origin_gate: Default::default(),
             clients: Default::default(),
             totals: Default::default(),
+            http_conns: Default::default(),
         }
     }
 
@@ -178,6 +181,36 @@ impl Drop for ClientEntry {
     fn drop(&mut self) {
         if let Some(st) = self.state.upgrade() {
             st.clients.map.lock().unwrap().remove(&self.client.id);
+        }
+    }
+}
+
+/// HTTP connections alive (a reload that moves the listener keeps them; the server's end
+/// and a drain's end close them).
+#[derive(Debug, Default)]
+pub struct Connections {
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Connections {
+    pub fn add(&self, h: tokio::task::AbortHandle) {
+        let mut t = self.tasks.lock().unwrap();
+        t.retain(|h| !h.is_finished());
+        t.push(h);
+    }
+
+    pub fn live(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| !h.is_finished())
+            .count()
+    }
+
+    pub fn close_all(&self) {
+        for h in self.tasks.lock().unwrap().drain(..) {
+            h.abort();
         }
     }
 }

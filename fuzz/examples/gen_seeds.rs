@@ -32,6 +32,7 @@ fn main() {
         ("proxy_header", proxy_seeds()),
         ("vrrp_packet", vrrp_seeds()),
         ("conf_import", conf_seeds(fuzz)),
+        ("hls_packager", hls_seeds(&clip)),
     ] {
         let dir = seeds.join(target);
         let _ = std::fs::remove_dir_all(&dir);
@@ -51,6 +52,54 @@ type Seeds = Vec<(String, Vec<u8>)>;
 fn add(out: &mut Seeds, name: &str, data: impl Into<Vec<u8>>) {
     assert!(!out.iter().any(|(n, _)| n == name), "duplicate seed {name}");
     out.push((name.to_string(), data.into()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// HLS packager: the clip's messages as `type, ts u32, len u16, payload` records after three
+// option bytes (fragment x 50 ms, window x 500 ms, part x 20 ms). Frames are cut to their
+// first 48 bytes (the packager copies NAL units, it does not decode them) to keep seeds small.
+
+fn hls_record(out: &mut Vec<u8>, type_id: u8, ts: u32, payload: &[u8]) {
+    out.push(type_id);
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn hls_seeds(clip: &[u8]) -> Seeds {
+    let (_, tags) = clip_tags(clip);
+    let is_seq = |t: &ClipTag| (t.type_id == 8 || t.type_id == 9) && t.second == 0;
+    let stream = |keep: &dyn Fn(&ClipTag) -> bool, opts: [u8; 3]| {
+        let mut v = opts.to_vec();
+        for t in tags.iter().filter(|t| keep(t)) {
+            let body = tag_body(clip, t);
+            let body = if is_seq(t) { body } else { &body[..body.len().min(48)] };
+            hls_record(&mut v, t.type_id, t.timestamp, body);
+        }
+        v
+    };
+    let mut s = Seeds::new();
+    add(&mut s, "clip_2s_10s_500ms.bin", stream(&|t| t.type_id != 18, [40, 20, 25]));
+    add(&mut s, "clip_1s_parts.bin", stream(&|t| t.type_id != 18, [20, 10, 10]));
+    add(&mut s, "audio_only.bin", stream(&|t| t.type_id == 8, [20, 10, 25]));
+    add(&mut s, "video_only.bin", stream(&|t| t.type_id == 9, [40, 20, 25]));
+    for (name, data) in &s {
+        let opts = edge::hls::HlsOptions {
+            fragment: std::time::Duration::from_millis(data[0] as u64 * 50),
+            window: std::time::Duration::from_millis(data[1] as u64 * 500),
+            part: std::time::Duration::from_millis(data[2] as u64 * 20),
+        };
+        let mut p = edge::hls::Packager::new(opts);
+        let mut pos = 3;
+        while pos + 7 <= data.len() {
+            let len = u16::from_be_bytes([data[pos + 5], data[pos + 6]]) as usize;
+            let ts = u32::from_be_bytes([data[pos + 1], data[pos + 2], data[pos + 3], data[pos + 4]]);
+            p.push(data[pos], ts, &Bytes::copy_from_slice(&data[pos + 7..pos + 7 + len]));
+            pos += 7 + len;
+        }
+        assert!(p.playlist().is_some(), "hls seed {name} makes no playlist");
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The HTTP API's address when the config has `[api]`.
     pub api: Option<SocketAddr>,
+    /// The HTTP-FLV / HLS address when the config has `[http]`.
+    pub http: Option<SocketAddr>,
     pub hub: Arc<Hub>,
     trigger: Trigger,
     task: Option<JoinHandle<()>>,
@@ -108,12 +110,14 @@ pub async fn start(config: EdgeConfig) -> Running {
     let server = EdgeServer::bind(config).await.expect("bind");
     let addr = server.local_addr();
     let api = server.api_addr();
+    let http = server.http_addr();
     let hub = server.hub();
     let (trigger, shutdown) = shutdown::channel();
     let task = tokio::spawn(server.run(shutdown));
     Running {
         addr,
         api,
+        http,
         hub,
         trigger,
         task: Some(task),
@@ -129,6 +133,28 @@ pub async fn origin_with(tweak: impl FnOnce(&mut EdgeConfig)) -> Running {
 
 pub async fn origin() -> Running {
     origin_with(|_| {}).await
+}
+
+/// `[http]` on a free loopback port, with the defaults of `[hls]` (for `origin_with` /
+/// `edge_with`).
+pub fn with_http(c: &mut EdgeConfig) {
+    let mut h = EdgeConfig::parse("[http]\nlisten = \"127.0.0.1:0\"")
+        .expect("http config")
+        .http;
+    if let Some(h) = h.as_mut() {
+        h.listen = loopback0();
+    }
+    c.http = h;
+}
+
+impl Running {
+    /// `http://ADDR/live/STREAM.EXT` on the server's `[http]` listener.
+    pub fn http_url(&self, stream: &str, ext: &str) -> String {
+        format!(
+            "http://{}/live/{stream}.{ext}",
+            self.http.expect("the server has [http]")
+        )
+    }
 }
 
 /// An edge on a free loopback port pulling from `origins`, configured by `tweak`.

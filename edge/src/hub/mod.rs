@@ -6,67 +6,60 @@
 //! end of a stream that no origin has, and keepalive traffic while a stream has no source.
 //! Does not touch sockets: sessions feed it and read from it.
 //!
-//! Fan-out: every media message becomes one [`Frame`], encoded into RTMP chunks once
-//! (`wire`) and held once in the stream's ring as an `Arc<Frame>`; every player reads the
-//! same frames through its own cursor. Memory is bounded by the ring's bounds (time =
+//! Fan-out: every media message becomes one [`Frame`] (type, timestamp, payload: nothing of
+//! any protocol), held once in the stream's ring as an `Arc<Frame>`; every player reads the
+//! same frames through its own cursor, and each output (`crate::output`) encodes a frame
+//! once per stream into the frame's own slot. Memory is bounded by the ring's bounds (time =
 //! `queue_length`, bytes = `max_queue_bytes` per stream and `max_queue_bytes_total` per
 //! server): a player that falls behind the ring skips to the next keyframe.
 
 pub mod ring;
 
 use bytes::Bytes;
-use common::rtmp::chunk::{self, csid, msg_type};
+use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control};
 use common::rtmp::media::{audio_codec, audio_kind, video_codec, video_kind, MediaKind};
 use ring::{Budget, Limits, Read, Ring};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-/// The message stream id players are given by `createStream` and that `wire` is encoded for.
-pub const PLAY_STREAM_ID: u32 = 1;
 /// A stream without media for this long gets a keepalive ping to its players, so that no
 /// intermediary (a proxy's idle timer) cuts them while the edge waits for the source.
 pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(2);
 
-/// One media or data message, shared by every player.
+/// Encodings a frame can carry besides its payload: one slot per output
+/// (`crate::output::rtmp::SLOT`, `crate::output::flv::SLOT`).
+pub const ENCODINGS: usize = 2;
+
+/// One media or data message, shared by every player of every output.
 #[derive(Debug)]
 pub struct Frame {
     pub type_id: u8,
     pub timestamp: u32,
     pub kind: MediaKind,
     pub payload: Bytes,
-    /// The message as chunks for stream id [`PLAY_STREAM_ID`] at the stream's chunk size
-    /// (for a user-control keepalive: on stream 0, valid for any player).
-    pub wire: Bytes,
+    /// The frame as each output sends it, made by the first player that needs it and then
+    /// shared: an output encodes a frame once per stream, never once per viewer.
+    encoded: [OnceLock<Bytes>; ENCODINGS],
 }
 
 impl Frame {
-    pub fn csid(type_id: u8) -> u32 {
-        match type_id {
-            msg_type::AUDIO => csid::AUDIO,
-            msg_type::VIDEO => csid::VIDEO,
-            msg_type::USER_CONTROL => csid::PROTOCOL,
-            _ => csid::DATA,
+    pub fn new(type_id: u8, timestamp: u32, kind: MediaKind, payload: Bytes) -> Frame {
+        Frame {
+            type_id,
+            timestamp,
+            kind,
+            payload,
+            encoded: Default::default(),
         }
     }
 
-    /// The frame's chunks for another message stream id (rare: a player that created more
-    /// than one stream). Control frames are the same for every stream.
-    pub fn encode_for(&self, stream_id: u32, chunk_size: usize) -> Bytes {
-        if self.is_control() {
-            return self.wire.clone();
-        }
-        chunk::encode_to_bytes(
-            Self::csid(self.type_id),
-            self.timestamp,
-            self.type_id,
-            stream_id,
-            &self.payload,
-            chunk_size,
-        )
+    /// The frame in output `slot`'s encoding (made by `encode` the first time).
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Frame) -> Bytes) -> Bytes {
+        self.encoded[slot].get_or_init(|| encode(self)).clone()
     }
 
     pub fn is_video_key(&self) -> bool {
@@ -77,9 +70,10 @@ impl Frame {
         self.type_id == msg_type::USER_CONTROL
     }
 
-    /// Bytes this frame holds.
+    /// Bytes this frame holds, counted for the queue bounds: the payload and one full
+    /// encoding (RTMP's chunks; FLV's tag adds 15 bytes around the shared payload).
     pub fn size(&self) -> usize {
-        self.payload.len() + self.wire.len()
+        2 * self.payload.len() + 64
     }
 }
 
@@ -87,7 +81,8 @@ pub type SharedFrame = Arc<Frame>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubOptions {
-    /// Chunk size frames are encoded with (fixed per stream at its creation).
+    /// Chunk size RTMP players get this stream's frames in (fixed per stream at its creation,
+    /// so that one encoding serves them all).
     pub chunk_size: usize,
     pub gop_cache: bool,
     /// Bounds of each stream's ring.
@@ -121,6 +116,20 @@ pub struct StreamInfo {
     pub age: Duration,
 }
 
+/// What starts a stream's pull from an origin (the edge's `upstream`), injected so that
+/// the hub does no I/O and knows nothing above it.
+pub trait Upstream {
+    /// Starts pulling `stream`, asked for as `name` (with its query) in `app`.
+    fn pull(&self, stream: Arc<Stream>, app: &str, name: &str);
+}
+
+/// A player's request to pull the stream if nobody feeds it yet.
+pub struct PullFrom<'a> {
+    pub upstream: &'a dyn Upstream,
+    pub app: &'a str,
+    pub name: &'a str,
+}
+
 pub struct Hub {
     opts: Mutex<HubOptions>,
     budget: Arc<Budget>,
@@ -133,7 +142,7 @@ pub struct Stream {
     bytes_out: std::sync::atomic::AtomicU64,
     frames_skipped: std::sync::atomic::AtomicU64,
     reconnects: std::sync::atomic::AtomicU64,
-    /// Chunk size of `Frame::wire` for this stream.
+    /// Chunk size of this stream's RTMP encoding (`crate::output::rtmp`).
     pub chunk_size: usize,
     hub: Weak<Hub>,
     budget: Arc<Budget>,
@@ -333,6 +342,16 @@ impl Hub {
         )
     }
 
+    /// Adds a player of any output; on an edge (`pull` given), the stream's first player
+    /// has `upstream` start the pull (once per pull lifetime: see [`Hub::subscribe`]).
+    pub fn watch(self: &Arc<Self>, key: &str, pull: Option<PullFrom<'_>>) -> Player {
+        let (player, start) = self.subscribe(key, pull.is_some());
+        if let (true, Some(p)) = (start, pull) {
+            p.upstream.pull(player.stream.clone(), p.app, p.name);
+        }
+        player
+    }
+
     /// Sends a keepalive to the players of every stream that has had no media for
     /// [`KEEPALIVE_AFTER`] (its source is gone or silent). Called every second or so.
     pub fn keepalive(&self, now: Instant) {
@@ -438,21 +457,12 @@ impl Stream {
         // it moves bytes both ways through any proxy.
         let stamp = i.ring.tail() as u32;
         let payload = command::user_control(user_control::PING_REQUEST, stamp);
-        let wire = chunk::encode_to_bytes(
-            csid::PROTOCOL,
-            0,
+        let frame = Arc::new(Frame::new(
             msg_type::USER_CONTROL,
             0,
-            &payload,
-            chunk::DEFAULT_CHUNK_SIZE,
-        );
-        let frame = Arc::new(Frame {
-            type_id: msg_type::USER_CONTROL,
-            timestamp: 0,
-            kind: MediaKind::Frame,
+            MediaKind::Frame,
             payload,
-            wire,
-        });
+        ));
         let size = frame.size();
         i.last_push = Some(now);
         i.ring.push(frame, size, now, false, false, &self.budget);
@@ -521,21 +531,7 @@ impl Source {
         if type_id != msg_type::DATA_AMF0 {
             i.last_out_ts = Some(ts);
         }
-        let wire = chunk::encode_to_bytes(
-            Frame::csid(type_id),
-            ts,
-            type_id,
-            PLAY_STREAM_ID,
-            &payload,
-            stream.chunk_size,
-        );
-        let frame = Arc::new(Frame {
-            type_id,
-            timestamp: ts,
-            kind,
-            payload,
-            wire,
-        });
+        let frame = Arc::new(Frame::new(type_id, ts, kind, payload));
         i.frames_in += 1;
         i.bytes_in += frame.payload.len() as u64;
         i.last_push = Some(now);

@@ -242,13 +242,12 @@ mod tests {
     use std::sync::Arc;
 
     fn frame(ts: u32, size: usize) -> SharedFrame {
-        Arc::new(Frame {
-            type_id: 9,
-            timestamp: ts,
-            kind: MediaKind::Frame,
-            payload: Bytes::from(vec![0u8; size]),
-            wire: Bytes::new(),
-        })
+        Arc::new(Frame::new(
+            9,
+            ts,
+            MediaKind::Frame,
+            Bytes::from(vec![0u8; size]),
+        ))
     }
 
     fn limits(window_ms: u64, max_frames: usize, max_bytes: usize) -> Limits {

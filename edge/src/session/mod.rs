@@ -22,7 +22,8 @@ mod publish;
 
 use crate::config::{in_networks, EdgeConfig, Mode};
 use crate::guard::{HandshakeSlot, Refusal, SessionSlot};
-use crate::hub::{Hub, PLAY_STREAM_ID};
+use crate::hub::Hub;
+use crate::output::rtmp::PLAY_STREAM_ID;
 use crate::reload::{self, Change};
 pub use crate::state::ServerState;
 use crate::state::{Client, ClientKind};
@@ -48,6 +49,7 @@ const WINDOW_ACK_SIZE: u32 = 2_500_000;
 pub struct EdgeServer {
     listener: TcpListener,
     api: Option<TcpListener>,
+    http: Option<TcpListener>,
     state: Arc<ServerState>,
     reloads: mpsc::Receiver<Request>,
     handle: EdgeHandle,
@@ -122,9 +124,22 @@ impl EdgeServer {
             ),
             None => None,
         };
+        let http = match config.http.as_ref().map(|h| h.listen) {
+            Some(a) => Some(
+                bind_listener(a)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("http.listen {a}: {e}")))?,
+            ),
+            None => None,
+        };
         let mut server = Self::from_listener(listener, config);
         server.api = api;
+        server.http = http;
         Ok(server)
+    }
+
+    /// The HTTP-FLV / HLS listener's bound address, when `[http]` is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The API's bound address, when `[api]` is configured.
@@ -139,6 +154,7 @@ impl EdgeServer {
         EdgeServer {
             listener,
             api: None,
+            http: None,
             handle: EdgeHandle {
                 state: state.clone(),
                 reloads: tx,
@@ -167,12 +183,16 @@ impl EdgeServer {
         let EdgeServer {
             listener,
             api,
+            http,
             state,
             mut reloads,
             handle,
         } = self;
         drop(handle);
         let mut api_task = api.map(|l| tokio::spawn(crate::api::serve(state.clone(), l)));
+        let hls = Arc::new(crate::http::hls::Registry::default());
+        let mut http_task =
+            http.map(|l| tokio::spawn(crate::http::serve(state.clone(), hls.clone(), l)));
         {
             let cfg = state.config();
             info!(
@@ -191,7 +211,7 @@ impl EdgeServer {
         let mut listener = Some(listener);
         let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
-            if drain_until.is_some() && sessions.is_empty() {
+            if drain_until.is_some() && sessions.is_empty() && state.http_conns.live() == 0 {
                 info!("drained: no session left");
                 break;
             }
@@ -228,7 +248,7 @@ impl EdgeServer {
                     Request::Reload { config, done } => {
                         common::sd_notify::reloading();
                         let result = match listener.as_mut() {
-                            Some(l) => apply_reload(&state, l, &mut api_task, *config),
+                            Some(l) => apply_reload(&state, l, &mut api_task, (&mut http_task, &hls), *config),
                             None => Err(vec!["the server is draining".to_string()]),
                         };
                         common::sd_notify::ready();
@@ -239,6 +259,9 @@ impl EdgeServer {
                             let grace = state.config().grace_period;
                             common::sd_notify::stopping();
                             listener = None;
+                            if let Some(t) = http_task.take() {
+                                t.abort();
+                            }
                             drain_until = Some(tokio::time::Instant::now() + grace);
                             info!(
                                 sessions = sessions.len(),
@@ -300,6 +323,10 @@ impl EdgeServer {
         if let Some(t) = api_task {
             t.abort();
         }
+        if let Some(t) = http_task {
+            t.abort();
+        }
+        state.http_conns.close_all();
         sessions.shutdown().await;
         crate::upstream::stop_all(&state);
     }
@@ -355,6 +382,10 @@ fn apply_reload(
     state: &Arc<ServerState>,
     listener: &mut TcpListener,
     api_task: &mut Option<tokio::task::JoinHandle<()>>,
+    (http_task, hls): (
+        &mut Option<tokio::task::JoinHandle<()>>,
+        &Arc<crate::http::hls::Registry>,
+    ),
     new: EdgeConfig,
 ) -> Result<Vec<Change>, Vec<String>> {
     let old = state.config();
@@ -376,8 +407,28 @@ fn apply_reload(
         (true, None) => Some(None),
         (false, _) => None,
     };
+    let (old_http, new_http) = (
+        old.http.as_ref().map(|h| h.listen),
+        new.http.as_ref().map(|h| h.listen),
+    );
+    let new_http_listener = match (old_http != new_http, new_http) {
+        (true, Some(a)) => {
+            Some(Some(bind_listener(a).map_err(|e| {
+                vec![format!("http.listen: cannot listen on {a}: {e}")]
+            })?))
+        }
+        (true, None) => Some(None),
+        (false, _) => None,
+    };
     if let Some(l) = new_listener {
         *listener = l;
+    }
+    if let Some(http) = new_http_listener {
+        // Current HTTP viewers stay: their connections are their own tasks.
+        if let Some(t) = http_task.take() {
+            t.abort();
+        }
+        *http_task = http.map(|l| tokio::spawn(crate::http::serve(state.clone(), hls.clone(), l)));
     }
     if let Some(api) = new_api {
         if let Some(t) = api_task.take() {
@@ -560,45 +611,21 @@ async fn serve(
     }
 }
 
-/// Reads the first bytes: from a peer in `set_real_ip_from` (with `proxy_protocol`), a PROXY
-/// v2 header whose source becomes the client's address; from any other peer, makes sure none
-/// is there (a forged header, or a balancer not listed).
+/// The client behind a PROXY v2 header (`common::proxy_protocol::read_source`).
 async fn proxy_header(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     expected: bool,
 ) -> Result<SocketAddr, RtmpError> {
-    use common::proxy_protocol::{looks_like_v2, parse_v2};
-    use tokio::io::AsyncReadExt;
-    loop {
-        if tcp.read_buf(buf).await? == 0 {
-            return Err(RtmpError::Closed);
-        }
-        if !expected {
-            if looks_like_v2(buf) && buf.len() >= 12 {
-                return Err(RtmpError::Protocol(format!(
-                    "PROXY protocol header from {peer}, which may not send one (proxy_protocol = true and set_real_ip_from must include it)"
-                )));
-            }
-            if looks_like_v2(buf) {
-                continue;
-            }
-            return Ok(peer);
-        }
-        match parse_v2(buf) {
-            Ok(None) => continue,
-            Ok(Some((header, len))) => {
-                let _ = buf.split_to(len);
-                return Ok(header.addrs.map(|(src, _)| src).unwrap_or(peer));
-            }
-            Err(e) => {
-                return Err(RtmpError::Protocol(format!(
-                    "expected a PROXY protocol v2 header from {peer} (in set_real_ip_from): {e}"
-                )))
-            }
-        }
-    }
+    use common::proxy_protocol::{read_source, SourceError};
+    read_source(tcp, buf, peer, expected)
+        .await
+        .map_err(|e| match e {
+            SourceError::Closed => RtmpError::Closed,
+            SourceError::Io(e) => RtmpError::Io(e),
+            SourceError::Refused(why) => RtmpError::Protocol(why),
+        })
 }
 
 enum Next {

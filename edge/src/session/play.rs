@@ -12,7 +12,8 @@
 //! `deleteStream` / `closeStream` end the play and keep the connection.
 
 use super::{Ended, Session, StreamName};
-use crate::hub::{PlayerEvent, SharedFrame, Skipper, PLAY_STREAM_ID};
+use crate::hub::{PullFrom, SharedFrame};
+use crate::output::{self, rtmp, Delivery, Stop, WriteError};
 use crate::state::ClientKind;
 use crate::upstream;
 use crate::Mode;
@@ -20,16 +21,9 @@ use bytes::Bytes;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control, Command};
 use common::rtmp::conn::RtmpError;
-use std::io::IoSlice;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-use tracing::{debug, info, warn};
-
-/// At most this many messages go into one writev...
-const MAX_BATCH: usize = 64;
-/// ...and, past the first message, at most this many bytes: what a stalled player holds
-/// (besides the kernel's socket buffer) is one batch.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+use tracing::{debug, info};
 
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
@@ -62,15 +56,13 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     {
         return not_found(s, stream_id, &key, &format!("{key} is on no origin")).await;
     }
-    let (mut player, start_pull) = hub.subscribe(&key, s.mode() == Mode::Remote);
-    if start_pull {
-        upstream::start_pull(
-            s.state.clone(),
-            player.stream.clone(),
-            s.app.clone(),
-            raw.clone(),
-        );
-    }
+    let origins = upstream::Origins(&s.state);
+    let pull = (s.mode() == Mode::Remote).then(|| PullFrom {
+        upstream: &origins,
+        app: &s.app,
+        name: &raw,
+    });
+    let player = hub.watch(&key, pull);
     info!(stream = %key, "play started");
     s.client.set(ClientKind::Play, &key);
     // The stream's frames are encoded at its own chunk size, which a reload may have made
@@ -106,31 +98,23 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     w.flush().await?;
 
     let cfg = s.config.clone();
-    let wire = |f: &SharedFrame| -> Bytes {
-        if stream_id == PLAY_STREAM_ID || f.is_control() {
-            f.wire.clone()
-        } else {
-            f.encode_for(stream_id, chunk_size)
-        }
-    };
-    let mut batch: Vec<Bytes> = player.initial.iter().map(wire).collect();
-    player.initial = Vec::new();
-    let mut frames: Vec<SharedFrame> = Vec::with_capacity(MAX_BATCH);
-    let mut skipper = Skipper::default();
-    let mut caught_up_at = Instant::now();
+    let encode = |f: &SharedFrame| rtmp::encode(f, stream_id, chunk_size);
+    let mut delivery = Delivery::new(player, cfg.queue_length);
+    let mut batch: Vec<Bytes> = delivery.initial().iter().map(encode).collect();
+    let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
     let mut ended: Option<String> = None;
-    let mut paused = false;
     // Ok(true): the client ended the play and keeps its connection.
     let result: Result<bool, RtmpError> = async {
         loop {
             if !batch.is_empty() {
-                let write = write_all_vectored(s.writer.get_mut(), &batch);
-                tokio::time::timeout(cfg.queue_length, write)
+                let n = output::write_batch(s.writer.get_mut(), &batch, cfg.queue_length)
                     .await
-                    .map_err(|_| RtmpError::Timeout("writing to a stalled player"))??;
-                let n: u64 = batch.iter().map(|b| b.len() as u64).sum();
+                    .map_err(|e| match e {
+                        WriteError::Stalled => RtmpError::Timeout("writing to a stalled player"),
+                        WriteError::Io(e) => RtmpError::Io(e),
+                    })?;
                 s.client.add_out(n);
-                player.stream.add_out(n);
+                delivery.player.stream.add_out(n);
                 batch.clear();
                 if !cfg.mw_latency.is_zero() {
                     tokio::time::sleep(cfg.mw_latency).await;
@@ -144,8 +128,16 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 return Ok(false);
             }
             // Wait for the next frames, reading the client's commands meanwhile.
-            let mut event = tokio::select! {
-                ev = player.next(&mut frames, MAX_BATCH, MAX_BATCH_BYTES) => ev,
+            tokio::select! {
+                next = delivery.next(&mut frames) => match next {
+                    Ok(()) => {}
+                    Err(Stop::Ended(reason)) => ended = Some(reason),
+                    Err(Stop::Behind) => {
+                        return Err(RtmpError::Timeout(
+                            "catching up: player stayed behind queue_length",
+                        ))
+                    }
+                },
                 _ = s.client.kick.notified() => {
                     return Err(RtmpError::Protocol("disconnected by the operator".into()));
                 }
@@ -158,16 +150,13 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                                 "deleteStream" | "closeStream" => return Ok(true),
                                 "pause" => {
                                     let pause = matches!(c.args.first(), Some(rml_amf0::Amf0Value::Boolean(true)));
-                                    if paused && !pause {
-                                        // Live goes on meanwhile: resume at a keyframe.
-                                        skipper.lagged(0);
-                                    }
-                                    paused = pause;
+                                    // Live goes on meanwhile: an unpause resumes at a keyframe.
+                                    delivery.set_paused(pause);
                                     let (code, desc) = match pause {
                                         true => ("NetStream.Pause.Notify", "Paused live"),
                                         false => ("NetStream.Unpause.Notify", "Unpaused live"),
                                     };
-                                    debug!(stream = %key, paused, "pause");
+                                    debug!(stream = %key, paused = pause, "pause");
                                     s.status(stream_id, "status", code, desc).await?;
                                 }
                                 "seek" => {
@@ -180,56 +169,11 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     continue;
                 }
             };
-            // Take what is ready, up to one batch.
-            loop {
-                match event {
-                    PlayerEvent::Frames(_) => {}
-                    PlayerEvent::Lagged(n) => {
-                        warn!(
-                            skipped = n,
-                            "player fell behind: skipping to the next keyframe"
-                        );
-                        skipper.lagged(n);
-                        player.stream.add_skipped(n);
-                    }
-                    PlayerEvent::Ended(reason) => {
-                        ended = Some(reason);
-                        break;
-                    }
-                }
-                let taken: usize = frames.iter().map(|f| f.size()).sum();
-                if frames.len() >= MAX_BATCH || taken >= MAX_BATCH_BYTES {
-                    break;
-                }
-                let room = MAX_BATCH - frames.len();
-                match player.try_next(&mut frames, room, MAX_BATCH_BYTES - taken) {
-                    Some(ev) => event = ev,
-                    None => {
-                        caught_up_at = Instant::now();
-                        break;
-                    }
-                }
-            }
-            let dropped = skipper.dropped;
-            for f in frames.drain(..) {
-                if paused && !f.is_control() {
-                    continue;
-                }
-                if skipper.admit(&f) {
-                    batch.push(wire(&f));
-                }
-            }
-            if skipper.dropped > dropped {
-                player.stream.add_skipped(skipper.dropped - dropped);
-            }
-            if caught_up_at.elapsed() > cfg.queue_length {
-                return Err(RtmpError::Timeout(
-                    "catching up: player stayed behind queue_length",
-                ));
-            }
+            batch.extend(frames.drain(..).map(|f| encode(&f)));
         }
     }
     .await;
+    let player = delivery.player;
     debug!(stream = %key, name = %shown, "play stopped");
     s.client
         .bytes_in
@@ -259,39 +203,4 @@ async fn not_found(
     info!(stream = %key, "play refused: {why}");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     Ok(Ended::Close)
-}
-
-/// Writes all buffers with writev, resuming after partial writes.
-async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bufs: &[Bytes],
-) -> std::io::Result<()> {
-    let mut idx = 0;
-    let mut off = 0;
-    while idx < bufs.len() {
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity((bufs.len() - idx).min(MAX_BATCH));
-        slices.push(IoSlice::new(&bufs[idx][off..]));
-        for b in &bufs[idx + 1..] {
-            if slices.len() == MAX_BATCH {
-                break;
-            }
-            slices.push(IoSlice::new(b));
-        }
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 && idx < bufs.len() {
-            let left = bufs[idx].len() - off;
-            if n >= left {
-                n -= left;
-                idx += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
-//! `edge play rtmp://... [--clients N] [--duration S]`: a player and load generator.
+//! `edge play rtmp://... | http://HOST:PORT/APP/STREAM.flv [--clients N] [--duration S]`: a
+//! player and load generator, over RTMP or HTTP-FLV.
 //!
 //! Each client connects, plays, and records: time from connect to its first keyframe,
 //! bytes and frames received, and stalls (no media for more than 1 s, counted once per gap).
@@ -86,8 +87,46 @@ impl Summary {
     }
 }
 
+/// What `edge play` plays.
+#[derive(Debug, Clone)]
+pub enum PlayUrl {
+    Rtmp(RtmpUrl),
+    /// `http://HOST:PORT/PATH` (HTTP-FLV).
+    HttpFlv {
+        host: String,
+        path: String,
+    },
+}
+
+impl PlayUrl {
+    pub fn parse(url: &str) -> Result<PlayUrl, String> {
+        if let Some(rest) = url.strip_prefix("http://") {
+            let (host, path) = rest
+                .split_once('/')
+                .ok_or_else(|| format!("{url:?}: expected http://HOST:PORT/APP/STREAM.flv"))?;
+            let host = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("{host}:80")
+            };
+            return Ok(PlayUrl::HttpFlv {
+                host,
+                path: format!("/{path}"),
+            });
+        }
+        RtmpUrl::parse(url)
+            .map(PlayUrl::Rtmp)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Plays `url` with `opts.clients` clients and summarises.
 pub async fn run(url: &RtmpUrl, opts: &PlayOptions) -> Summary {
+    run_url(&PlayUrl::Rtmp(url.clone()), opts).await
+}
+
+/// Plays `url` (RTMP or HTTP-FLV) with `opts.clients` clients and summarises.
+pub async fn run_url(url: &PlayUrl, opts: &PlayOptions) -> Summary {
     let start = Instant::now();
     let end = start + opts.ramp + opts.duration;
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
@@ -102,7 +141,10 @@ pub async fn run(url: &RtmpUrl, opts: &PlayOptions) -> Summary {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            play_one(&url, end, gate).await
+            match &url {
+                PlayUrl::Rtmp(u) => play_one(u, end, gate).await,
+                PlayUrl::HttpFlv { host, path } => play_one_flv(host, path, end, gate).await,
+            }
         }));
     }
     let mut results = Vec::with_capacity(tasks.len());
@@ -162,6 +204,142 @@ pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
     }
 }
 
+/// Counts one media message into `r` (first keyframe, gaps, stalls).
+fn count_media(
+    r: &mut ClientResult,
+    last_media: &mut Option<Instant>,
+    t0: Instant,
+    type_id: u8,
+    payload: &[u8],
+) {
+    let now = Instant::now();
+    if let Some(prev) = *last_media {
+        if now - prev > STALL {
+            r.stalls += 1;
+        }
+        r.max_gap = r.max_gap.max(now - prev);
+    }
+    *last_media = Some(now);
+    r.frames += 1;
+    r.bytes += payload.len() as u64;
+    if type_id == msg_type::VIDEO {
+        r.video_frames += 1;
+        if r.first_frame.is_none() && video_kind(payload) == MediaKind::Keyframe {
+            r.first_frame = Some(now - t0);
+        }
+    } else {
+        r.audio_frames += 1;
+    }
+}
+
+/// Media that stopped before the end is a stall too.
+fn count_end(r: &mut ClientResult, last_media: Option<Instant>, end: Instant) {
+    if let Some(prev) = last_media {
+        if end.saturating_duration_since(prev) > STALL && r.error.is_none() {
+            r.stalls += 1;
+            r.media_stopped = true;
+            r.max_gap = r.max_gap.max(end.saturating_duration_since(prev));
+        }
+    }
+}
+
+/// One HTTP-FLV client until `end`: GET, a 200 head, then FLV tags.
+pub async fn play_one_flv(
+    host: &str,
+    path: &str,
+    end: Instant,
+    gate: Arc<Semaphore>,
+) -> ClientResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut r = ClientResult::default();
+    let t0 = Instant::now();
+    let conn = {
+        let _permit = gate.acquire().await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut s = tokio::net::TcpStream::connect(host).await?;
+            let _ = s.set_nodelay(true);
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-play\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .await
+    };
+    let mut s = match conn {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            r.error = Some(format!("connect {host}: {e}"));
+            return r;
+        }
+        Err(_) => {
+            r.error = Some(format!("connect {host}: timed out"));
+            return r;
+        }
+    };
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut head_done = false;
+    let mut file_header = false;
+    let mut last_media: Option<Instant> = None;
+    loop {
+        // Whole tags out of the buffer.
+        loop {
+            if !head_done {
+                let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    break;
+                };
+                let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+                if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+                    r.error = Some(head.lines().next().unwrap_or("no status").to_string());
+                    return r;
+                }
+                let _ = buf.split_to(at + 4);
+                head_done = true;
+                continue;
+            }
+            if !file_header {
+                if buf.len() < 13 {
+                    break;
+                }
+                if &buf[..3] != b"FLV" {
+                    r.error = Some("the body is not FLV".into());
+                    return r;
+                }
+                let _ = buf.split_to(13);
+                file_header = true;
+                continue;
+            }
+            if buf.len() < 11 {
+                break;
+            }
+            let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < 11 + len + 4 {
+                break;
+            }
+            let tag = buf.split_to(11 + len + 4);
+            let type_id = tag[0] & 0x1f;
+            if type_id == msg_type::VIDEO || type_id == msg_type::AUDIO {
+                count_media(&mut r, &mut last_media, t0, type_id, &tag[11..11 + len]);
+            }
+        }
+        match tokio::time::timeout_at(end, s.read_buf(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) => {
+                r.error = Some("closed by the server".into());
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                r.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    count_end(&mut r, last_media, end);
+    r
+}
+
 /// One client until `end`.
 pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> ClientResult {
     let mut r = ClientResult::default();
@@ -197,32 +375,8 @@ pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> Clie
         if msg.type_id != msg_type::VIDEO && msg.type_id != msg_type::AUDIO {
             continue;
         }
-        let now = Instant::now();
-        if let Some(prev) = last_media {
-            if now - prev > STALL {
-                r.stalls += 1;
-            }
-            r.max_gap = r.max_gap.max(now - prev);
-        }
-        last_media = Some(now);
-        r.frames += 1;
-        r.bytes += msg.payload.len() as u64;
-        if msg.type_id == msg_type::VIDEO {
-            r.video_frames += 1;
-            if r.first_frame.is_none() && video_kind(&msg.payload) == MediaKind::Keyframe {
-                r.first_frame = Some(now - t0);
-            }
-        } else {
-            r.audio_frames += 1;
-        }
+        count_media(&mut r, &mut last_media, t0, msg.type_id, &msg.payload);
     }
-    // Media that stopped before the end is a stall too.
-    if let Some(prev) = last_media {
-        if end.saturating_duration_since(prev) > STALL && r.error.is_none() {
-            r.stalls += 1;
-            r.media_stopped = true;
-            r.max_gap = r.max_gap.max(end.saturating_duration_since(prev));
-        }
-    }
+    count_end(&mut r, last_media, end);
     r
 }

@@ -35,6 +35,16 @@ const RETRY_MAX: Duration = Duration::from_millis(400);
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The origins of a server, as the hub's [`crate::hub::Upstream`]: what a player of any
+/// output hands the hub so that the stream's first player starts the pull.
+pub struct Origins<'a>(pub &'a Arc<ServerState>);
+
+impl crate::hub::Upstream for Origins<'_> {
+    fn pull(&self, stream: Arc<Stream>, app: &str, name: &str) {
+        start_pull(self.0.clone(), stream, app.to_string(), name.to_string());
+    }
+}
+
 /// Starts the pull of `stream` (called once per pull lifetime, by the hub's decision).
 pub fn start_pull(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw_name: String) {
     let span = tracing::info_span!(parent: None, "pull", stream = %stream.key);

@@ -1,0 +1,172 @@
+//! One HTTP-FLV viewer: `GET /APP/STREAM.flv`. The viewer is a hub player like an RTMP one
+//! (on a cold edge it starts the pull), and the body is the FLV file header followed by the
+//! stream's tags, live, until either side closes (no Content-Length: the body ends with the
+//! connection, which every FLV player expects).
+//!
+//! The answer waits for the stream's tracks (its sequence headers, then the first media
+//! frame) before the header goes out, because the header's `hasAudio` / `hasVideo` must name
+//! exactly the tracks that follow. A stream that no origin has is a 404; one whose media
+//! does not come within `origin_timeout` plus a few seconds is a 504.
+
+use super::{response_head, Answer};
+use crate::hub::{PullFrom, SharedFrame};
+use crate::output::{self, flv, Delivery, Stop};
+use crate::state::ClientKind;
+use crate::{upstream, Mode};
+use bytes::Bytes;
+use common::rtmp::chunk::msg_type;
+use common::rtmp::media::MediaKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+/// What a viewer gets beyond `origin_timeout` to see the first media.
+const FIRST_MEDIA_GRACE: Duration = Duration::from_secs(5);
+
+/// Which tracks `frames` (a stream's start) shows, once it shows them all: both sequence
+/// headers, or one of them and a media frame after it.
+fn tracks(frames: &[SharedFrame]) -> Option<(bool, bool)> {
+    let seq = |t| {
+        frames
+            .iter()
+            .any(|f| f.type_id == t && f.kind == MediaKind::SequenceHeader)
+    };
+    let (audio, video) = (seq(msg_type::AUDIO), seq(msg_type::VIDEO));
+    let media = frames.iter().any(|f| {
+        matches!(f.type_id, msg_type::AUDIO | msg_type::VIDEO)
+            && f.kind != MediaKind::SequenceHeader
+    });
+    ((audio && video) || ((audio || video) && media)).then_some((audio, video))
+}
+
+pub(super) async fn serve(
+    state: Arc<crate::state::ServerState>,
+    mut tcp: TcpStream,
+    client: SocketAddr,
+    id: u64,
+    req: &super::Request,
+    app: &str,
+    stream: &str,
+) -> std::io::Result<()> {
+    let cfg = state.config();
+    let cors = super::cfg_cors(&state);
+    let key = format!("{app}/{stream}");
+    let raw = if req.query.is_empty() {
+        stream.to_string()
+    } else {
+        format!("{stream}?{}", req.query)
+    };
+    let refuse = |status: u16, why: String| Answer::error(status, why);
+    if !cfg.http.as_ref().is_some_and(|h| h.flv) {
+        let a = refuse(404, "HTTP-FLV is off ([http] flv = false)".into());
+        return a.write(&mut tcp, req, cors, false).await;
+    }
+    let hub = state.hub.clone();
+    if cfg.mode == Mode::Local && !hub.has_source(&key) {
+        let a = refuse(404, format!("{key} is not being published"));
+        return a.write(&mut tcp, req, cors, false).await;
+    }
+    if cfg.mode == Mode::Remote
+        && state
+            .not_found
+            .lock()
+            .unwrap()
+            .contains(&key, Instant::now())
+    {
+        let a = refuse(404, format!("{key} is on no origin"));
+        return a.write(&mut tcp, req, cors, false).await;
+    }
+    let entry = state.register(id, client, "http-flv", ClientKind::Play);
+    entry.client.set(ClientKind::Play, &key);
+    let origins = upstream::Origins(&state);
+    let pull = (cfg.mode == Mode::Remote).then(|| PullFrom {
+        upstream: &origins,
+        app,
+        name: &raw,
+    });
+    let player = hub.watch(&key, pull);
+    let mut delivery = Delivery::new(player, cfg.queue_length);
+    let mut start = delivery.initial();
+    // The tracks first (a cold edge's pull delivers them within a moment).
+    let deadline = tokio::time::Instant::now() + cfg.origin_timeout + FIRST_MEDIA_GRACE;
+    let mut probe = [0u8; 512];
+    let (has_audio, has_video) = loop {
+        if let Some(t) = tracks(&start) {
+            break t;
+        }
+        tokio::select! {
+            next = delivery.next(&mut start) => match next {
+                Ok(()) => {}
+                Err(Stop::Ended(why)) => {
+                    let a = refuse(404, why);
+                    return a.write(&mut tcp, req, cors, false).await;
+                }
+                Err(Stop::Behind) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let a = refuse(504, format!("no media for {key} within {:?}", deadline.duration_since(tokio::time::Instant::now()) + cfg.origin_timeout + FIRST_MEDIA_GRACE));
+                return a.write(&mut tcp, req, cors, false).await;
+            }
+            n = tcp.read(&mut probe) => if matches!(n, Ok(0) | Err(_)) { return Ok(()) },
+        }
+    };
+    let head = response_head(
+        200,
+        &[
+            ("Content-Type", "video/x-flv"),
+            ("Cache-Control", "no-cache"),
+        ],
+        None,
+        cors,
+        false,
+    );
+    if req.method == super::Method::Head {
+        return super::write_all(&mut tcp, &[head]).await;
+    }
+    info!(stream = %key, %client, has_audio, has_video, "http-flv play started");
+    let mut batch: Vec<Bytes> = vec![head, flv::header(has_audio, has_video)];
+    for f in start.drain(..) {
+        flv::encode(&f, &mut batch);
+    }
+    let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
+    let (mut r, mut w) = tcp.split();
+    let why: String = loop {
+        if !batch.is_empty() {
+            match output::write_batch(&mut w, &batch, cfg.queue_length).await {
+                Ok(n) => {
+                    entry.client.add_out(n);
+                    delivery.player.stream.add_out(n);
+                }
+                Err(e) => break e.to_string(),
+            }
+            batch.clear();
+            if !cfg.mw_latency.is_zero() {
+                tokio::time::sleep(cfg.mw_latency).await;
+            }
+        }
+        tokio::select! {
+            next = delivery.next(&mut frames) => match next {
+                Ok(()) => {}
+                Err(Stop::Ended(why)) => break format!("stream ended: {why}"),
+                Err(Stop::Behind) => break "player stayed behind queue_length".into(),
+            },
+            _ = entry.client.kick.notified() => break "disconnected by the operator".into(),
+            // A player sends nothing more; what it sends is read and ignored, and its
+            // close ends the play.
+            n = r.read(&mut probe) => match n {
+                Ok(0) => break "client closed".into(),
+                Err(e) => break format!("client: {e}"),
+                Ok(_) => continue,
+            },
+        }
+        for f in frames.drain(..) {
+            flv::encode(&f, &mut batch);
+        }
+    };
+    info!(stream = %key, %client, reason = %why, bytes = entry.client.bytes_out.load(std::sync::atomic::Ordering::Relaxed), "http-flv play ended");
+    debug!("http-flv done");
+    Ok(())
+}

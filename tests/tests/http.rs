@@ -1,0 +1,415 @@
+//! HTTP delivery end to end: HTTP-FLV and HLS from origins and edges (cold, chained, behind
+//! lb), decoded by ffprobe/ffmpeg, and hostile HTTP that must leave viewers served.
+
+use edgefleet_tests::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The first `n` bytes of a GET's body (after the head), with the head.
+async fn get_prefix(addr: SocketAddr, path: &str, n: usize) -> Result<(String, Vec<u8>), String> {
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                if buf.len() >= end + 4 + n {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    return Ok::<_, std::io::Error>((head, buf[end + 4..end + 4 + n].to_vec()));
+                }
+            }
+            let k = s.read(&mut chunk).await?;
+            if k == 0 {
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                return Err(std::io::Error::other(format!("closed early: {text}")));
+            }
+            buf.extend_from_slice(&chunk[..k]);
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(20), go).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_flv_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
+    common::logging::init_for_tests();
+    let test = "http_flv_from_a_cold_edge_and_a_chain_decodes_h264_and_aac";
+    if !have("ffprobe", test) || !have("ffmpeg", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let edge1 = edge_with(&[origin.addr], with_http).await;
+    let edge2 = edge_with(&[edge1.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    for (who, server) in [
+        ("origin", &origin),
+        ("cold edge", &edge1),
+        ("edge -> edge", &edge2),
+    ] {
+        let url = server.http_url("cam", "flv");
+        let codecs = ffprobe_codecs(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(codecs, ["aac", "h264"], "{who}: {url}");
+        ffmpeg_decode(&url, 3)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        // The header names both tracks; CORS for pages of other origins.
+        let (head, body) = get_prefix(server.http.unwrap(), "/live/cam.flv", 13)
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{who}: {head}");
+        assert!(head.contains("Content-Type: video/x-flv"), "{head}");
+        assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
+        assert_eq!(&body[..5], b"FLV\x01\x05", "{who}: hasAudio + hasVideo");
+    }
+    // The edges' HTTP viewers count as viewers of one pull each.
+    let info = edge1.hub.info("live/cam").expect("edge1 has the stream");
+    assert!(info.pulling, "{info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_flv_header_names_only_the_tracks_sent() {
+    common::logging::init_for_tests();
+    let test = "http_flv_header_names_only_the_tracks_sent";
+    if !have("ffmpeg", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let edge = edge_with(&[origin.addr], with_http).await;
+    // Audio only: a header announcing video would stall flv.js / mpegts.js.
+    let child = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(clip_path())
+        .args(["-vn", "-c", "copy", "-f", "flv", &origin.url("radio")])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg");
+    let _guard = ChildGuard(child);
+    wait_published(&origin.hub, "radio").await;
+    for server in [&origin, &edge] {
+        let (_, body) = get_prefix(server.http.unwrap(), "/live/radio.flv", 13)
+            .await
+            .unwrap();
+        assert_eq!(&body[..5], b"FLV\x01\x04", "hasAudio only");
+    }
+    let codecs = ffprobe_codecs(&edge.http_url("radio", "flv"))
+        .await
+        .unwrap();
+    assert_eq!(codecs, ["aac"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_streams_and_bad_paths_are_answered_not_hung() {
+    common::logging::init_for_tests();
+    let origin = origin_with(with_http).await;
+    let edge = edge_with(&[origin.addr], with_http).await;
+    let o = origin.http.unwrap();
+    let e = edge.http.unwrap();
+    assert_eq!(http(o, "GET", "/live/nobody.flv").await.0, 404);
+    let (code, body) = http(e, "GET", "/live/nobody.flv").await;
+    assert_eq!(code, 404, "an edge whose origins lack the stream: {body}");
+    assert_eq!(
+        http(e, "GET", "/live/nobody.flv").await.0,
+        404,
+        "remembered"
+    );
+    for (path, want) in [
+        ("/live/../../etc/passwd.flv", 400),
+        ("/live/%2e%2e/x.m3u8", 400),
+        ("/favicon.ico", 404),
+        ("/", 404),
+    ] {
+        assert_eq!(http(o, "GET", path).await.0, want, "{path}");
+    }
+    assert_eq!(http(o, "POST", "/live/cam.flv").await.0, 405);
+    let (code, _) = http(o, "OPTIONS", "/live/cam.m3u8").await;
+    assert_eq!(code, 204, "CORS preflight");
+}
+
+/// Hostile HTTP (traversal, a 1 MB header, garbage, 20 000 pipelined requests, slowloris)
+/// while an HTTP-FLV viewer and an RTMP viewer play: both go on receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_leaves_the_viewers_served() {
+    common::logging::init_for_tests();
+    let origin = origin_with(with_http).await;
+    let edge = edge_with(&[origin.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let h = edge.http.unwrap();
+    // A viewer of each kind, counting bytes.
+    let flv_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fb = flv_bytes.clone();
+    let viewer = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
+        s.write_all(b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    fb.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    // Slowloris: heads that never end, one byte at a time.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
+            let t0 = std::time::Instant::now();
+            for b in b"GET /live/cam.m3u8 HTTP/1.1\r\nX-a: "
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if s.write_all(&[*b]).await.is_err() {
+                    return t0.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+            t0.elapsed()
+        }));
+    }
+    // A 1 MB header: 431 and closed, not buffered.
+    {
+        let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
+        let big = format!(
+            "GET /live/cam.flv HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        );
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut resp = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp)).await;
+        let text = String::from_utf8_lossy(&resp);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    }
+    // Garbage: 400 and closed.
+    {
+        let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let _ = s.write_all(&garbage).await;
+        let mut resp = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp)).await;
+        assert!(
+            String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 400"),
+            "{:?}",
+            &resp[..resp.len().min(64)]
+        );
+    }
+    // 20 000 pipelined requests on one connection, every one answered, in order.
+    {
+        let s = tokio::net::TcpStream::connect(h).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let writer = tokio::spawn(async move {
+            let one = b"GET /live/../x.flv HTTP/1.1\r\nHost: x\r\n\r\nGET /live/none.m4s HTTP/1.1\r\nHost: x\r\n\r\n";
+            let mut all = Vec::with_capacity(one.len() * 10_000);
+            for _ in 0..10_000 {
+                all.extend_from_slice(one);
+            }
+            all.extend_from_slice(b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+            w.write_all(&all).await.unwrap();
+            w
+        });
+        let mut resp = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut resp))
+            .await
+            .expect("20 000 pipelined answers within a minute")
+            .unwrap();
+        let _w = writer.await.unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        assert_eq!(text.matches("HTTP/1.1 400").count(), 10_000);
+        assert_eq!(text.matches("HTTP/1.1 404").count(), 10_001);
+    }
+    // The slow clients are cut by the head timeout (10 s), not served forever.
+    for t in slow {
+        let took = t.await.unwrap();
+        assert!(
+            took < Duration::from_secs(19),
+            "a slowloris client lasted {took:?}"
+        );
+    }
+    let before = flv_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = flv_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    // ~275 kB/s of clip: the viewer was served all along.
+    let per_s = before as f64 / start.elapsed().as_secs_f64();
+    assert!(
+        per_s > 150_000.0,
+        "the HTTP-FLV viewer got {before} bytes in {:?}",
+        start.elapsed()
+    );
+    assert!(after > before, "the HTTP-FLV viewer still receives");
+    viewer.abort();
+    // And the edge still serves a new viewer.
+    let url = edge.http_url("cam", "flv");
+    if have("ffprobe", "hostile_http_leaves_the_viewers_served") {
+        assert_eq!(ffprobe_codecs(&url).await.unwrap(), ["aac", "h264"]);
+    }
+}
+
+/// An HTTP virtual server on lb (PROXY forwarding, rr) in front of two edges' `[http]`:
+/// HTTP-FLV decodes through the VIP, and a stopped edge is taken out by the health check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_flv_and_hls_through_lb() {
+    common::logging::init_for_tests();
+    let test = "http_flv_and_hls_through_lb";
+    if !have("ffprobe", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let e1 = edge_with(&[origin.addr], with_http).await;
+    let e2 = edge_with(&[origin.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let vip = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let rs = |a: SocketAddr| {
+        format!("[[virtual_server.real_server]]\naddress = \"{a}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\n")
+    };
+    let lb = start_lb(&format!(
+        "[[virtual_server]]\naddress = \"{vip}\"\nlb_algo = \"rr\"\nlb_kind = \"PROXY\"\ndelay_loop = 0.5\n{}{}",
+        rs(e1.http.unwrap()),
+        rs(e2.http.unwrap())
+    ))
+    .await;
+    for _ in 0..2 {
+        let codecs = ffprobe_codecs(&format!("http://{vip}/live/cam.flv"))
+            .await
+            .unwrap();
+        assert_eq!(codecs, ["aac", "h264"]);
+    }
+    // Both edges served one viewer each (rr) and pulled the stream once each.
+    for e in [&e1, &e2] {
+        assert!(
+            wait_until(Duration::from_secs(5), || e.hub.info("live/cam").is_some()).await,
+            "each edge got a viewer through the VIP"
+        );
+    }
+    let e2_http = e2.http.unwrap();
+    e2.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(6), || rs_status(&lb, e2_http)["state"]
+            == "DOWN")
+        .await,
+        "{}",
+        rs_status(&lb, e2_http)
+    );
+    for _ in 0..2 {
+        let codecs = ffprobe_codecs(&format!("http://{vip}/live/cam.flv"))
+            .await
+            .unwrap();
+        assert_eq!(
+            codecs,
+            ["aac", "h264"],
+            "the remaining edge serves every viewer"
+        );
+    }
+}
+
+/// Plain `GET` of `path` on `addr` with HTTP/1.1 and Connection: close: (status, head, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = match tokio::time::timeout(Duration::from_secs(30), go).await {
+        Ok(Ok(b)) => b,
+        other => return (0, format!("{other:?}"), Vec::new()),
+    };
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head, buf[(end + 4).min(buf.len())..].to_vec())
+}
+
+/// Segment URIs and the media sequence number of a playlist.
+fn segments(playlist: &str) -> (u64, Vec<String>) {
+    let msn = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let uris = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    (msn, uris)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
+    common::logging::init_for_tests();
+    let test = "hls_from_a_cold_edge_and_a_chain_decodes_h264_and_aac";
+    if !have("ffprobe", test) || !have("ffmpeg", test) {
+        return;
+    }
+    let origin = origin_with(with_http).await;
+    let edge1 = edge_with(&[origin.addr], with_http).await;
+    let edge2 = edge_with(&[edge1.addr], with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    for (who, server) in [
+        ("cold edge", &edge1),
+        ("edge -> edge", &edge2),
+        ("origin", &origin),
+    ] {
+        let (code, head, body) = get(server.http.unwrap(), "/live/cam.m3u8").await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(code, 200, "{who}: {head}\n{text}");
+        assert!(
+            head.contains("Content-Type: application/vnd.apple.mpegurl"),
+            "{head}"
+        );
+        assert!(head.contains("Access-Control-Allow-Origin: *"), "{head}");
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET="), "{text}");
+        let url = server.http_url("cam", "m3u8");
+        // (ffprobe lists an HLS input's streams once per program and once more.)
+        let mut codecs = ffprobe_codecs(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        codecs.dedup();
+        assert_eq!(codecs, ["aac", "h264"], "{who}: {url}");
+        ffmpeg_decode(&url, 3)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    assert_eq!(
+        get(edge1.http.unwrap(), "/live/cam-0.m4s").await.0,
+        404,
+        "unknown segment"
+    );
+}
