@@ -338,11 +338,14 @@ impl Packager {
         self.epoch = 0;
     }
 
-    /// The init segment's name (as `#EXT-X-MAP` lists it) and bytes.
+    /// The current timeline's init segment (`None` while waiting for a keyframe). Init
+    /// segments of earlier timelines still listed are served by [`Packager::file`] under their
+    /// `#EXT-X-MAP` names, like this one.
     pub fn init_segment(&self) -> Option<Bytes> {
         self.init.as_ref().map(|(_, b)| b.clone())
     }
 
+    /// The current init segment's name, as `#EXT-X-MAP` lists it.
     pub fn init_name(&self) -> Option<&str> {
         self.init.as_ref().map(|(n, _)| n.as_str())
     }

@@ -515,6 +515,34 @@ fn hls_reset_and_config_change_continue_after_a_discontinuity() {
 }
 
 #[test]
+fn hls_two_edges_agree_after_a_republish() {
+    let stream = looped(3);
+    let (mut a, mut b) = (
+        Packager::new(HlsOptions::default()),
+        Packager::new(HlsOptions::default()),
+    );
+    feed(&mut a, &stream);
+    feed(&mut b, &joined_at(&stream, 7000));
+    // The publisher comes back with timestamps from 0; both edges are told at the same point.
+    a.reset();
+    b.reset();
+    feed(&mut a, &stream);
+    feed(&mut b, &stream);
+    let (pa, pb) = (a.playlist().unwrap(), b.playlist().unwrap());
+    let tail = |pl: &str| {
+        pl.split_once("#EXT-X-DISCONTINUITY\n")
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(tail(&pa), tail(&pb));
+    let l = listing(&pb);
+    for (_, name, _) in l.segments.iter().filter(|s| s.1.contains("-o")) {
+        assert_eq!(a.file(name), b.file(name), "{name}");
+    }
+}
+
+#[test]
 fn hls_timestamp_wrap_does_not_panic() {
     let mut p = Packager::new(HlsOptions::default());
     let stream = looped(3);
