@@ -580,3 +580,122 @@ pub fn have_check(check: &str, what: &str, test: &str) -> bool {
     }
     found
 }
+
+/// tests/browser: the Node project whose `play.mjs` plays an HLS or HTTP-FLV URL in headless
+/// Chromium (hls.js / mpegts.js through playwright-core); see tests/browser/README.md.
+pub fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Whether the browser players can run: node, chromium and tests/browser/node_modules
+/// (`npm ci --prefix tests/browser`). Missing: a printed `SKIP test: why` (false), or a panic
+/// under `EDGEFLEET_REQUIRE_ALL=1`.
+pub fn have_browser(test: &str) -> bool {
+    let modules = browser_dir().join("node_modules");
+    have("node", test)
+        && have("chromium", test)
+        && have_check(
+            &format!(
+                "test -f {m}/hls.js/dist/hls.min.js && test -f {m}/mpegts.js/dist/mpegts.js \
+                 && test -d {m}/playwright-core",
+                m = modules.display()
+            ),
+            "tests/browser/node_modules (npm ci --prefix tests/browser)",
+            test,
+        )
+}
+
+/// Plays `url` in headless Chromium for `seconds` of media: `node tests/browser/play.mjs URL
+/// KIND SCREENSHOT SECONDS` with `kind` "hls" (hls.js, lowLatencyMode) or "flv" (mpegts.js,
+/// live), bounded by 60 s (killed, with its browser, past that). Returns play.mjs's JSON line
+/// — `{"ok","kind","advanced","currentTime","videoWidth","videoHeight","frames","errors",
+/// "latency_s"}` — whether or not it played: check `ok` (and `errors`). `Err` only when the
+/// harness itself failed (no node, timed out, no JSON line). The URL must be on loopback.
+///
+/// Blocking: from a `#[tokio::test]` whose edge runs in the same process use
+/// [`browser_play_async`], which keeps the runtime's threads free.
+pub fn browser_play(
+    url: &str,
+    kind: &str,
+    screenshot: &std::path::Path,
+    seconds: f64,
+) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    const LIMIT: Duration = Duration::from_secs(60);
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("play.mjs"))
+        .arg(url)
+        .arg(kind)
+        .arg(screenshot)
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills Chromium with it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("spawn node tests/browser/play.mjs: {e}"))?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() < LIMIT => std::thread::sleep(Duration::from_millis(100)),
+            _ => break None,
+        }
+    };
+    if status.is_none() {
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Err(format!(
+            "play.mjs {kind} {url}: timed out after {LIMIT:?} (killed)\nstdout: {out}\nstderr: {err}"
+        ));
+    };
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        format!(
+            "play.mjs {kind} {url} ({status}): no JSON line ({e})\nstdout: {out}\nstderr: {err}"
+        )
+    })?;
+    if v["ok"] != true && !err.trim().is_empty() {
+        eprintln!("play.mjs {kind} {url} stderr:\n{err}");
+    }
+    if v["ok"].as_bool() != Some(status.success()) {
+        return Err(format!(
+            "play.mjs {kind} {url}: exit status {status} disagrees with {line}\nstderr: {err}"
+        ));
+    }
+    Ok(v)
+}
+
+/// [`browser_play`] on a blocking thread, for async tests.
+pub async fn browser_play_async(
+    url: &str,
+    kind: &str,
+    screenshot: &std::path::Path,
+    seconds: f64,
+) -> Result<serde_json::Value, String> {
+    let (url, kind, shot) = (url.to_string(), kind.to_string(), screenshot.to_path_buf());
+    tokio::task::spawn_blocking(move || browser_play(&url, &kind, &shot, seconds))
+        .await
+        .map_err(|e| format!("browser_play task: {e}"))?
+}
