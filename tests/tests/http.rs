@@ -539,6 +539,19 @@ async fn two_edges_started_7_s_apart_list_the_same_segments() {
     let (la, lb) = (listed(la.2), listed(lb.2));
     va.abort();
     vb.abort();
+    // A third, cold edge asked first for a file (a balancer without stickiness): 404, and it
+    // starts packaging that stream, so the next requests find it.
+    let c = edge_with(&[origin.addr], with_http).await;
+    let (code, _, _) = get(c.http.unwrap(), &format!("/live/{}", la.last().unwrap().1)).await;
+    assert_eq!(code, 404);
+    assert!(
+        wait_until(Duration::from_secs(5), || c
+            .hub
+            .info("live/cam")
+            .is_some_and(|i| i.pulling))
+        .await,
+        "the file request started the pull"
+    );
     let common: Vec<&(u64, String)> = lb.iter().filter(|e| la.contains(e)).collect();
     assert!(common.len() >= 2, "a: {la:?}\nb: {lb:?}");
     // Every name b lists that a lists too has the same number; b's names past its first

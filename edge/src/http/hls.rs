@@ -261,13 +261,66 @@ pub(super) async fn answer(
         }
         Route::HlsFile { dir, file } => {
             let Some(hs) = reg.by_file(dir, file) else {
-                return Answer::error(404, format!("{file}: no such stream being packaged"));
+                // A cold edge behind a balancer without stickiness gets a file request before
+                // any playlist request: start packaging the stream the name belongs to, so
+                // the next requests find it (this one cannot be served: it was cut elsewhere).
+                if let Some((app, stream)) = stream_of_file(dir, file) {
+                    if state.config().mode == Mode::Remote
+                        || state.hub.has_source(&format!("{app}/{stream}"))
+                    {
+                        let hs = reg.get_or_start(state, &cfg, &app, &stream, &stream);
+                        hs.touch(client.ip());
+                    }
+                }
+                return Answer::error(
+                    404,
+                    format!(
+                        "{file}: not here yet (the stream was not being packaged on this server)"
+                    ),
+                );
             };
             hs.touch(client.ip());
             file_answer(&hs, &cfg, file).await
         }
         Route::Flv { .. } => Answer::error(404, "not HLS"),
     }
+}
+
+/// The stream a file name (`STREAM-<ts>[.<i>].m4s`, `STREAM-o<n>-<ts>...`, `STREAM-gap<n>.m4s`,
+/// `STREAM-init-<hash>.mp4`) in `dir` (`APP[/DIR...]`) belongs to, as (app, stream).
+fn stream_of_file(dir: &str, file: &str) -> Option<(String, String)> {
+    let stem = file
+        .strip_suffix(".m4s")
+        .or_else(|| file.strip_suffix(".mp4"))?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let name = if let Some((name, _)) = stem.rsplit_once("-init-") {
+        name
+    } else {
+        let (rest, last) = stem.rsplit_once('-')?;
+        let ts = last.split_once('.').map_or(last, |(t, _)| t);
+        if last.strip_prefix("gap").is_some_and(digits) {
+            rest
+        } else if digits(ts) {
+            // STREAM-o<n>-<ts>: a later timeline's names.
+            match rest.rsplit_once('-') {
+                Some((name, o)) if o.strip_prefix('o').is_some_and(digits) => name,
+                _ => rest,
+            }
+        } else {
+            return None;
+        }
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let (app, sub) = dir
+        .split_once('/')
+        .map_or((dir, None), |(a, s)| (a, Some(s)));
+    let stream = match sub {
+        Some(s) => format!("{s}/{name}"),
+        None => name.to_string(),
+    };
+    Some((app.to_string(), stream))
 }
 
 async fn playlist(
@@ -383,5 +436,28 @@ async fn file_answer(hs: &HlsStream, cfg: &HlsConfig, file: &str) -> Answer {
             404,
             format!("{file}: not in the playlist (expired or unknown)"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_of_file;
+
+    #[test]
+    fn a_file_name_tells_its_stream() {
+        let s = |d, f| stream_of_file(d, f).map(|(a, s)| format!("{a}/{s}"));
+        assert_eq!(s("live", "cam-2023.m4s").as_deref(), Some("live/cam"));
+        assert_eq!(s("live", "cam-2023.3.m4s").as_deref(), Some("live/cam"));
+        assert_eq!(
+            s("live", "my-cam-o7-40.m4s").as_deref(),
+            Some("live/my-cam")
+        );
+        assert_eq!(s("live", "cam-gap12.m4s").as_deref(), Some("live/cam"));
+        assert_eq!(
+            s("live/a", "cam-init-31724ac8.mp4").as_deref(),
+            Some("live/a/cam")
+        );
+        assert_eq!(s("live", "cam.m4s"), None);
+        assert_eq!(s("live", "-1.m4s"), None);
     }
 }
