@@ -39,7 +39,10 @@ pub struct StreamView {
     pub id: String,
     pub name: String,
     pub app: String,
+    /// Viewers: RTMP and HTTP-FLV players, and HLS viewers (client addresses that fetched
+    /// within three target durations; the stream's HLS packager is not counted).
     pub clients: usize,
+    pub hls_viewers: usize,
     pub live_ms: u64,
     pub frames: u64,
     pub recv_bytes: u64,
@@ -156,11 +159,14 @@ impl Snapshot {
                     c.stream == s.key && matches!(c.kind, ClientKind::Publish | ClientKind::Pull)
                 });
                 let live = s.source_age.unwrap_or_default();
+                let hls = state.hls_viewers.lock().unwrap().get(&s.key).copied();
                 StreamView {
                     id: s.key.clone(),
                     name: name.to_string(),
                     app: app.to_string(),
-                    clients: s.players,
+                    clients: s.players - usize::from(hls.is_some() && s.players > 0)
+                        + hls.unwrap_or(0),
+                    hls_viewers: hls.unwrap_or(0),
                     live_ms: live.as_millis() as u64,
                     frames: s.frames_in,
                     recv_bytes: s.bytes_in,
@@ -284,12 +290,18 @@ impl Snapshot {
         );
         let _ = writeln!(o, "edgefleet_edge_queued_bytes {}", self.queued_bytes);
         type Field = fn(&StreamView) -> u64;
-        let per_stream: [(&str, &str, &str, Field); 8] = [
+        let per_stream: [(&str, &str, &str, Field); 9] = [
             (
                 "edgefleet_stream_viewers",
                 "gauge",
-                "Players of the stream.",
+                "Viewers of the stream (RTMP, HTTP-FLV, HLS).",
                 |s| s.clients as u64,
+            ),
+            (
+                "edgefleet_stream_hls_viewers",
+                "gauge",
+                "HLS viewers: client addresses that fetched within three target durations.",
+                |s| s.hls_viewers as u64,
             ),
             (
                 "edgefleet_stream_receive_bytes_total",

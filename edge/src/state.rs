@@ -28,6 +28,9 @@ pub struct ServerState {
     pub totals: Totals,
     /// Live HTTP connections (`crate::http`).
     pub http_conns: Connections,
+    /// HLS viewers per stream key, for streams being packaged (`crate::http::hls` writes it
+    /// every second; the API reads it).
+    pub hls_viewers: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -54,6 +57,7 @@ impl ServerState {
             clients: Default::default(),
             totals: Default::default(),
             http_conns: Default::default(),
+            hls_viewers: Default::default(),
         }
     }
 

@@ -578,3 +578,43 @@ async fn two_edges_started_7_s_apart_list_the_same_segments() {
         );
     }
 }
+
+/// An HLS viewer counts as a viewer of the stream in the API and metrics (its packager does
+/// not), and an HTTP-FLV viewer as a player.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_viewers_are_counted_in_the_api() {
+    common::logging::init_for_tests();
+    let origin = origin_with(with_http).await;
+    let edge = edge_with(&[origin.addr], |c| {
+        with_http(c);
+        c.api = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let h = edge.http.unwrap();
+    assert_eq!(get(h, "/live/cam.m3u8").await.0, 200);
+    let api = edge.api.unwrap();
+    let counted = async {
+        for _ in 0..50 {
+            let (_, body) = http(api, "GET", "/api/v1/streams").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let s = &v["streams"][0];
+            if s["hls_viewers"] == 1 && s["clients"] == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        counted.await,
+        "{}",
+        http(api, "GET", "/api/v1/streams").await.1
+    );
+    let (_, metrics) = http(api, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("edgefleet_stream_hls_viewers{"),
+        "{metrics}"
+    );
+}

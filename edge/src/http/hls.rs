@@ -182,6 +182,7 @@ impl Registry {
         let span = tracing::info_span!(parent: None, "hls", stream = %key);
         tokio::spawn(
             feed(
+                state.clone(),
                 self.clone(),
                 hs.clone(),
                 Delivery::new(player, state.config().queue_length),
@@ -202,7 +203,13 @@ impl Registry {
 
 /// Feeds the packager from the hub until the stream ends or nobody asked for
 /// `idle_timeout`.
-async fn feed(reg: Arc<Registry>, hs: Arc<HlsStream>, mut delivery: Delivery, idle: Duration) {
+async fn feed(
+    state: Arc<ServerState>,
+    reg: Arc<Registry>,
+    hs: Arc<HlsStream>,
+    mut delivery: Delivery,
+    idle: Duration,
+) {
     info!("hls packaging started");
     let mut frames = delivery.initial();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -228,12 +235,14 @@ async fn feed(reg: Arc<Registry>, hs: Arc<HlsStream>, mut delivery: Delivery, id
                 Err(Stop::Behind) => {}
             },
             _ = tick.tick() => {
+                state.hls_viewers.lock().unwrap().insert(hs.key.clone(), hs.viewers());
                 if hs.last_request.lock().unwrap().elapsed() >= idle {
                     break format!("no request for {idle:?} (hls_idle_timeout)");
                 }
             }
         }
     };
+    state.hls_viewers.lock().unwrap().remove(&hs.key);
     *hs.ended.lock().unwrap() = Some(why.clone());
     hs.version.send_modify(|v| *v += 1);
     reg.remove(&hs);
