@@ -70,7 +70,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
         let cfg = lab.file(
             &format!("edge{i}.toml"),
             &format!(
-                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\ndr_vip = [\"{VIP}\"]\n",
+                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\ndr_vip = [\"{VIP}\"]\n[http]\nlisten = \"0.0.0.0:8080\"\n",
                 origin.ip
             ),
         );
@@ -291,6 +291,117 @@ fn forwarded(st: &serde_json::Value, rs: usize) -> u64 {
     st["virtual_servers"][0]["real_servers"][rs]["forwarded_packets"]
         .as_u64()
         .unwrap_or(0)
+}
+
+/// HTTP delivery by direct routing: a second DR virtual server on the VIP's port 8080 in
+/// front of the edges' `[http]`: HTTP-FLV viewers play through the VIP (answers straight from
+/// the edges), and ffprobe reads the HLS through it.
+#[test]
+fn http_flv_and_hls_play_through_a_dr_virtual_server() {
+    let test = "http_flv_and_hls_play_through_a_dr_virtual_server";
+    if !available(test) || !edgefleet_tests::have("ffprobe", test) {
+        return;
+    }
+    let f = fleet();
+    let mut cfg = lb_config("rr", &[&f.edges[0], &f.edges[1]]);
+    cfg.push_str(&format!(
+        "[[virtual_server]]\naddress = \"{VIP}:8080\"\nlb_algo = \"rr\"\nlb_kind = \"DR\"\ndelay_loop = 0.5\n"
+    ));
+    for e in &f.edges {
+        cfg.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{}:8080\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\n",
+            e.ip
+        ));
+    }
+    start_lb(&f, "lb", &cfg);
+    wait_programmed(&f, "lb", 2);
+    let both = wait(Duration::from_secs(10), || {
+        status(&f)["virtual_servers"][1]["dr"]["programmed"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    assert!(both.is_some(), "the :8080 DR table: {:#}", status(&f));
+    wait_stream(&f);
+    let out = f
+        .lab
+        .exec(
+            &f.client,
+            &[
+                bin("edge").to_str().unwrap(),
+                "play",
+                &format!("http://{VIP}:8080/live/cam.flv"),
+                "--clients",
+                "10",
+                "--duration",
+                "4",
+                "--json",
+            ],
+        )
+        .expect("edge play over HTTP-FLV");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(s["ok"], 10, "{s}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["stalls"], 0, "{s}");
+    let st = status(&f);
+    let http_vs = st["virtual_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["address"].as_str().is_some_and(|a| a.ends_with(":8080")))
+        .cloned()
+        .unwrap_or_default();
+    let forwarded: u64 = http_vs["real_servers"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|r| r["forwarded_packets"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        forwarded > 0,
+        "the HTTP virtual server forwarded nothing: {st:#}"
+    );
+    // Both edges packaging (as with viewers on each): then any edge answers any request.
+    for e in &f.edges {
+        let warm = f.lab.exec(
+            &f.client,
+            &[
+                "ffprobe",
+                "-v",
+                "error",
+                "-rw_timeout",
+                "10000000",
+                &format!("http://{}:8080/live/cam.m3u8", e.ip),
+            ],
+        );
+        assert!(warm.is_ok(), "{warm:?}");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let out = f
+        .lab
+        .exec(
+            &f.client,
+            &[
+                "ffprobe",
+                "-v",
+                "error",
+                "-rw_timeout",
+                "10000000",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+                &format!("http://{VIP}:8080/live/cam.m3u8"),
+            ],
+        )
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("h264") && text.contains("aac"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
