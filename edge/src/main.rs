@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::rtmp::url::RtmpUrl;
-use edge::tools::{play, publish};
+use edge::tools::{hls_load, play, publish};
 use edge::{EdgeConfig, EdgeHandle, EdgeServer};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +61,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// HLS load generator (rate) or LL-HLS latency probe (live) against URL.m3u8.
+    HlsLoad {
+        url: String,
+        /// Keep-alive connections (rate) or players (live).
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// rate: GET playlist + newest segment in a loop; live: LL-HLS blocking reloads
+        /// part by part, with latency by timestamps.
+        #[arg(long, value_enum, default_value_t = HlsMode::Rate)]
+        mode: HlsMode,
+        /// live: Unix time (ms) at which the publisher started at timestamp 0.
+        #[arg(long)]
+        publisher_start_unix_ms: Option<i64>,
+        /// Print the summary as one JSON line on stdout (text goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Make this host a real server behind lb_kind = "DR": the VIP /32 on lo,
     /// arp_ignore=1 and arp_announce=2 on all and lo (needs root; idempotent).
     DrSetup {
@@ -82,6 +102,12 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HlsMode {
+    Rate,
+    Live,
 }
 
 /// `edge import-srs`: the TOML on stdout, problems and skipped directives on stderr.
@@ -151,6 +177,21 @@ fn main() -> ExitCode {
             ramp,
             json,
         }) => rt.block_on(run_play(url, clients, duration, ramp, json)),
+        Some(Command::HlsLoad {
+            url,
+            connections,
+            duration,
+            mode,
+            publisher_start_unix_ms,
+            json,
+        }) => rt.block_on(run_hls_load(
+            url,
+            connections,
+            duration,
+            mode,
+            publisher_start_unix_ms,
+            json,
+        )),
         None => {
             let Some(path) = cli.config else {
                 eprintln!("edge: --config FILE is required (see edge --help)");
@@ -430,6 +471,56 @@ async fn run_play(
         println!("{}", summary.to_text());
     }
     if summary.ok == summary.clients {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn run_hls_load(
+    url: String,
+    connections: usize,
+    duration: f64,
+    mode: HlsMode,
+    publisher_start: Option<i64>,
+    json: bool,
+) -> ExitCode {
+    let url = match hls_load::HttpUrl::parse(&url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("edge hls-load: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if !(1..=100_000).contains(&connections) || !(0.0..=86400.0).contains(&duration) {
+        eprintln!(
+            "edge hls-load: --connections must be 1..=100000 and --duration within 0..=86400"
+        );
+        return ExitCode::from(64);
+    }
+    common::rlimit::raise_nofile(connections as u64 * 2 + 256);
+    let duration = Duration::from_secs_f64(duration);
+    let (text, line, ok) = match mode {
+        HlsMode::Rate => {
+            let s = hls_load::run_rate(&url, connections, duration).await;
+            (s.to_text(), s.to_json(), s.requests > 0)
+        }
+        HlsMode::Live => {
+            let Some(start) = publisher_start else {
+                eprintln!("edge hls-load: --mode live needs --publisher-start-unix-ms");
+                return ExitCode::from(64);
+            };
+            let s = hls_load::run_live(&url, connections, duration, start).await;
+            (s.to_text(), s.to_json(), s.parts > 0)
+        }
+    };
+    if json {
+        eprintln!("{text}");
+        println!("{line}");
+    } else {
+        println!("{text}");
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
