@@ -618,3 +618,57 @@ async fn http_viewers_are_counted_in_the_api() {
         "{metrics}"
     );
 }
+
+/// HEAD and byte ranges where players use them: a HEAD of the playlist has the head and no
+/// body; a range of a segment is a 206 with exactly those bytes; one past the end a 416.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_ranges() {
+    common::logging::init_for_tests();
+    let origin = origin_with(with_http).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let h = origin.http.unwrap();
+    let (code, _, body) = get(h, "/live/cam.m3u8").await;
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let seg = segments(&text).1.first().cloned().expect("a segment");
+    let (code, _, whole) = get(h, &format!("/live/{seg}")).await;
+    assert_eq!(code, 200);
+    let raw = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (
+            String::from_utf8_lossy(&buf[..end]).into_owned(),
+            buf[end + 4..].to_vec(),
+        )
+    };
+    let (head, body) =
+        raw("HEAD /live/cam.m3u8 HTTP/1.1\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("Content-Length: "),
+        "{head}"
+    );
+    assert!(body.is_empty(), "HEAD has no body");
+    let (head, body) = raw(format!(
+        "GET /live/{seg} HTTP/1.1\r\nRange: bytes=10-109\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Range: bytes 10-109/{}", whole.len())),
+        "{head}"
+    );
+    assert_eq!(body, whole[10..110]);
+    let (head, _) = raw(format!(
+        "GET /live/{seg} HTTP/1.1\r\nRange: bytes={}-\r\nConnection: close\r\n\r\n",
+        whole.len()
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+}

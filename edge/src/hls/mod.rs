@@ -31,9 +31,10 @@
 //!   `#EXT-X-GAP` entry (`#EXTINF:0.001`, URI `STREAM-gap<n>.m4s`, never served) right after
 //!   the long segment, which keeps its true duration. Numbers stay consecutive, and the rule
 //!   still depends on timestamps alone.
-//! - Parts: with `P` = `part` in ms, a new part starts at the first driver frame with
-//!   `floor(ts / P)` greater than that of the current part's first frame, and at every segment
-//!   start. Part `i` of segment `STREAM-<t>` is `STREAM-<t>.<i>.m4s`; a part whose first driver
+//! - Parts: with `P` = `part` in ms and `S` the segment's first timestamp, a new part starts
+//!   at the first driver frame with `floor((ts - S) / P)` greater than that of the current
+//!   part's first frame, and at every segment start (so no sliver of a part at a segment's
+//!   end when keyframes sit off the `P` grid). Part `i` of segment `STREAM-<t>` is `STREAM-<t>.<i>.m4s`; a part whose first driver
 //!   frame is a keyframe is `INDEPENDENT=YES`. Non-driver frames join the open part in arrival
 //!   order (the same on every edge, since they all get the origin's order).
 //!
@@ -117,6 +118,26 @@ impl Default for HlsOptions {
             window: Duration::from_secs(20),
             part: Duration::from_millis(500),
         }
+    }
+}
+
+/// What a stream name becomes at the start of its file names: characters outside
+/// `[A-Za-z0-9._~-]` become `_` (URL-safe without escaping); empty is `stream`.
+pub fn file_prefix(name: &str) -> String {
+    let prefix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._~-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if prefix.is_empty() {
+        "stream".into()
+    } else {
+        prefix
     }
 }
 
@@ -261,21 +282,7 @@ impl Packager {
         let frag_ms = ms(opts.fragment).max(100);
         let part_ms = ms(opts.part).clamp(50, frag_ms);
         let window_ms = ms(opts.window).max(frag_ms);
-        let prefix: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._~-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let prefix = if prefix.is_empty() {
-            "stream".into()
-        } else {
-            prefix
-        };
+        let prefix = file_prefix(name);
         Packager {
             opts,
             prefix,
@@ -724,14 +731,16 @@ impl Packager {
                 format!("{}-o{}-{}", self.prefix, self.offset, ts)
             },
             parts: Vec::new(),
-            part: self.new_part(ts, key),
+            part: self.new_part(ts, ts, key),
         }
     }
 
-    fn new_part(&self, ts: u64, key: bool) -> OpenPart {
+    /// A part from `ts` in the segment that started at `seg_start`: the part grid runs from
+    /// the segment's start, so every part but the last is one part target long.
+    fn new_part(&self, seg_start: u64, ts: u64, key: bool) -> OpenPart {
         OpenPart {
             start: ts,
-            pslot: ts / self.part_ms,
+            pslot: ts.saturating_sub(seg_start) / self.part_ms,
             independent: key,
             video: Vec::new(),
             audio: Vec::new(),
@@ -771,8 +780,8 @@ impl Packager {
             }
             self.open = Some(self.new_segment(slot, ts, key));
             self.prune();
-        } else if ts / self.part_ms > open.part.pslot {
-            let next = self.new_part(ts, key);
+        } else if ts.saturating_sub(open.start) / self.part_ms > open.part.pslot {
+            let next = self.new_part(open.start, ts, key);
             let Some(open) = self.open.as_mut() else {
                 return;
             };
@@ -808,7 +817,7 @@ impl Packager {
         let Some(mut open) = self.open.take() else {
             return;
         };
-        let last = std::mem::replace(&mut open.part, self.new_part(end, false));
+        let last = std::mem::replace(&mut open.part, self.new_part(end, end, false));
         let part = self.encode_part(last, end);
         open.parts.push(part);
         let mut all = BytesMut::with_capacity(open.parts.iter().map(|p| p.data.len()).sum());

@@ -97,25 +97,6 @@ fn leaf(stream: &str) -> &str {
     stream.rsplit('/').next().unwrap_or(stream)
 }
 
-/// What `Packager::with_name` makes of a name (kept in step with it).
-fn sanitized(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._~-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        "stream".into()
-    } else {
-        s
-    }
-}
-
 impl Registry {
     /// The HLS viewers of a stream (0 when it is not packaged).
     pub fn viewers(&self, key: &str) -> usize {
@@ -162,7 +143,7 @@ impl Registry {
         };
         let hs = Arc::new(HlsStream {
             key: key.clone(),
-            file_stem: format!("{dir}/{}", sanitized(leaf(stream))),
+            file_stem: format!("{dir}/{}", crate::hls::file_prefix(leaf(stream))),
             packager: Mutex::new(Packager::with_name(opts, leaf(stream))),
             version: watch::channel(0).0,
             last_request: Mutex::new(Instant::now()),

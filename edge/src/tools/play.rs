@@ -101,9 +101,14 @@ pub enum PlayUrl {
 impl PlayUrl {
     pub fn parse(url: &str) -> Result<PlayUrl, String> {
         if let Some(rest) = url.strip_prefix("http://") {
-            let (host, path) = rest
-                .split_once('/')
-                .ok_or_else(|| format!("{url:?}: expected http://HOST:PORT/APP/STREAM.flv"))?;
+            let bad = || {
+                format!("{url:?}: expected rtmp://HOST[:PORT]/APP/STREAM or http://HOST:PORT/APP/STREAM.flv")
+            };
+            let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+            let file = path.split('?').next().unwrap_or("");
+            if host.is_empty() || !file.ends_with(".flv") {
+                return Err(bad());
+            }
             let host = if host.contains(':') {
                 host.to_string()
             } else {
