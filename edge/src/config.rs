@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     pub grace_period: Option<f64>,
     pub dr_vip: Option<Vec<String>>,
+    pub static_pull: Option<Vec<String>>,
     pub publish: Option<RawPublish>,
     pub api: Option<RawApi>,
     pub http: Option<RawHttp>,
@@ -119,6 +120,9 @@ pub struct EdgeConfig {
     /// Virtual IPs an lb with `lb_kind = "DR"` forwards to this edge (`dr_vip`): checked at
     /// start and reload (on `lo`, ARP sysctls), never changed (that is `edge dr-setup`).
     pub dr_vip: Vec<std::net::Ipv4Addr>,
+    /// Streams (`APP/STREAM`) an edge pulls from boot on and keeps pulled without viewers
+    /// (warm mirrors: the first viewer gets a picture at once).
+    pub static_pull: Vec<String>,
     pub publish: PublishConfig,
     /// The HTTP API's address (`[api] listen`), when enabled.
     pub api: Option<SocketAddr>,
@@ -321,6 +325,7 @@ const KEYS: &[&str] = &[
     "log_level",
     "grace_period",
     "dr_vip",
+    "static_pull",
     "publish",
     "api",
     "http",
@@ -703,6 +708,29 @@ impl RawConfig {
                 ));
             }
         }
+        let mut static_pull = Vec::new();
+        for (i, k) in self.static_pull.unwrap_or_default().into_iter().enumerate() {
+            let ok = k.split_once('/').is_some_and(|(app, name)| {
+                !app.is_empty()
+                    && !name.is_empty()
+                    && !k.chars().any(|c| c.is_control() || c == '?')
+                    && k.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
+            });
+            if !ok {
+                errs.push(ConfigError::new(
+                    format!("static_pull[{i}]"),
+                    format!("{k:?} is not \"APP/STREAM\" (like \"live/cam\")"),
+                ));
+            } else if !static_pull.contains(&k) {
+                static_pull.push(k);
+            }
+        }
+        if !static_pull.is_empty() && mode == Mode::Local {
+            errs.push(ConfigError::new(
+                "static_pull",
+                "only used with mode = \"remote\" (an origin has its streams from publishers)",
+            ));
+        }
         let raw_pub = self.publish.unwrap_or_default();
         let allow = networks(
             &mut errs,
@@ -748,6 +776,7 @@ impl RawConfig {
             log_level,
             grace_period,
             dr_vip,
+            static_pull,
             publish,
             api,
             http,

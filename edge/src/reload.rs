@@ -58,6 +58,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         log_level,
         grace_period,
         dr_vip,
+        static_pull,
         publish,
         api,
         http,
@@ -214,6 +215,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         "at once (the API restarts on the new address)",
     );
     diff(
+        "static_pull",
+        format!("{:?}", old.static_pull),
+        format!("{static_pull:?}"),
+        "at once (streams added start pulling; removed ones keep playing for their viewers)",
+    );
+    diff(
         "http",
         format!("{:?}", old.http),
         format!("{http:?}"),
@@ -300,6 +307,7 @@ mod tests {
             ("dr_vip", "dr_vip = [\"198.18.0.100\"]"),
             ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
             ("http", "[http]\nlisten = \"127.0.0.1:18080\""),
+            ("static_pull", "static_pull = [\"live/cam\"]"),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

@@ -284,3 +284,45 @@ async fn ffmpeg_publish_to_edge_forwards_when_enabled() {
     let r = play_for(&origin.url("fwd"), 2.5).await;
     assert!(r.first_frame.is_some(), "{:?}", r.error);
 }
+
+/// `static_pull`: an edge pulls the listed stream from boot, before any viewer, and keeps
+/// its GOP cached, so its first viewer starts on a keyframe at once; a stream no origin has
+/// yet is retried until it appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pull_warms_a_mirror_before_any_viewer() {
+    common::logging::init_for_tests();
+    let origin = origin().await;
+    let edge = edge_with(&[origin.addr], |c| {
+        c.static_pull = vec!["live/cam".into()];
+    })
+    .await;
+    // Nobody publishes yet: the edge keeps asking (1 s, doubling).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_stop, _pub) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let warm = wait_until(std::time::Duration::from_secs(10), || {
+        edge.hub
+            .info("live/cam")
+            .is_some_and(|i| i.pulling && i.frames_in > 50)
+    })
+    .await;
+    assert!(warm, "no static pull: {:?}", edge.hub.info("live/cam"));
+    // What a first viewer would get at once: sequence headers and a keyframe.
+    let (p, _) = edge.hub.subscribe("live/cam", false);
+    assert!(
+        p.initial.iter().any(|f| f.is_video_key()),
+        "GOP cached before any viewer"
+    );
+    drop(p);
+    let t0 = tokio::time::Instant::now();
+    let r = edge::tools::play::play_one(
+        &edge.rtmp_url("cam"),
+        t0 + std::time::Duration::from_secs(2),
+        std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+    )
+    .await;
+    let first = r.first_frame.expect("the first viewer got a keyframe");
+    eprintln!(
+        "static_pull: first viewer's first keyframe after {first:?} (connect + play included)"
+    );
+}

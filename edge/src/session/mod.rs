@@ -202,6 +202,8 @@ impl EdgeServer {
                 "edge serving"
             );
         }
+        let mut static_pulls = std::collections::HashMap::new();
+        sync_static_pulls(&state, &mut static_pulls);
         let mut sessions = JoinSet::new();
         let mut backoff = std::time::Duration::from_millis(5);
         let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -251,6 +253,9 @@ impl EdgeServer {
                             Some(l) => apply_reload(&state, l, &mut api_task, (&mut http_task, &hls), *config),
                             None => Err(vec!["the server is draining".to_string()]),
                         };
+                        if result.as_ref().is_ok_and(|c| c.iter().any(|c| c.key == "static_pull")) {
+                            sync_static_pulls(&state, &mut static_pulls);
+                        }
                         common::sd_notify::ready();
                         let _ = done.send(result);
                     }
@@ -327,8 +332,39 @@ impl EdgeServer {
             t.abort();
         }
         state.http_conns.close_all();
+        for (_, t) in static_pulls.drain() {
+            t.abort();
+        }
         sessions.shutdown().await;
         crate::upstream::stop_all(&state);
+    }
+}
+
+/// Starts a `static_pull` task for every listed stream that has none and stops those no
+/// longer listed (their stream goes on for its viewers; the pull ends with the last one).
+fn sync_static_pulls(
+    state: &Arc<ServerState>,
+    tasks: &mut std::collections::HashMap<String, tokio::task::JoinHandle<()>>,
+) {
+    let cfg = state.config();
+    if cfg.mode != crate::Mode::Remote {
+        return;
+    }
+    tasks.retain(|k, t| {
+        let keep = cfg.static_pull.contains(k);
+        if !keep {
+            t.abort();
+        }
+        keep
+    });
+    for k in &cfg.static_pull {
+        if !tasks.contains_key(k) {
+            let span = tracing::info_span!(parent: None, "static_pull", stream = %k);
+            let t = tokio::spawn(
+                crate::upstream::keep_pulled(state.clone(), k.clone()).instrument(span),
+            );
+            tasks.insert(k.clone(), t);
+        }
     }
 }
 

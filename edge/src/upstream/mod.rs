@@ -251,3 +251,39 @@ async fn pull_once(
         }
     }
 }
+
+/// `static_pull`: keeps `key` (`APP/STREAM`) pulled without viewers, as a hub player of its
+/// own that takes what arrives and drops it (the GOP cache stays warm for the first viewer).
+/// When the stream ends (no origin has it), retries after 1 s, doubling to 30 s.
+pub async fn keep_pulled(state: Arc<ServerState>, key: String) {
+    use crate::hub::{PlayerEvent, PullFrom};
+    let Some((app, name)) = key.split_once('/') else {
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let origins = Origins(&state);
+        let mut player = state.hub.watch(
+            &key,
+            Some(PullFrom {
+                upstream: &origins,
+                app,
+                name,
+            }),
+        );
+        info!(stream = %key, "static_pull: pulling without viewers");
+        let mut sink = Vec::with_capacity(256);
+        let why = loop {
+            sink.clear();
+            match player.next(&mut sink, 256, 8 << 20).await {
+                PlayerEvent::Ended(why) => break why,
+                PlayerEvent::Frames(_) => backoff = Duration::from_secs(1),
+                PlayerEvent::Lagged(_) => {}
+            }
+        };
+        drop(player);
+        warn!(stream = %key, reason = %why, retry_in = ?backoff, "static_pull: the stream ended; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
