@@ -250,24 +250,35 @@ pub(super) async fn answer(
             playlist(state, reg, &cfg, app, stream, req, client).await
         }
         Route::HlsFile { dir, file } => {
-            let Some(hs) = reg.by_file(dir, file) else {
-                // A cold edge behind a balancer without stickiness gets a file request before
-                // any playlist request: start packaging the stream the name belongs to, so
-                // the next requests find it (this one cannot be served: it was cut elsewhere).
-                if let Some((app, stream)) = stream_of_file(dir, file) {
-                    if state.config().mode == Mode::Remote
-                        || state.hub.has_source(&format!("{app}/{stream}"))
-                    {
-                        let hs = reg.get_or_start(state, &cfg, &app, &stream, &stream);
-                        hs.touch(client.ip());
+            let hs = match reg.by_file(dir, file) {
+                Some(hs) => hs,
+                None => {
+                    // A cold edge behind a balancer without stickiness gets a file request
+                    // before any playlist request: start packaging the stream the name belongs
+                    // to. The packager starts at the GOP cache's keyframe, so a file of the
+                    // current segment or later (what an LL-HLS player asks for near the live
+                    // edge) is cut here too, under the same name: wait for it, bounded. An
+                    // older one is a 404 after the wait.
+                    let Some((app, stream)) = stream_of_file(dir, file) else {
+                        return Answer::error(404, format!("{file}: not a file of a stream"));
+                    };
+                    let key = format!("{app}/{stream}");
+                    if state.config().mode == Mode::Local && !state.hub.has_source(&key) {
+                        return Answer::error(404, format!("{key} is not being published"));
                     }
+                    let hs = reg.get_or_start(state, &cfg, &app, &stream, &stream);
+                    hs.touch(client.ip());
+                    let name = file.to_string();
+                    let limit = state.config().origin_timeout.min(Duration::from_secs(5))
+                        + cfg.fragment * 2;
+                    if !hs.wait(limit, |p| p.file(&name).is_some()).await {
+                        return Answer::error(
+                            404,
+                            format!("{file}: cut before this server packaged {key}"),
+                        );
+                    }
+                    hs
                 }
-                return Answer::error(
-                    404,
-                    format!(
-                        "{file}: not here yet (the stream was not being packaged on this server)"
-                    ),
-                );
             };
             hs.touch(client.ip());
             file_answer(&hs, &cfg, file).await

@@ -20,6 +20,9 @@ struct Args {
     /// Port of the balancer's virtual server (viewers connect here).
     #[arg(long, default_value_t = 1935)]
     lb_port: u16,
+    /// Port of the balancer's HTTP virtual server (HTTP-FLV and HLS through the balancer).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
     /// Port of the balancer's admin API (`lb status --admin 127.0.0.1:PORT`).
     #[arg(long, default_value_t = 9180)]
     admin_port: u16,
@@ -49,8 +52,13 @@ async fn main() -> anyhow::Result<()> {
     let origin_addr = origin.local_addr();
     // Each edge serves its HTTP API (streams, clients, /metrics) on port + 10 and + 11; the
     // balancer's fleet page reads them.
+    // ... and HTTP-FLV / HLS on port + 20 and + 21, behind the balancer's HTTP virtual server.
     let with_api = |mut c: EdgeConfig, port: u16| {
         c.api = Some(at(port));
+        edgefleet_tests::with_http(&mut c);
+        if let Some(h) = c.http.as_mut() {
+            h.listen = at(port + 10);
+        }
         c
     };
     let edge1 = bind(
@@ -70,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let apis = [edge1.api_addr(), edge2.api_addr()];
+    let https = [edge1.http_addr(), edge2.http_addr()];
     let (e1, e2) = (edge1.local_addr(), edge2.local_addr());
     let hubs = [
         ("origin", origin.hub()),
@@ -110,6 +119,18 @@ async fn main() -> anyhow::Result<()> {
             args.stream
         ));
     }
+    // HTTP: one viewer's requests stay on one edge for a while (persistence, as keepalived's
+    // persistence_timeout): edges cut the same HLS segments, but one that starts packaging
+    // now cannot serve the segments another cut before it started.
+    let http_vip = at(args.http_port);
+    lb_toml.push_str(&format!(
+        "[[virtual_server]]\naddress = \"{http_vip}\"\nlb_algo = \"rr\"\nlb_kind = \"PROXY\"\ndelay_loop = 2\npersistence_timeout = 60\n"
+    ));
+    for h in https.iter().flatten() {
+        lb_toml.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{h}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
+        ));
+    }
     let lb_config =
         lb::LbConfig::parse(&lb_toml).map_err(|e| anyhow::anyhow!("demo lb config: {e}"))?;
     let balancer = lb::start(lb_config).await.map_err(|e| {
@@ -122,9 +143,15 @@ async fn main() -> anyhow::Result<()> {
     println!("  edge1   rtmp://{e1}/live   (pulls from the origin on demand)");
     println!("  edge2   rtmp://{e2}/live");
     println!("  lb      rtmp://{vip}/live   (PROXY, rr, rtmp_check over edge1 and edge2)");
+    println!("  lb      http://{http_vip}/live   (HTTP-FLV and HLS of edge1 and edge2)");
     println!();
     println!("Play it through the balancer, for example:");
     println!("  ffplay rtmp://{vip}/live/{}", args.stream);
+    println!("  ffplay http://{http_vip}/live/{}.flv", args.stream);
+    println!(
+        "  ffplay http://{http_vip}/live/{}.m3u8   (LL-HLS; Safari or hls.js play it too)",
+        args.stream
+    );
     println!(
         "  cargo run --release --bin edge -- play rtmp://{vip}/live/{} --clients 100 --duration 10",
         args.stream
