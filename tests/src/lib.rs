@@ -214,6 +214,11 @@ impl Drop for ChildGuard {
 
 /// `ffmpeg -re -stream_loop -1 -i clip -c copy -f flv URL` in the background.
 pub fn ffmpeg_publish(url: &str) -> ChildGuard {
+    ffmpeg_publish_with(url, &[])
+}
+
+/// [`ffmpeg_publish`] with output options before `-c copy` (`-vn`: audio only).
+pub fn ffmpeg_publish_with(url: &str, options: &[&str]) -> ChildGuard {
     let child = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -225,6 +230,7 @@ pub fn ffmpeg_publish(url: &str) -> ChildGuard {
             "-i",
         ])
         .arg(clip_path())
+        .args(options)
         .args(["-c", "copy", "-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

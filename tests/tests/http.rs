@@ -6,33 +6,53 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The first `n` bytes of a GET's body (after the head), with the head.
+/// The head and the first `n` bytes of the body of a GET (which may never end: live FLV).
 async fn get_prefix(addr: SocketAddr, path: &str, n: usize) -> Result<(String, Vec<u8>), String> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = exchange(addr, &req, Some(n)).await?;
+    Ok((head, body[..n].to_vec()))
+}
+
+/// Sends `request` and reads the answer: its head and body, to the end or (`until`) the
+/// first that many body bytes.
+async fn exchange(
+    addr: SocketAddr,
+    request: &str,
+    until: Option<usize>,
+) -> Result<(String, Vec<u8>), String> {
     let go = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(request.as_bytes()).await?;
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; 16384];
         loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let (Some(n), Some(end)) = (until, buf.windows(4).position(|w| w == b"\r\n\r\n")) {
                 if buf.len() >= end + 4 + n {
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    return Ok::<_, std::io::Error>((head, buf[end + 4..end + 4 + n].to_vec()));
+                    break;
                 }
             }
             let k = s.read(&mut chunk).await?;
             if k == 0 {
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                return Err(std::io::Error::other(format!("closed early: {text}")));
+                break;
             }
             buf.extend_from_slice(&chunk[..k]);
         }
+        Ok::<_, std::io::Error>(buf)
     };
-    match tokio::time::timeout(Duration::from_secs(20), go).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out".into()),
+    let buf = match tokio::time::timeout(Duration::from_secs(30), go).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timed out".into()),
+    };
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Err(format!("no head in {:?}", String::from_utf8_lossy(&buf)));
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let body = buf[end + 4..].to_vec();
+    if until.is_some_and(|n| body.len() < n) {
+        return Err(format!("closed early: {head}"));
     }
+    Ok((head, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,22 +104,7 @@ async fn http_flv_header_names_only_the_tracks_sent() {
     let origin = origin_with(with_http).await;
     let edge = edge_with(&[origin.addr], with_http).await;
     // Audio only: a header announcing video would stall flv.js / mpegts.js.
-    let child = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(clip_path())
-        .args(["-vn", "-c", "copy", "-f", "flv", &origin.url("radio")])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg");
-    let _guard = ChildGuard(child);
+    let _guard = ffmpeg_publish_with(&origin.url("radio"), &["-vn"]);
     wait_published(&origin.hub, "radio").await;
     for server in [&origin, &edge] {
         let (_, body) = get_prefix(server.http.unwrap(), "/live/radio.flv", 13)
@@ -339,31 +344,18 @@ async fn http_flv_and_hls_through_lb() {
 
 /// Plain `GET` of `path` on `addr` with HTTP/1.1 and Connection: close: (status, head, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
-    let go = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = match tokio::time::timeout(Duration::from_secs(30), go).await {
-        Ok(Ok(b)) => b,
-        other => return (0, format!("{other:?}"), Vec::new()),
-    };
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(buf.len());
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, head, buf[(end + 4).min(buf.len())..].to_vec())
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    match exchange(addr, &req, None).await {
+        Ok((head, body)) => {
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            (code, head, body)
+        }
+        Err(e) => (0, e, Vec::new()),
+    }
 }
 
 /// Segment URIs and the media sequence number of a playlist.
@@ -634,20 +626,7 @@ async fn head_and_ranges() {
     let seg = segments(&text).1.first().cloned().expect("a segment");
     let (code, _, whole) = get(h, &format!("/live/{seg}")).await;
     assert_eq!(code, 200);
-    let raw = |req: String| async move {
-        let mut s = tokio::net::TcpStream::connect(h).await.unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        (
-            String::from_utf8_lossy(&buf[..end]).into_owned(),
-            buf[end + 4..].to_vec(),
-        )
-    };
+    let raw = |req: String| async move { exchange(h, &req, None).await.unwrap() };
     let (head, body) =
         raw("HEAD /live/cam.m3u8 HTTP/1.1\r\nConnection: close\r\n\r\n".into()).await;
     assert!(
