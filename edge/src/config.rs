@@ -798,6 +798,45 @@ mod tests {
     }
 
     #[test]
+    fn http_and_hls_keys_are_checked_with_what_to_do() {
+        let c = EdgeConfig::parse("[http]\n").unwrap();
+        let h = c.http.unwrap();
+        assert_eq!(h.listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(h.crossdomain && h.flv);
+        let hls = h.hls.unwrap();
+        assert_eq!((hls.fragment.as_secs(), hls.window.as_secs()), (2, 20));
+        assert_eq!(hls.part.as_millis(), 500);
+        let off = EdgeConfig::parse("[http]\n[hls]\nenabled = false\n").unwrap();
+        assert!(off.http.unwrap().hls.is_none());
+        let e = errors("[hls]\nhls_fragment = 2\n");
+        assert!(e[0].contains("[http] listen"), "{e:?}");
+        let e = errors("[http]\n[hls]\nhls_fragment = 4\nhls_window = 6\n");
+        assert!(
+            e[0].contains("hls.hls_window") && e[0].contains("at least 8"),
+            "{e:?}"
+        );
+        let e = errors("[http]\n[hls]\nhls_fragment = 1\nhls_part = 2\n");
+        assert!(e[0].contains("hls.hls_part"), "{e:?}");
+        let e = errors("listen = \"0.0.0.0:1935\"\n[http]\nlisten = \"0.0.0.0:1935\"\n");
+        assert!(
+            e[0].contains("http.listen") && e[0].contains("its own port"),
+            "{e:?}"
+        );
+        let e = errors("[http]\nlisten = \"nowhere\"\nflv = 3\n");
+        assert!(e.iter().any(|e| e.contains("http")), "{e:?}");
+        let e = errors(
+            "mode = \"remote\"\norigin = [\"o:1935\"]\nstatic_pull = [\"cam\", \"live/../x\"]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("static_pull[0]") && e[0].contains("APP/STREAM"),
+            "{e:?}"
+        );
+        let e = errors("static_pull = [\"live/cam\"]\n");
+        assert!(e[0].contains("mode = \"remote\""), "{e:?}");
+    }
+
+    #[test]
     fn examples_are_valid() {
         for f in ["examples/origin.toml", "examples/edge.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
