@@ -1,6 +1,8 @@
-//! Any bytes as an HTTP request head (edge `[http]`): parsing, routing and ranges never
-//! panic, and a parsed head never claims more bytes than it was given.
+//! Any bytes as an HTTP request head (edge `[http]`): parsing, routing, byte ranges and the
+//! LL-HLS blocking-reload query never panic, and a parsed head never claims more bytes than it
+//! was given. The same bytes as a media playlist for `edge hls-load`'s parser.
 #![no_main]
+use edge::hls::parse_blocking_query;
 use edge::http::request::{byte_range, parse, route, Parsed};
 use libfuzzer_sys::fuzz_target;
 
@@ -10,8 +12,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(len <= data.len());
             let _ = route(&req.path);
             let _ = byte_range(req.range.as_deref(), data.len());
+            let _ = parse_blocking_query(&req.query);
         }
         Parsed::Refused(_, len) => assert!(len <= data.len()),
         Parsed::Partial => {}
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_blocking_query(text);
+        let _ = edge::tools::hls_load::parse_playlist(text);
+        let _ = edge::tools::hls_load::segment_start_ts(text);
     }
 });
