@@ -60,7 +60,15 @@ fn import_and_check(file: &str) -> (EdgeConfig, String) {
 fn the_seed_origin_and_edge_import_with_their_values() {
     let (c, toml) = import_and_check(&seed("edge.conf"));
     assert_eq!(c.mode, Mode::Remote);
-    assert_eq!(c.origin, [("172.16.1.228".to_string(), 1935)]);
+    // The seed's origin (read from the verbatim seed: its deployment address stays there).
+    let seed_text = std::fs::read_to_string(seed("edge.conf")).unwrap();
+    let origin = seed_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("origin"))
+        .map(|v| v.trim().trim_end_matches(';').to_string())
+        .unwrap();
+    let (host, port) = origin.rsplit_once(':').unwrap();
+    assert_eq!(c.origin, [(host.to_string(), port.parse().unwrap())]);
     assert_eq!(c.listen, "0.0.0.0:1935".parse().unwrap());
     assert_eq!(c.max_connections, 1000);
     assert_eq!(toml.matches("# srs: ").count(), 2, "{toml}");

@@ -115,7 +115,7 @@ impl Cx {
         match args {
             [ip, port] => {
                 if ip.parse::<std::net::IpAddr>().is_err() || port.parse::<u16>().is_err() {
-                    self.bad(d, "wants an IP address and a port, as `172.16.1.200 1935`");
+                    self.bad(d, "wants an IP address and a port, as `198.18.0.200 1935`");
                     return None;
                 }
                 Some(if ip.contains(':') {
@@ -125,7 +125,7 @@ impl Cx {
                 })
             }
             _ => {
-                self.bad(d, "wants an IP address and a port, as `172.16.1.200 1935`");
+                self.bad(d, "wants an IP address and a port, as `198.18.0.200 1935`");
                 None
             }
         }

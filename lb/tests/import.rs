@@ -17,6 +17,23 @@ const UNSUPPORTED: &str = concat!(
     "/tests/fixtures/keepalived-unsupported.conf"
 );
 
+/// The first argument of the seed's first `directive` line (or, for a block such as
+/// `virtual_ipaddress {`, its first entry): the value the import must carry over, read from the
+/// verbatim seed rather than repeated here (the seed's deployment addresses stay in the seed).
+fn seed_arg(directive: &str) -> String {
+    let text = std::fs::read_to_string(SEED).unwrap();
+    let mut lines = text
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}'));
+    lines
+        .find(|l| l.split_whitespace().next() == Some(directive))
+        .and_then(|l| match l.split_whitespace().nth(1) {
+            Some("{") | None => lines.find(|l| !l.is_empty()).map(str::to_string),
+            Some(v) => Some(v.to_string()),
+        })
+        .unwrap_or_else(|| panic!("no {directive} in the seed"))
+}
+
 fn import(args: &[&str]) -> Output {
     Command::new(LB)
         .arg("import-keepalived")
@@ -46,10 +63,14 @@ fn the_seed_keepalived_conf_imports_with_its_values() {
     assert_eq!(v.interface, "eth2");
     assert_eq!((v.vrid, v.priority, v.version), (51, 100, 2));
     assert_eq!(v.advert_int.as_secs(), 1);
-    assert_eq!(v.vips, [("172.16.1.200".parse().unwrap(), 32)]);
+    let vip: std::net::Ipv4Addr = seed_arg("virtual_ipaddress").parse().unwrap();
+    assert_eq!(v.vips, [(vip, 32)]);
     assert_eq!(v.auth_pass.as_deref(), Some("1111"));
     let vs = &c.virtual_servers[0];
-    assert_eq!(vs.address, "172.16.1.200:1935".parse().unwrap());
+    assert_eq!(
+        vs.address,
+        std::net::SocketAddr::new(seed_arg("virtual_server").parse().unwrap(), 1935)
+    );
     assert_eq!(vs.algo, Algo::Rr);
     assert_eq!(vs.kind, Kind::Dr);
     assert_eq!(vs.delay_loop.as_secs(), 6);
@@ -59,7 +80,17 @@ fn the_seed_keepalived_conf_imports_with_its_values() {
         .iter()
         .map(|r| r.address.to_string())
         .collect();
-    assert_eq!(rs, ["172.16.1.211:1935", "172.16.1.207:1935"]);
+    let text = std::fs::read_to_string(SEED).unwrap();
+    let want: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("real_server "))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            format!("{}:{}", w.next().unwrap(), w.next().unwrap())
+        })
+        .collect();
+    assert_eq!(want.len(), 2, "the seed has two real servers");
+    assert_eq!(rs, want);
     for r in &vs.real_servers {
         assert_eq!(r.weight, 1);
         let ck = r.check.as_ref().unwrap();

@@ -55,6 +55,17 @@ async fn exchange(
     Ok((head, body))
 }
 
+/// An origin with the clip published as live/cam, an edge on it and an edge on that edge, all
+/// with `[http]`; the publisher runs while the last value lives.
+async fn chain() -> (Running, Running, Running, common::shutdown::Trigger) {
+    let origin = origin_with(with_http).await;
+    let edge1 = edge_with(&[origin.addr], with_http).await;
+    let edge2 = edge_with(&[edge1.addr], with_http).await;
+    let publisher = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    (origin, edge1, edge2, publisher.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_flv_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
     common::logging::init_for_tests();
@@ -62,11 +73,7 @@ async fn http_flv_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
     if !have("ffprobe", test) || !have("ffmpeg", test) {
         return;
     }
-    let origin = origin_with(with_http).await;
-    let edge1 = edge_with(&[origin.addr], with_http).await;
-    let edge2 = edge_with(&[edge1.addr], with_http).await;
-    let (_stop, _pub) = publish_clip(&origin.url("cam"));
-    wait_published(&origin.hub, "cam").await;
+    let (origin, edge1, edge2, _publisher) = chain().await;
     for (who, server) in [
         ("origin", &origin),
         ("cold edge", &edge1),
@@ -380,11 +387,7 @@ async fn hls_from_a_cold_edge_and_a_chain_decodes_h264_and_aac() {
     if !have("ffprobe", test) || !have("ffmpeg", test) {
         return;
     }
-    let origin = origin_with(with_http).await;
-    let edge1 = edge_with(&[origin.addr], with_http).await;
-    let edge2 = edge_with(&[edge1.addr], with_http).await;
-    let (_stop, _pub) = publish_clip(&origin.url("cam"));
-    wait_published(&origin.hub, "cam").await;
+    let (origin, edge1, edge2, _publisher) = chain().await;
     for (who, server) in [
         ("cold edge", &edge1),
         ("edge -> edge", &edge2),

@@ -98,15 +98,6 @@ fn leaf(stream: &str) -> &str {
 }
 
 impl Registry {
-    /// The HLS viewers of a stream (0 when it is not packaged).
-    pub fn viewers(&self, key: &str) -> usize {
-        self.streams
-            .lock()
-            .unwrap()
-            .get(key)
-            .map_or(0, |s| s.viewers())
-    }
-
     fn by_file(&self, dir: &str, file: &str) -> Option<Arc<HlsStream>> {
         let map = self.streams.lock().unwrap();
         // The prefix is everything before one of the file's dashes.

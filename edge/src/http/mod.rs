@@ -133,7 +133,8 @@ async fn connection(
         }
     }
     let mut slot = Some(slot);
-    let mut established = None;
+    // The connection's place among max_connections, held until it closes.
+    let mut _established = None;
     loop {
         let req = match read_request(&mut tcp, &mut buf).await? {
             None => return Ok(()),
@@ -151,7 +152,7 @@ async fn connection(
         };
         if let Some(hs) = slot.take() {
             match state.slots.establish(hs, state.config().max_connections) {
-                Ok(s) => established = Some(s),
+                Ok(s) => _established = Some(s),
                 Err(why) => {
                     state.refuse(why, client, "max_connections reached (http)");
                     let r = Refuse::new(503, "max_connections reached");
@@ -160,7 +161,6 @@ async fn connection(
                 }
             }
         }
-        let _ = &established;
         let keep = req.keep_alive;
         if req.method == Method::Options {
             // A CORS preflight: any origin may GET.
