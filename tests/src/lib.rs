@@ -613,7 +613,8 @@ pub fn have_browser(test: &str) -> bool {
 
 /// Plays `url` in headless Chromium for `seconds` of media: `node tests/browser/play.mjs URL
 /// KIND SCREENSHOT SECONDS` with `kind` "hls" (hls.js, lowLatencyMode) or "flv" (mpegts.js,
-/// live), bounded by 60 s (killed, with its browser, past that). Returns play.mjs's JSON line
+/// live), bounded by 110 s (killed, with its browser, past that; play.mjs gives up at 105 s).
+/// Returns play.mjs's JSON line
 /// — `{"ok","kind","advanced","currentTime","videoWidth","videoHeight","frames","errors",
 /// "latency_s"}` — whether or not it played: check `ok` (and `errors`). `Err` only when the
 /// harness itself failed (no node, timed out, no JSON line). The URL must be on loopback.
@@ -628,7 +629,7 @@ pub fn browser_play(
 ) -> Result<serde_json::Value, String> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
-    const LIMIT: Duration = Duration::from_secs(60);
+    const LIMIT: Duration = Duration::from_secs(110);
     let mut child = Command::new("node")
         .arg(browser_dir().join("play.mjs"))
         .arg(url)
