@@ -38,6 +38,7 @@ pub struct RawConfig {
     pub dr_vip: Option<Vec<String>>,
     pub static_pull: Option<Vec<String>>,
     pub publish: Option<RawPublish>,
+    pub play: Option<RawPlay>,
     pub api: Option<RawApi>,
     pub http: Option<RawHttp>,
     pub hls: Option<RawHls>,
@@ -76,6 +77,14 @@ pub struct RawPublish {
     pub enabled: Option<bool>,
     pub allow: Option<Vec<String>>,
     pub key: Option<String>,
+}
+
+/// `[play]`: who may play (signed play tokens; see `crate::token`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlay {
+    pub token_keys: Option<Vec<String>>,
+    pub token_exempt: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +133,8 @@ pub struct EdgeConfig {
     /// (warm mirrors: the first viewer gets a picture at once).
     pub static_pull: Vec<String>,
     pub publish: PublishConfig,
+    /// `[play]`: play tokens required unless the client is in `token_exempt`.
+    pub play: crate::token::PlayConfig,
     /// The HTTP API's address (`[api] listen`), when enabled.
     pub api: Option<SocketAddr>,
     /// HTTP delivery (`[http]`), when enabled.
@@ -327,6 +338,7 @@ const KEYS: &[&str] = &[
     "dr_vip",
     "static_pull",
     "publish",
+    "play",
     "api",
     "http",
     "hls",
@@ -750,6 +762,33 @@ impl RawConfig {
             allow,
             key: raw_pub.key,
         };
+        let raw_play = self.play.unwrap_or_default();
+        let token_keys = raw_play.token_keys.unwrap_or_default();
+        for (i, k) in token_keys.iter().enumerate() {
+            if k.len() < 16 {
+                errs.push(ConfigError::new(
+                    format!("play.token_keys[{i}]"),
+                    format!(
+                        "a key of {} bytes is too short to sign tokens: use at least 16 (e.g. `openssl rand -hex 32`)",
+                        k.len()
+                    ),
+                ));
+            } else if token_keys[..i].contains(k) {
+                errs.push(ConfigError::new(
+                    format!("play.token_keys[{i}]"),
+                    "the same key twice",
+                ));
+            }
+        }
+        let token_exempt = networks(
+            &mut errs,
+            "play.token_exempt",
+            &raw_play.token_exempt.unwrap_or_else(loopback_nets),
+        );
+        let play = crate::token::PlayConfig {
+            token_keys,
+            token_exempt,
+        };
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -778,6 +817,7 @@ impl RawConfig {
             dr_vip,
             static_pull,
             publish,
+            play,
             api,
             http,
         })

@@ -27,17 +27,40 @@ pub enum Refusal {
     PublishBlocked,
     /// Wrong or missing publish key.
     PublishKey,
+    /// A play without the token `[play] token_keys` requires, by what was wrong with it.
+    PlayTokenMissing,
+    PlayTokenMalformed,
+    PlayTokenExpired,
+    PlayTokenSignature,
+    PlayTokenNetwork,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::MaxConnections,
         Refusal::Handshakes,
         Refusal::HandshakesPerIp,
         Refusal::ProxyHeader,
         Refusal::PublishBlocked,
         Refusal::PublishKey,
+        Refusal::PlayTokenMissing,
+        Refusal::PlayTokenMalformed,
+        Refusal::PlayTokenExpired,
+        Refusal::PlayTokenSignature,
+        Refusal::PlayTokenNetwork,
     ];
+
+    /// The refusal counted for a play token refused for `e`.
+    pub fn of_token(e: crate::token::TokenError) -> Refusal {
+        use crate::token::TokenError;
+        match e {
+            TokenError::Missing => Refusal::PlayTokenMissing,
+            TokenError::Malformed => Refusal::PlayTokenMalformed,
+            TokenError::Expired => Refusal::PlayTokenExpired,
+            TokenError::Signature => Refusal::PlayTokenSignature,
+            TokenError::Network => Refusal::PlayTokenNetwork,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +70,11 @@ impl Refusal {
             Refusal::ProxyHeader => "proxy_header",
             Refusal::PublishBlocked => "publish_blocked",
             Refusal::PublishKey => "publish_key",
+            Refusal::PlayTokenMissing => "play_token_missing",
+            Refusal::PlayTokenMalformed => "play_token_malformed",
+            Refusal::PlayTokenExpired => "play_token_expired",
+            Refusal::PlayTokenSignature => "play_token_signature",
+            Refusal::PlayTokenNetwork => "play_token_network",
         }
     }
 }
@@ -60,7 +88,7 @@ impl fmt::Display for Refusal {
 /// Refusals counted by reason; logging them is rate-limited by [`Refusals::should_log`].
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: [AtomicU64; 6],
+    counts: [AtomicU64; Refusal::ALL.len()],
     last_log: Mutex<HashMap<Refusal, Instant>>,
 }
 

@@ -32,6 +32,7 @@ pub mod output;
 pub mod reload;
 pub mod session;
 pub mod state;
+pub mod token;
 pub mod tools;
 pub mod upstream;
 

@@ -91,6 +91,23 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Print a signed play token for a stream ([play] token_keys), for ?token= on its URLs.
+    ///
+    /// Signs with the last key of play.token_keys in --config (rotate by appending the new
+    /// key, reloading every edge, then signing with it), or with $EDGEFLEET_TOKEN_KEY.
+    Token {
+        /// The stream, APP/STREAM (e.g. live/cam).
+        stream: String,
+        /// The config whose [play] token_keys holds the key.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Seconds from now until the token expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Only clients in this network (CIDR or address) may use it.
+        #[arg(long)]
+        net: Option<String>,
+    },
     /// Print the edge TOML equivalent of an srs.conf.
     ///
     /// Includes are followed. What cannot be carried over becomes a `# srs: DIRECTIVE: why`
@@ -108,6 +125,53 @@ enum Command {
 enum HlsMode {
     Rate,
     Live,
+}
+
+/// `edge token`: the token on stdout; a bad argument or a config without keys exits 64.
+fn token(stream: &str, config: Option<&std::path::Path>, ttl: u64, net: Option<&str>) -> ExitCode {
+    let fail = |why: String| {
+        eprintln!("edge token: {why}");
+        ExitCode::from(64)
+    };
+    if !stream.contains('/') || stream.starts_with('/') || stream.contains('?') {
+        return fail(format!(
+            "stream {stream:?} is not APP/STREAM (e.g. live/cam)"
+        ));
+    }
+    let key = match config {
+        Some(path) => match EdgeConfig::load(path) {
+            Ok(c) => match c.play.token_keys.last() {
+                Some(k) => k.clone(),
+                None => return fail(format!("{}: [play] token_keys is empty", path.display())),
+            },
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        None => match std::env::var("EDGEFLEET_TOKEN_KEY") {
+            Ok(k) if k.len() >= 16 => k,
+            Ok(_) => return fail("EDGEFLEET_TOKEN_KEY is shorter than 16 bytes".into()),
+            Err(_) => {
+                return fail(
+                    "give --config (with [play] token_keys) or set EDGEFLEET_TOKEN_KEY".into(),
+                )
+            }
+        },
+    };
+    let net = match net {
+        None => None,
+        Some(n) => match n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(n) => Some(n),
+            Err(_) => return fail(format!("--net {n:?} is not a CIDR or an IP address")),
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    println!("{}", edge::token::sign(&key, stream, now + ttl, net));
+    ExitCode::SUCCESS
 }
 
 /// `edge import-srs`: the TOML on stdout, problems and skipped directives on stderr.
@@ -142,6 +206,15 @@ fn main() -> ExitCode {
     if let Some(Command::ImportSrs { file, strict }) = &cli.command {
         return import_srs(file, *strict);
     }
+    if let Some(Command::Token {
+        stream,
+        config,
+        ttl,
+        net,
+    }) = &cli.command
+    {
+        return token(stream, config.as_deref(), *ttl, net.as_deref());
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(8 << 20)
@@ -157,7 +230,7 @@ fn main() -> ExitCode {
         Some(Command::Status { api, config, json }) => rt.block_on(run_status(api, config, json)),
         Some(Command::Publish { file, url, looped }) => rt.block_on(run_publish(file, url, looped)),
         // Handled before the runtime is built.
-        Some(Command::ImportSrs { .. }) => ExitCode::from(64),
+        Some(Command::ImportSrs { .. } | Command::Token { .. }) => ExitCode::from(64),
         Some(Command::DrSetup { vip, undo }) => match edge::tools::dr_setup::run(vip, undo) {
             Ok(lines) => {
                 for l in lines {

@@ -60,6 +60,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         dr_vip,
         static_pull,
         publish,
+        play,
         api,
         http,
     } = new;
@@ -254,6 +255,23 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         },
         NEW_SESSIONS,
     );
+    diff(
+        "play.token_keys",
+        // Never the keys themselves: how many, and whether they changed.
+        format!("{} key(s)", old.play.token_keys.len()),
+        if old.play.token_keys == play.token_keys {
+            format!("{} key(s)", play.token_keys.len())
+        } else {
+            format!("{} key(s), changed", play.token_keys.len())
+        },
+        NEW_SESSIONS,
+    );
+    diff(
+        "play.token_exempt",
+        nets(&old.play.token_exempt),
+        nets(&play.token_exempt),
+        NEW_SESSIONS,
+    );
     Ok(changes)
 }
 
@@ -311,6 +329,14 @@ mod tests {
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),
+            (
+                "play.token_keys",
+                "[play]\ntoken_keys = [\"0123456789abcdef\"]",
+            ),
+            (
+                "play.token_exempt",
+                "[play]\ntoken_exempt = [\"198.18.0.0/15\"]",
+            ),
         ];
         for (key, line) in cases {
             let keys: Vec<&str> = plan(&base, &cfg(line))

@@ -85,6 +85,33 @@ impl ServerState {
     }
 }
 
+impl ServerState {
+    /// Whether `peer` may play `stream` (`APP/STREAM`) with `token` (`[play] token_keys`,
+    /// see `crate::token`); a refusal is counted by reason and logged (rate-limited).
+    pub fn play_allowed(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        peer: std::net::SocketAddr,
+    ) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match self.config().play.check(stream, token, peer.ip(), now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.refuse(
+                    Refusal::of_token(e),
+                    peer,
+                    &format!("play of {stream}: {}", e.describe()),
+                );
+                false
+            }
+        }
+    }
+}
+
 /// What a connection is doing, for the API and the end-of-session log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

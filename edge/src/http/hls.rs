@@ -280,7 +280,7 @@ pub(super) async fn answer(
 
 /// The stream a file name (`STREAM-<ts>[.<i>].m4s`, `STREAM-o<n>-<ts>...`, `STREAM-gap<n>.m4s`,
 /// `STREAM-init-<hash>.mp4`) in `dir` (`APP[/DIR...]`) belongs to, as (app, stream).
-fn stream_of_file(dir: &str, file: &str) -> Option<(String, String)> {
+pub(super) fn stream_of_file(dir: &str, file: &str) -> Option<(String, String)> {
     let stem = file
         .strip_suffix(".m4s")
         .or_else(|| file.strip_suffix(".mp4"))?;
@@ -342,9 +342,11 @@ async fn playlist(
     {
         return Answer::error(404, format!("{key} is on no origin"));
     }
-    let raw = match req.query.is_empty() {
+    // The pull outlives the viewer's play token, and the origin is not the viewer.
+    let upstream_query = super::request::query_without(&req.query, "token");
+    let raw = match upstream_query.is_empty() {
         true => stream.to_string(),
-        false => format!("{stream}?{}", req.query),
+        false => format!("{stream}?{upstream_query}"),
     };
     let hs = reg.get_or_start(state, cfg, app, stream, &raw);
     hs.touch(client.ip());
@@ -379,6 +381,16 @@ async fn playlist(
         }
     };
     let text = hs.packager.lock().unwrap().playlist();
+    // With play tokens, the segments and parts are fetched with the playlist's token.
+    let text = match (
+        conf.play.tokens_required(),
+        super::request::query_param(&req.query, "token"),
+    ) {
+        (true, Some(t)) => {
+            text.map(|p| crate::token::playlist_with_query(&p, &format!("token={t}")))
+        }
+        _ => text,
+    };
     match (ready, text) {
         (_, Some(text)) => Answer {
             status: 200,

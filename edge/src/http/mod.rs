@@ -187,6 +187,28 @@ async fn connection(
                     return Ok(());
                 }
             };
+            if state.config().play.tokens_required() {
+                // The same 403 whatever was wrong and whether or not the stream exists.
+                let stream_key = match &route {
+                    Route::HlsFile { dir, file } => {
+                        hls::stream_of_file(dir, file).map(|(a, s)| format!("{a}/{s}"))
+                    }
+                    r => Some(r.key()),
+                };
+                let token = request::query_param(&req.query, "token");
+                let allowed = match &stream_key {
+                    Some(k) => state.play_allowed(k, token, client),
+                    None => false,
+                };
+                if !allowed {
+                    let refuse = Refuse::new(403, crate::token::REFUSED);
+                    respond_error(&mut tcp, &refuse, cfg_cors(&state), keep).await?;
+                    if keep {
+                        continue;
+                    }
+                    return Ok(());
+                }
+            }
             match route {
                 Route::Flv { app, stream } => {
                     return flv::serve(state, tcp, client, id, &req, &app, &stream).await;

@@ -527,6 +527,21 @@ impl StreamName {
         }
     }
 
+    /// `name?query` without the `key` parameter (a viewer's play token is not passed
+    /// upstream: the pull outlives it, and the origin is not the viewer).
+    pub fn without_param(&self, key: &str) -> String {
+        let kept: Vec<&str> = self
+            .query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != key)
+            .collect();
+        if kept.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}?{}", self.name, kept.join("&"))
+        }
+    }
+
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query
             .split('&')

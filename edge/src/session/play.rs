@@ -42,6 +42,18 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         )));
     }
     let key = s.stream_key(&name);
+    // Before anything about the stream is looked at: a refusal says nothing of whether it
+    // exists.
+    if !s.state.play_allowed(&key, name.param("token"), s.peer) {
+        s.status(
+            stream_id,
+            "error",
+            "NetStream.Play.Failed",
+            crate::token::REFUSED,
+        )
+        .await?;
+        return Ok(Ended::Close);
+    }
     let hub = s.state.hub.clone();
     let shown = common::redact::query(&raw).into_owned();
     if s.mode() == Mode::Local && !hub.has_source(&key) {
@@ -57,10 +69,11 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         return not_found(s, stream_id, &key, &format!("{key} is on no origin")).await;
     }
     let origins = upstream::Origins(&s.state);
+    let upstream_name = name.without_param("token");
     let pull = (s.mode() == Mode::Remote).then(|| PullFrom {
         upstream: &origins,
         app: &s.app,
-        name: &raw,
+        name: &upstream_name,
     });
     let player = hub.watch(&key, pull);
     info!(stream = %key, "play started");
