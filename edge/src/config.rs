@@ -39,6 +39,7 @@ pub struct RawConfig {
     pub static_pull: Option<Vec<String>>,
     pub publish: Option<RawPublish>,
     pub play: Option<RawPlay>,
+    pub http_hooks: Option<RawHooks>,
     pub api: Option<RawApi>,
     pub http: Option<RawHttp>,
     pub hls: Option<RawHls>,
@@ -85,6 +86,16 @@ pub struct RawPublish {
 pub struct RawPlay {
     pub token_keys: Option<Vec<String>>,
     pub token_exempt: Option<Vec<String>>,
+}
+
+/// `[http_hooks]` (SRS: `http_hooks`; nginx-rtmp: `on_publish`, `on_play`, `on_done`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    pub on_publish: Option<String>,
+    pub on_play: Option<String>,
+    pub on_done: Option<String>,
+    pub timeout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +146,8 @@ pub struct EdgeConfig {
     pub publish: PublishConfig,
     /// `[play]`: play tokens required unless the client is in `token_exempt`.
     pub play: crate::token::PlayConfig,
+    /// `[http_hooks]`: the site's service asked before a publish or play.
+    pub http_hooks: crate::hooks::HooksConfig,
     /// The HTTP API's address (`[api] listen`), when enabled.
     pub api: Option<SocketAddr>,
     /// HTTP delivery (`[http]`), when enabled.
@@ -339,6 +352,7 @@ const KEYS: &[&str] = &[
     "static_pull",
     "publish",
     "play",
+    "http_hooks",
     "api",
     "http",
     "hls",
@@ -789,6 +803,32 @@ impl RawConfig {
             token_keys,
             token_exempt,
         };
+        let raw_hooks = self.http_hooks.unwrap_or_default();
+        let mut hook = |key: &str, v: Option<String>| {
+            v.and_then(|u| match crate::hooks::HookUrl::parse(&u) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    errs.push(ConfigError::new(format!("http_hooks.{key}"), e));
+                    None
+                }
+            })
+        };
+        let on_publish = hook("on_publish", raw_hooks.on_publish);
+        let on_play = hook("on_play", raw_hooks.on_play);
+        let on_done = hook("on_done", raw_hooks.on_done);
+        let hook_timeout = raw_hooks.timeout.unwrap_or(3.0);
+        if !(0.1..=30.0).contains(&hook_timeout) {
+            errs.push(ConfigError::new(
+                "http_hooks.timeout",
+                format!("{hook_timeout} s is outside 0.1..=30 (a publisher or player waits for the hook that long)"),
+            ));
+        }
+        let http_hooks = crate::hooks::HooksConfig {
+            on_publish,
+            on_play,
+            on_done,
+            timeout: Duration::from_secs_f64(hook_timeout.clamp(0.1, 30.0)),
+        };
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -818,6 +858,7 @@ impl RawConfig {
             static_pull,
             publish,
             play,
+            http_hooks,
             api,
             http,
         })

@@ -33,10 +33,13 @@ pub enum Refusal {
     PlayTokenExpired,
     PlayTokenSignature,
     PlayTokenNetwork,
+    /// `[http_hooks] on_publish` / `on_play` refused (or did not answer in time).
+    HookPublish,
+    HookPlay,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::MaxConnections,
         Refusal::Handshakes,
         Refusal::HandshakesPerIp,
@@ -48,6 +51,8 @@ impl Refusal {
         Refusal::PlayTokenExpired,
         Refusal::PlayTokenSignature,
         Refusal::PlayTokenNetwork,
+        Refusal::HookPublish,
+        Refusal::HookPlay,
     ];
 
     /// The refusal counted for a play token refused for `e`.
@@ -75,6 +80,8 @@ impl Refusal {
             Refusal::PlayTokenExpired => "play_token_expired",
             Refusal::PlayTokenSignature => "play_token_signature",
             Refusal::PlayTokenNetwork => "play_token_network",
+            Refusal::HookPublish => "hook_publish",
+            Refusal::HookPlay => "hook_play",
         }
     }
 }

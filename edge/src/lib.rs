@@ -25,6 +25,7 @@ pub mod api;
 pub mod config;
 pub mod guard;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod import;

@@ -61,6 +61,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         static_pull,
         publish,
         play,
+        http_hooks,
         api,
         http,
     } = new;
@@ -264,6 +265,33 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         } else {
             format!("{} key(s), changed", play.token_keys.len())
         },
+        NEW_SESSIONS,
+    );
+    let hook = |h: &Option<crate::hooks::HookUrl>| {
+        h.as_ref().map_or("none".to_string(), |u| u.to_string())
+    };
+    diff(
+        "http_hooks.on_publish",
+        hook(&old.http_hooks.on_publish),
+        hook(&http_hooks.on_publish),
+        NEW_SESSIONS,
+    );
+    diff(
+        "http_hooks.on_play",
+        hook(&old.http_hooks.on_play),
+        hook(&http_hooks.on_play),
+        NEW_SESSIONS,
+    );
+    diff(
+        "http_hooks.on_done",
+        hook(&old.http_hooks.on_done),
+        hook(&http_hooks.on_done),
+        NEW_SESSIONS,
+    );
+    diff(
+        "http_hooks.timeout",
+        format!("{:?}", old.http_hooks.timeout),
+        format!("{:?}", http_hooks.timeout),
         NEW_SESSIONS,
     );
     diff(

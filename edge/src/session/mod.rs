@@ -503,6 +503,66 @@ pub(crate) struct Session {
     pub fc_publish: bool,
 }
 
+impl Session {
+    /// The hook call describing this session's `call` of `name`.
+    pub(crate) fn hook_call<'a>(
+        &'a self,
+        call: &'a str,
+        name: &'a StreamName,
+    ) -> crate::hooks::Call<'a> {
+        crate::hooks::Call {
+            call,
+            addr: self.peer.ip(),
+            client_id: self.id,
+            app: &self.app,
+            name: &name.name,
+            tc_url: &self.tc_url,
+            query: &name.query,
+        }
+    }
+
+    /// Asks `url` about `call` of `name`: the name to go on with (renamed or not), or the
+    /// refusal's reason (counted and logged as `refusal`).
+    pub(crate) async fn ask_hook(
+        &self,
+        url: &crate::hooks::HookUrl,
+        call: &str,
+        name: &StreamName,
+        refusal: crate::guard::Refusal,
+    ) -> Result<Option<StreamName>, ()> {
+        let timeout = self.config.http_hooks.timeout;
+        match crate::hooks::ask(url, timeout, &self.hook_call(call, name)).await {
+            crate::hooks::Verdict::Allow => Ok(None),
+            crate::hooks::Verdict::Rename(n) => {
+                tracing::info!(from = %name.name, to = %n, hook = %url, "{call} renamed by the hook");
+                Ok(Some(StreamName {
+                    name: n,
+                    query: name.query.clone(),
+                }))
+            }
+            crate::hooks::Verdict::Refuse(why) => {
+                self.state.refuse(
+                    refusal,
+                    self.peer,
+                    &format!("{call} of {}: {why}", name.name),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Sends `on_done` for `name`, if configured (in the background).
+    pub(crate) fn hook_done(&self, name: &StreamName) {
+        if let Some(url) = &self.config.http_hooks.on_done {
+            crate::hooks::done(
+                url.clone(),
+                self.config.http_hooks.timeout,
+                self.hook_call("done", name),
+            );
+        }
+    }
+}
+
 /// How a play or publish ended.
 pub(crate) enum Ended {
     /// The client ended the stream (`deleteStream`, `closeStream`, `FCUnpublish`) and keeps

@@ -12,6 +12,7 @@
 //! `deleteStream` / `closeStream` end the play and keep the connection.
 
 use super::{Ended, Session, StreamName};
+use crate::guard::Refusal;
 use crate::hub::{PullFrom, SharedFrame};
 use crate::output::{self, rtmp, Delivery, Stop, WriteError};
 use crate::state::ClientKind;
@@ -27,7 +28,7 @@ use tracing::{debug, info};
 
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
-    let name = StreamName::parse(&raw);
+    let mut name = StreamName::parse(&raw);
     if !name.is_valid() {
         s.status(
             stream_id,
@@ -41,10 +42,19 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             common::redact::query(&raw)
         )));
     }
-    let key = s.stream_key(&name);
     // Before anything about the stream is looked at: a refusal says nothing of whether it
     // exists.
-    if !s.state.play_allowed(&key, name.param("token"), s.peer) {
+    let mut allowed = s
+        .state
+        .play_allowed(&s.stream_key(&name), name.param("token"), s.peer);
+    if let (true, Some(url)) = (allowed, s.config.http_hooks.on_play.clone()) {
+        match s.ask_hook(&url, "play", &name, Refusal::HookPlay).await {
+            Ok(None) => {}
+            Ok(Some(renamed)) => name = renamed,
+            Err(()) => allowed = false,
+        }
+    }
+    if !allowed {
         s.status(
             stream_id,
             "error",
@@ -54,6 +64,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         .await?;
         return Ok(Ended::Close);
     }
+    let key = s.stream_key(&name);
     let hub = s.state.hub.clone();
     let shown = common::redact::query(&raw).into_owned();
     if s.mode() == Mode::Local && !hub.has_source(&key) {
@@ -188,6 +199,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     .await;
     let player = delivery.player;
     debug!(stream = %key, name = %shown, "play stopped");
+    s.hook_done(&name);
     s.client
         .bytes_in
         .store(s.reader.bytes_in(), std::sync::atomic::Ordering::Relaxed);

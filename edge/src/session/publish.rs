@@ -14,8 +14,8 @@ use tracing::{info, warn};
 /// Ends with the connection kept ([`Ended::ByClient`]) when the client unpublishes, or
 /// closed after a refusal.
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
-    let raw = cmd.first_string_arg().unwrap_or("").to_string();
-    let name = StreamName::parse(&raw);
+    let mut raw = cmd.first_string_arg().unwrap_or("").to_string();
+    let mut name = StreamName::parse(&raw);
     let cfg = s.config.publish.clone();
     let ip = s.peer.ip();
     let refusal = if !name.is_valid() {
@@ -42,6 +42,31 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         warn!(stream = %name.name, reason = %why, "publish refused");
         s.status(stream_id, "error", code, &why).await?;
         return Ok(Ended::Close);
+    }
+    if let Some(url) = s.config.http_hooks.on_publish.clone() {
+        match s
+            .ask_hook(&url, "publish", &name, Refusal::HookPublish)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(renamed)) => {
+                raw = match renamed.query.is_empty() {
+                    true => renamed.name.clone(),
+                    false => format!("{}?{}", renamed.name, renamed.query),
+                };
+                name = renamed;
+            }
+            Err(()) => {
+                s.status(
+                    stream_id,
+                    "error",
+                    "NetStream.Publish.Rejected",
+                    "refused by the publish hook",
+                )
+                .await?;
+                return Ok(Ended::Close);
+            }
+        }
     }
     let key = s.stream_key(&name);
     if s.mode() == Mode::Remote {
@@ -127,6 +152,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     };
     info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
     drop(source);
+    s.hook_done(&name);
     result.map(|()| Ended::ByClient(Box::new(s)))
 }
 
