@@ -6,7 +6,8 @@
 //! header's behind lb), `clientid`, `app`, `name` (the stream, without its query), `tcurl`,
 //! `type=live`, then every `?key=value` the client put after the stream name. The answer:
 //!
-//! - 2xx: allowed;
+//! - 2xx: allowed — unless the body is SRS's refusal (a bare non-zero number or a JSON
+//!   object with a non-zero `code`), so a service written for SRS's hooks keeps refusing;
 //! - 3xx with `Location: NAME` (a plain stream name, no `/`): allowed under that name (a
 //!   rename: the publisher's stream or the stream the player gets);
 //! - anything else, no answer within `timeout`, or a hook that cannot be reached: refused.
@@ -137,7 +138,14 @@ pub async fn ask(url: &HookUrl, timeout: Duration, call: &Call<'_>) -> Verdict {
 fn verdict(answer: Result<common::http::Answer, String>, url: &HookUrl) -> Verdict {
     match answer {
         Err(e) => Verdict::Refuse(format!("hook {url}: {e}")),
-        Ok(a) if (200..300).contains(&a.status) => Verdict::Allow,
+        Ok(a) if (200..300).contains(&a.status) => match srs_code(&a.body) {
+            // An SRS hook service answers 200 and says no in its body.
+            Some(code) if code != 0 => Verdict::Refuse(format!(
+                "hook {url} answered {} with code {code} (SRS's refusal)",
+                a.status
+            )),
+            _ => Verdict::Allow,
+        },
         Ok(a) if (300..400).contains(&a.status) => match a.location.as_deref() {
             Some(n) if !n.is_empty() && !n.contains(['/', '?', '\0']) && n.len() <= 255 => {
                 Verdict::Rename(n.to_string())
@@ -157,6 +165,16 @@ fn verdict(answer: Result<common::http::Answer, String>, url: &HookUrl) -> Verdi
             String::from_utf8_lossy(&a.body[..a.body.len().min(200)]).trim()
         )),
     }
+}
+
+/// The `code` of an SRS-style answer body: a bare number, or a JSON object's `code`.
+fn srs_code(body: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(n);
+    }
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get("code")?.as_i64()
 }
 
 /// Sends `on_done` in the background (bounded by `timeout`); failures are logged.
@@ -245,6 +263,22 @@ mod tests {
             verdict(Err("timed out".into()), &u),
             Verdict::Refuse(_)
         ));
+        // SRS's hook answers: 200 with code 0 allows, any other code refuses.
+        let srs = |body: &'static str| {
+            verdict(
+                Ok(common::http::Answer {
+                    status: 200,
+                    location: None,
+                    body: Bytes::from_static(body.as_bytes()),
+                }),
+                &u,
+            )
+        };
+        assert_eq!(srs("0"), Verdict::Allow);
+        assert_eq!(srs("{\"code\": 0}"), Verdict::Allow);
+        assert_eq!(srs("OK"), Verdict::Allow);
+        assert!(matches!(srs("1"), Verdict::Refuse(_)));
+        assert!(matches!(srs("{\"code\": 403}"), Verdict::Refuse(_)));
     }
 
     #[test]

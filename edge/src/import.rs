@@ -54,6 +54,8 @@ struct Cx {
     /// The default vhost's enabled `hls` / `http_remux`: `[hls]`, `[http] flv`.
     hls: Option<Section>,
     flv: Option<bool>,
+    /// The default vhost's enabled `http_hooks`: `[http_hooks]`.
+    hooks: Option<Section>,
 }
 
 impl Cx {
@@ -148,6 +150,7 @@ pub fn srs(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
         http: None,
         hls: None,
         flv: None,
+        hooks: None,
     };
     let mut security = false;
     for d in tree {
@@ -257,6 +260,9 @@ pub fn srs(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
         });
         sections.push(hls);
     }
+    if let Some(h) = cx.hooks.take() {
+        sections.push(h);
+    }
     Ok(Import {
         toml: render(&sections),
         skipped: cx.skipped,
@@ -364,6 +370,67 @@ fn http_remux(cx: &mut Cx, d: &Directive) {
     }
 }
 
+/// vhost `http_hooks { enabled on; on_publish URL; on_play URL; on_unpublish URL; on_stop
+/// URL; }`: `[http_hooks]` (SRS's on_unpublish and on_stop are both `on_done`).
+fn http_hooks(cx: &mut Cx, d: &Directive) {
+    let mut enabled = false;
+    let mut s = Section::table("http_hooks");
+    s.comment("srs: http_hooks: EdgeFleet posts nginx-rtmp's form fields (call, addr, clientid, app, name, tcurl, and the client's ?args), not SRS's JSON; an answer of 2xx allows unless its body is SRS's refusal (a non-zero `code` or number); adapt the service to read the form (README: HTTP hooks)");
+    let mut done: Option<String> = None;
+    for c in d.children() {
+        let key = match c.name.as_str() {
+            "enabled" => {
+                enabled = cx.on_off(c).unwrap_or(false);
+                continue;
+            }
+            "on_publish" => "on_publish",
+            "on_play" => "on_play",
+            "on_unpublish" | "on_stop" => "on_done",
+            _ => {
+                cx.skip_text(
+                    &c.pos,
+                    &format!("http_hooks {}", c.text()),
+                    "not supported: the edge calls on_publish, on_play and on_done only",
+                );
+                continue;
+            }
+        };
+        let Some(first) = c.args.first() else {
+            cx.bad(c, "needs a URL");
+            continue;
+        };
+        if let Err(e) = crate::hooks::HookUrl::parse(first) {
+            cx.bad(c, e);
+            continue;
+        }
+        if c.args.len() > 1 {
+            cx.skip_text(
+                &c.pos,
+                &format!("http_hooks {}", c.text()),
+                "not supported: one URL per hook; only the first is carried over",
+            );
+        }
+        if key == "on_done" {
+            match &done {
+                Some(d0) if d0 != first => {
+                    cx.skip_text(
+                        &c.pos,
+                        &format!("http_hooks {}", c.text()),
+                        "not supported: on_unpublish and on_stop become one on_done; the first URL is kept",
+                    );
+                    continue;
+                }
+                Some(_) => continue,
+                None => done = Some(first.clone()),
+            }
+        }
+        s.set(key, first.as_str());
+    }
+    if enabled {
+        cx.hooks = Some(s);
+    }
+}
+
 /// The default vhost's keys at the top level; whether it had an enabled security block.
 fn vhost(cx: &mut Cx, d: &Directive) -> bool {
     let mut security = false;
@@ -388,6 +455,7 @@ fn vhost(cx: &mut Cx, d: &Directive) -> bool {
             "security" => security |= security_block(cx, c),
             "hls" => hls_block(cx, c),
             "http_remux" => http_remux(cx, c),
+            "http_hooks" => http_hooks(cx, c),
             _ => {
                 let why = hint_in_vhost(&c.name);
                 cx.skip_text(&c.pos, &format!("vhost {}", shown(c)), why);
@@ -402,7 +470,6 @@ fn hint_in_vhost(name: &str) -> &'static str {
         "mr" => "not needed: the edge reads each connection as data arrives (no merged-read delay)",
         "hds" | "dvr" | "transcode" | "exec" | "forward" | "ingest"
         | "rtc" | "srt" => "not supported: the edge serves RTMP (and HTTP-FLV where built in); run a separate packager for it",
-        "http_hooks" => "not supported: restrict publishers with [publish] allow and [publish] key",
         "refer" | "refer_play" | "refer_publish" => "not supported: restrict publishers with [publish] allow and [publish] key",
         "publish" => "not needed: the edge has no publish tuning (merged reads, first-packet timeouts); see handshake_timeout",
         _ => srs_hint(name).unwrap_or("not supported by the edge (no equivalent key)"),
@@ -539,6 +606,42 @@ mod tests {
         assert!(c.publish.allows("198.19.2.3".parse().unwrap()));
         assert!(!c.publish.allows("198.18.9.1".parse().unwrap()));
         assert_eq!(imp.skipped.len(), 2, "{}", imp.toml);
+    }
+
+    #[test]
+    fn http_hooks_become_http_hooks() {
+        let imp = srs_str(
+            "vhost __defaultVhost__ {\n http_hooks {\n  enabled on;\n  on_publish http://127.0.0.1:8085/api/v1/streams http://127.0.0.1:8086/x;\n  on_play http://127.0.0.1:8085/api/v1/sessions;\n  on_unpublish http://127.0.0.1:8085/api/v1/streams;\n  on_stop http://127.0.0.1:8085/api/v1/sessions;\n  on_dvr http://127.0.0.1:8085/api/v1/dvrs;\n }\n}\n",
+            "s.conf",
+        )
+        .unwrap();
+        let c = EdgeConfig::parse(&imp.toml).unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
+        let h = &c.http_hooks;
+        assert_eq!(
+            h.on_publish.as_ref().unwrap().to_string(),
+            "http://127.0.0.1:8085/api/v1/streams"
+        );
+        assert_eq!(
+            h.on_play.as_ref().unwrap().to_string(),
+            "http://127.0.0.1:8085/api/v1/sessions"
+        );
+        assert_eq!(
+            h.on_done.as_ref().unwrap().to_string(),
+            "http://127.0.0.1:8085/api/v1/streams"
+        );
+        // The second on_publish URL, on_stop's other URL and on_dvr: one comment each.
+        assert_eq!(imp.skipped.len(), 3, "{}", imp.toml);
+        assert!(imp.toml.contains("not SRS's JSON"), "{}", imp.toml);
+        let e = srs_str(
+            "vhost __defaultVhost__ {\n http_hooks {\n  enabled on;\n  on_play https://x/y;\n }\n}\n",
+            "s.conf",
+        )
+        .unwrap_err();
+        assert!(
+            e[0].to_string()
+                .starts_with("s.conf:4: on_play https://x/y"),
+            "{e:?}"
+        );
     }
 
     #[test]
