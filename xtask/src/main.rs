@@ -2,7 +2,7 @@
 //! `.cargo/config.toml`).
 //!
 //! `cargo xtask dist` makes, in `TARGET_DIR/dist/`:
-//! - `lb` and `edge`: release binaries (profile `dist`: no debug info) linked against glibc
+//! - `lb` and `edge`: release binaries (profile `release-dist`: no debug info) linked against glibc
 //!   2.17 or older, so that they start on EL7 and everything newer. cargo-zigbuild links them
 //!   with zig (from PyPI: `pip install ziglang`) against glibc 2.17's symbol versions; the
 //!   highest `GLIBC_x.y` each binary needs is read back with `objdump -T` and checked.
@@ -25,7 +25,7 @@ use std::time::Instant;
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// EL7's glibc: the oldest the seeds' hosts carry.
 const GLIBC_MAX: (u32, u32) = (2, 17);
-const PROFILE: &str = "dist";
+const PROFILE: &str = "release-dist";
 const BINS: [&str; 2] = ["lb", "edge"];
 
 /// A tool the task runs: how to tell it is there, and how to install it.
@@ -40,7 +40,7 @@ struct Tool {
 const TOOLS: [Tool; 5] = [
     Tool {
         name: "cargo-zigbuild",
-        probe: &["cargo", "zigbuild", "--version"],
+        probe: &["cargo-zigbuild", "--version"],
         install: Some(&[
             "cargo",
             "install",
@@ -352,6 +352,9 @@ fn dist(args: &[String]) -> Result<()> {
             TARGET,
             "--profile",
             PROFILE,
+            // EL7's rpm (4.11) reads gzip payloads, not the default zstd.
+            "--payload-compress",
+            "gzip",
             "--output",
             out_s,
         ])?;
