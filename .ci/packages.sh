@@ -70,7 +70,8 @@ for f in /usr/bin/lb /usr/bin/edge \
   /usr/share/doc/edgefleet-lb/README.md /usr/share/doc/edgefleet-edge/README.md; do
   [ -e "$f" ] || fail "$f not installed"
 done
-for m in lb edge; do
+# The main pages and one per subcommand (their SUBCOMMANDS sections name lb-status(1), ...).
+for m in lb edge lb-status edge-dr-setup; do
   page=$(ls /usr/share/man/man1/"$m".1* 2>/dev/null | head -n 1)
   [ -n "$page" ] || fail "man page $m.1 not installed in /usr/share/man/man1"
   zcat -f "$page" | grep -q "^\.TH $m 1" || fail "$page is not the $m(1) page"

@@ -6,7 +6,7 @@
 //!   2.17 or older, so that they start on EL7 and everything newer. cargo-zigbuild links them
 //!   with zig (from PyPI: `pip install ziglang`) against glibc 2.17's symbol versions; the
 //!   highest `GLIBC_x.y` each binary needs is read back with `objdump -T` and checked.
-//! - `man/lb.1`, `man/edge.1`: rendered with clap_mangen from the same clap definitions the
+//! - `man/lb.1`, `man/edge.1` and a page per subcommand (`lb-status.1`, ...): rendered with clap_mangen from the same clap definitions the
 //!   binaries parse with (`lb::cli::cli()`, `edge::cli::cli()`).
 //! - `edgefleet-lb_*.deb`, `edgefleet-edge_*.deb` (cargo-deb) and the two `.rpm`
 //!   (cargo-generate-rpm), from `[package.metadata.deb]` / `[package.metadata.generate-rpm]`
@@ -202,21 +202,33 @@ fn ensure_tools(install: bool) -> Result<()> {
     Ok(())
 }
 
-/// Renders `lb.1` and `edge.1` into `dir`.
+/// Renders `lb.1`, `edge.1` and a page per subcommand (`lb-status.1`, ..., which the
+/// SUBCOMMANDS section of the main page names) into `dir`.
 fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
-    let mut written = Vec::new();
-    for (name, cmd) in [("lb", lb::cli::cli()), ("edge", edge::cli::cli())] {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cmd)
+    fn render(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            render(sub.clone(), dir, written)?;
+        }
+        let man = clap_mangen::Man::new(cmd)
             .section("1")
             .manual("EdgeFleet")
-            .source(format!("EdgeFleet {}", env!("CARGO_PKG_VERSION")))
-            .render(&mut page)
-            .with_context(|| format!("rendering {name}.1"))?;
-        let path = dir.join(format!("{name}.1"));
+            .source(format!("EdgeFleet {}", env!("CARGO_PKG_VERSION")));
+        let path = dir.join(man.get_filename());
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .with_context(|| format!("rendering {}", path.display()))?;
         std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let mut written = Vec::new();
+    for cmd in [lb::cli::cli(), edge::cli::cli()] {
+        // As clap_mangen::generate_to: no page for the implicit `help` subcommand, and the
+        // subcommands named `lb-status` etc. (build() propagates the names).
+        let mut cmd = cmd.disable_help_subcommand(true);
+        cmd.build();
+        render(cmd, dir, &mut written)?;
     }
     Ok(written)
 }
