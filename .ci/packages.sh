@@ -46,7 +46,8 @@ for b in lb edge; do
   echo "$b: highest $v"
   [ "$(printf '%s\nGLIBC_2.17\n' "$v" | sort -V | tail -n 1)" = GLIBC_2.17 ] ||
     fail "$b needs $v, newer than GLIBC_2.17: it would not start on EL7"
-  if readelf -S "$dist/$b" | grep -q '\.debug_info'; then fail "$b still carries debug info"; fi
+  sections=$(readelf -S "$dist/$b")
+  if grep -q '\.debug_info' <<<"$sections"; then fail "$b still carries debug info"; fi
 done
 
 debs=("$dist"/edgefleet-lb_*.deb "$dist"/edgefleet-edge_*.deb)
@@ -75,7 +76,7 @@ done
 for m in lb edge lb-status edge-dr-setup; do
   page=$(ls /usr/share/man/man1/"$m".1* 2>/dev/null | head -n 1)
   [ -n "$page" ] || fail "man page $m.1 not installed in /usr/share/man/man1"
-  zcat -f "$page" | grep -q "^\.TH $m 1" || fail "$page is not the $m(1) page"
+  grep -q "^\.TH $m 1" <<<"$(zcat -f "$page")" || fail "$page is not the $m(1) page"
 done
 grep -q '^ExecStart=/usr/bin/lb ' /usr/lib/systemd/system/edgefleet-lb.service ||
   fail "edgefleet-lb.service does not run /usr/bin/lb"
@@ -85,7 +86,7 @@ step "user and permissions"
 getent passwd edgefleet >/dev/null || fail "user edgefleet not created"
 uid=$(id -u edgefleet)
 [ "$uid" -lt 1000 ] || fail "edgefleet has uid $uid: not a system user"
-getent passwd edgefleet | grep -q 'nologin$' || fail "edgefleet has a login shell"
+grep -q 'nologin$' <<<"$(getent passwd edgefleet)" || fail "edgefleet has a login shell"
 for f in /etc/edgefleet/lb.toml /etc/edgefleet/origin.toml /etc/edgefleet/edge.toml; do
   got=$(stat -c '%a %U:%G' "$f")
   [ "$got" = "640 root:edgefleet" ] || fail "$f is $got, want 640 root:edgefleet (may hold keys)"
@@ -112,7 +113,7 @@ cp /usr/lib/systemd/system/edgefleet-dr-realserver@.service "$verify_dir/edgefle
 for u in "$verify_dir"/*.service; do
   out=$(systemd-analyze verify "$u" 2>&1) || fail "systemd-analyze verify $(basename "$u"): $out"
   # verify exits 0 on some warnings (unknown directive, bad value): those fail here too.
-  if printf '%s\n' "$out" | grep -v 'network-online.target' | grep -qi 'unknown\|ignoring\|invalid'; then
+  if grep -qi 'unknown\|ignoring\|invalid' <<<"$out"; then
     fail "systemd-analyze verify $(basename "$u"): $out"
   fi
   echo "verify $(basename "$u"): ok"
@@ -133,24 +134,26 @@ for r in "${rpms[@]}"; do
   listing=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$r" 2>/dev/null)
   printf '%s\n' "$listing"
   bin=${name#edgefleet-}
-  printf '%s\n' "$listing" | grep -q "^-rwxr-xr-x root:root /usr/bin/$bin\$" || fail "$name: no /usr/bin/$bin 755"
-  printf '%s\n' "$listing" | grep -q "/usr/share/man/man1/$bin.1" || fail "$name: no man page"
-  printf '%s\n' "$listing" | grep -q "/usr/lib/systemd/system/edgefleet-$bin" || fail "$name: no unit"
-  for c in $(printf '%s\n' "$listing" | awk '$3 ~ /^\/etc\/edgefleet\// { print $3 }'); do
-    printf '%s\n' "$listing" | grep -q "^-rw-r----- root:edgefleet $c\$" || fail "$name: $c not 0640 root:edgefleet"
-    rpm -qcp "$r" 2>/dev/null | grep -qx "$c" || fail "$name: $c not marked %config"
+  grep -q "^-rwxr-xr-x root:root /usr/bin/$bin\$" <<<"$listing" || fail "$name: no /usr/bin/$bin 755"
+  grep -q "/usr/share/man/man1/$bin.1" <<<"$listing" || fail "$name: no man page"
+  grep -q "/usr/lib/systemd/system/edgefleet-$bin" <<<"$listing" || fail "$name: no unit"
+  configs=$(rpm -qcp "$r" 2>/dev/null)
+  flags=$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$r" 2>/dev/null)
+  for c in $(awk '$3 ~ /^\/etc\/edgefleet\// { print $3 }' <<<"$listing"); do
+    grep -q "^-rw-r----- root:edgefleet $c\$" <<<"$listing" || fail "$name: $c not 0640 root:edgefleet"
+    grep -qx "$c" <<<"$configs" || fail "$name: $c not marked %config"
+    grep -qx "cn $c" <<<"$flags" || fail "$name: $c not %config(noreplace)"
   done
-  rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$r" 2>/dev/null | grep '/etc/edgefleet/' |
-    grep -qv '^cn' && fail "$name: a config under /etc/edgefleet is not %config(noreplace)"
   scripts=$(rpm -qp --scripts "$r" 2>/dev/null)
-  printf '%s\n' "$scripts" | grep -q '^preinstall scriptlet' || fail "$name: no %pre"
-  printf '%s\n' "$scripts" | grep -q 'useradd -r -g edgefleet' || fail "$name: %pre creates no system user"
-  printf '%s\n' "$scripts" | grep -q '^preuninstall scriptlet' || fail "$name: no %preun"
-  printf '%s\n' "$scripts" | grep -q '^postuninstall scriptlet' || fail "$name: no %postun"
-  echo "requires: $(rpm -qp --requires "$r" 2>/dev/null | tr '\n' ' ')"
-  if rpm -qp --requires "$r" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -n 1 | grep -qv '^GLIBC_2\.\(1[0-7]\|[0-9]\)$'; then
-    fail "$name requires a glibc newer than 2.17"
-  fi
+  grep -q '^preinstall scriptlet' <<<"$scripts" || fail "$name: no %pre"
+  grep -q 'useradd -r -g edgefleet' <<<"$scripts" || fail "$name: %pre creates no system user"
+  grep -q '^preuninstall scriptlet' <<<"$scripts" || fail "$name: no %preun"
+  grep -q '^postuninstall scriptlet' <<<"$scripts" || fail "$name: no %postun"
+  requires=$(rpm -qp --requires "$r" 2>/dev/null)
+  echo "requires: $(tr '\n' ' ' <<<"$requires")"
+  top=$(grep -o 'GLIBC_[0-9][0-9.]*' <<<"$requires" | sort -uV | tail -n 1)
+  [ "$(printf '%s\nGLIBC_2.17\n' "$top" | sort -V | tail -n 1)" = GLIBC_2.17 ] ||
+    fail "$name requires $top, newer than GLIBC_2.17"
 done
 
 step "remove the .deb"

@@ -311,7 +311,20 @@ fn dist(args: &[String]) -> Result<()> {
 
     // The man pages, where the packages' metadata takes them (`target/release/` in an asset
     // source is the build's own output directory for cargo-deb and cargo-generate-rpm).
-    write_man_pages(&built.join("man"))?;
+    // Gzipped there, as Debian policy and rpmbuild's brp-compress have them installed (`-n`:
+    // no name or time stamp in the file, so a rebuild makes the same package).
+    let man_dir = built.join("man");
+    if man_dir.exists() {
+        std::fs::remove_dir_all(&man_dir)
+            .with_context(|| format!("rm -r {}", man_dir.display()))?;
+    }
+    for page in write_man_pages(&man_dir)? {
+        run(&[
+            "gzip",
+            "-9nf",
+            page.to_str().context("target directory is not UTF-8")?,
+        ])?;
+    }
     write_man_pages(&out.join("man"))?;
 
     let mut report = Vec::new();
