@@ -109,3 +109,13 @@ pub enum HlsMode {
     Rate,
     Live,
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own check of the definitions (conflicting names, bad defaults), which parsing
+    /// alone only trips over on the path that uses them.
+    #[test]
+    fn command_line_is_well_formed() {
+        super::cli().debug_assert();
+    }
+}
