@@ -18,10 +18,12 @@
 //! - [`hls`]: HLS / LL-HLS packaging of one stream (fMP4 segments and parts, playlist), no I/O.
 //! - [`http`]: HTTP-FLV and HLS / LL-HLS for browsers (`[http] listen`).
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
+//! - [`cli`]: the command line (clap), shared by `main.rs` and the man page.
 //! - [`tools`]: `edge publish` (an FLV in real time) and `edge play` (player/load generator).
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod guard;
 pub mod hls;

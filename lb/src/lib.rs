@@ -16,11 +16,13 @@
 //! - [`vrrp`]: VRRP v3/v2 ownership of the virtual IPs (keepalived-compatible).
 //! - [`admin`]: `/metrics`, `/status`, drain/enable/weight, and `lb status`'s table.
 //! - [`accept`]: backoff and throttled warnings shared by the accept loops.
+//! - [`cli`]: the command line (clap), shared by `main.rs` and the man page.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod admin;
 pub mod balancer;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod forward;

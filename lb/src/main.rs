@@ -14,108 +14,11 @@
 //! config's `admin_token_file`.
 
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use lb::cli::{AdminArgs, Cli, Command, Target};
 use lb::LbConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(
-    name = "lb",
-    version,
-    about = "EdgeFleet balancer",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    /// The TOML config (see lb/examples/ and README).
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Validate the config and exit.
-    #[arg(long)]
-    check: bool,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Where the running lb's admin API is, and the token to send.
-#[derive(clap::Args)]
-struct AdminArgs {
-    /// The running lb's admin_listen address.
-    #[arg(long)]
-    admin: Option<String>,
-    /// Read admin_listen (and admin_token_file) from this config instead.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Send the admin token read from this file (default: EDGEFLEET_LB_ADMIN_TOKEN,
-    /// then the config's admin_token_file).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-}
-
-/// One real server of one virtual server.
-#[derive(clap::Args)]
-struct Target {
-    /// The virtual server, as in the config's address.
-    #[arg(long, value_name = "VIP:PORT")]
-    vs: std::net::SocketAddr,
-    /// The real server.
-    #[arg(long, value_name = "IP:PORT")]
-    rs: std::net::SocketAddr,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print the lb TOML equivalent of a keepalived.conf.
-    ///
-    /// Includes are followed. What cannot be carried over becomes a
-    /// `# keepalived: KEYWORD: why` comment; exit 64 on a malformed file (each problem with
-    /// its file:line).
-    ImportKeepalived {
-        /// The keepalived.conf.
-        file: PathBuf,
-        /// Exit 2 (after printing) if anything was left out.
-        #[arg(long)]
-        strict: bool,
-    },
-    /// Show virtual servers and real servers of a running lb.
-    Status {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Drain a real server: no new connections, established ones stay. Lasts until
-    /// `lb enable` (or `lb weight`) and through reloads, not through a restart: for that,
-    /// set `weight = 0` in the config.
-    Drain {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// End a drain and any `lb weight`: back to the configured weight.
-    Enable {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Set a real server's weight (ends a drain) until `lb enable` or a reload that changes
-    /// its configured weight.
-    Weight {
-        #[command(flatten)]
-        target: Target,
-        /// The weight, 0..=65535.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=65535))]
-        value: u32,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
 
 /// What a subcommand asks of the admin API.
 struct AdminCall {
@@ -125,8 +28,12 @@ struct AdminCall {
     path: String,
 }
 
-impl Command {
-    /// The admin call of a subcommand that makes one.
+/// The admin call of a subcommand that makes one (a trait: [`Command`] lives in the library).
+trait AdminCallOf {
+    fn call(self) -> Option<(AdminCall, bool)>;
+}
+
+impl AdminCallOf for Command {
     fn call(self) -> Option<(AdminCall, bool)> {
         let write = |name, admin, action: &str, t: &Target, extra: String| AdminCall {
             name,
