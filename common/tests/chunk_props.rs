@@ -65,6 +65,8 @@ fn msg() -> impl Strategy<Value = Msg> {
         })
 }
 
+/// The basic header as the specification (5.3.1.1) writes it — on purpose not the codec's own
+/// `put_basic_header`, so that the reference chunker does not share the code under test.
 fn basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
     match csid {
         2..=63 => out.put_u8((fmt << 6) | csid as u8),

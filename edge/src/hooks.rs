@@ -114,6 +114,15 @@ impl Call<'_> {
 
 /// Posts `call` to `url` and reads the verdict, within `timeout`.
 pub async fn ask(url: &HookUrl, timeout: Duration, call: &Call<'_>) -> Verdict {
+    verdict(post(url, timeout, call.form()).await, url)
+}
+
+/// One form POST to `url`, bounded by `timeout`.
+async fn post(
+    url: &HookUrl,
+    timeout: Duration,
+    form: String,
+) -> Result<common::http::Answer, String> {
     let target = common::http::Target {
         addr: &url.authority,
         service: "the hook",
@@ -123,16 +132,15 @@ pub async fn ask(url: &HookUrl, timeout: Duration, call: &Call<'_>) -> Verdict {
         "content-type",
         "application/x-www-form-urlencoded".to_string(),
     )];
-    let answer = common::http::send(
+    common::http::send(
         target,
         "POST",
         &url.path,
         &headers,
-        Bytes::from(call.form()),
+        Bytes::from(form),
         timeout,
     )
-    .await;
-    verdict(answer, url)
+    .await
 }
 
 fn verdict(answer: Result<common::http::Answer, String>, url: &HookUrl) -> Verdict {
@@ -185,25 +193,7 @@ pub fn done(url: HookUrl, timeout: Duration, call: Call<'_>) {
     }
     .form();
     tokio::spawn(async move {
-        let target = common::http::Target {
-            addr: &url.authority,
-            service: "the on_done hook",
-            hint: "see [http_hooks]",
-        };
-        let headers = [(
-            "content-type",
-            "application/x-www-form-urlencoded".to_string(),
-        )];
-        if let Err(e) = common::http::send(
-            target,
-            "POST",
-            &url.path,
-            &headers,
-            Bytes::from(form),
-            timeout,
-        )
-        .await
-        {
+        if let Err(e) = post(&url, timeout, form).await {
             warn!(hook = %url, "on_done not delivered: {e}");
         }
     });
