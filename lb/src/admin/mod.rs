@@ -118,7 +118,7 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "connect_failures": r.connect_failures.load(Ordering::Relaxed),
                         "checks": r.checks.load(Ordering::Relaxed),
                         "check_failures": r.check_failures.load(Ordering::Relaxed),
-                        "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp", crate::config::CheckKind::Http { .. } => "http" }),
+                        "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp", crate::config::CheckKind::Http { .. } => "http", crate::config::CheckKind::Misc { .. } => "misc" }),
                         "last_error": r.last_error.lock().unwrap().clone(),
                     });
                     if let Some(d) = dr.as_ref().map(|d| d.servers.get(&r.addr).cloned().unwrap_or_default()) {

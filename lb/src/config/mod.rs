@@ -10,6 +10,9 @@
 //! say what replaces them) -> typed parse -> validation (every problem at once).
 
 pub mod keys;
+pub mod track;
+
+pub use track::{ScriptConfig, SyncGroupConfig, TrackScript};
 
 use common::config::{parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
 use serde::Deserialize;
@@ -29,6 +32,12 @@ pub struct RawConfig {
     pub virtual_server: Vec<RawVirtualServer>,
     #[serde(default)]
     pub vrrp_instance: Vec<RawVrrp>,
+    /// keepalived's `vrrp_script NAME { ... }`: see [`track`].
+    #[serde(default)]
+    pub vrrp_script: Vec<track::RawScript>,
+    /// keepalived's `vrrp_sync_group NAME { group { ... } }`: see [`track`].
+    #[serde(default)]
+    pub vrrp_sync_group: Vec<track::RawSyncGroup>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -52,6 +61,8 @@ pub struct RawVrrp {
     pub track_interface: Option<Vec<String>>,
     pub track_virtual_servers: Option<bool>,
     pub track_weight: Option<i64>,
+    /// Names of `[[vrrp_script]]`s, or `{ name = "...", weight = N }` (see [`track`]).
+    pub track_script: Option<Vec<toml::Value>>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
     pub notify_fault: Option<String>,
@@ -89,6 +100,10 @@ pub struct VrrpConfig {
     pub track_virtual_servers: bool,
     /// 0: FAULT when no tracked virtual server has a real server up; < 0: lower priority.
     pub track_weight: i32,
+    /// The scripts it tracks, resolved from `track_script` (weights as they apply here).
+    pub track_script: Vec<TrackScript>,
+    /// The sync group it belongs to, whole (its members change state together).
+    pub sync_group: Option<SyncGroupConfig>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
     pub notify_fault: Option<String>,
@@ -126,6 +141,8 @@ pub struct RawRealServer {
     pub rtmp_check: Option<RawCheck>,
     /// keepalived's HTTP_GET: `[virtual_server.real_server.http_get]` with `[[...url]]`.
     pub http_get: Option<RawCheck>,
+    /// keepalived's MISC_CHECK: `[virtual_server.real_server.misc_check]` with `misc_path`.
+    pub misc_check: Option<RawCheck>,
     /// The edge's HTTP API ("IP:PORT"), read by the fleet page; default the server's IP:1985.
     pub api: Option<String>,
 }
@@ -143,6 +160,14 @@ pub struct RawCheck {
     pub connect_port: Option<i64>,
     /// http_get only: the URLs to fetch, each with the status it must answer.
     pub url: Option<Vec<RawUrl>>,
+    /// misc_check only: the command to run (split into words as keepalived does).
+    pub misc_path: Option<String>,
+    /// misc_check only: seconds before the command is killed and fails (the delay_loop).
+    pub misc_timeout: Option<f64>,
+    /// misc_check only: exit codes 2..=255 set the weight to code - 2.
+    pub misc_dynamic: Option<bool>,
+    /// Seconds: the first check waits a random time up to this (keepalived's warmup).
+    pub warmup: Option<f64>,
 }
 
 /// keepalived's `url { path ...; status_code ... }` of an HTTP_GET check.
@@ -288,6 +313,8 @@ pub struct Check {
     pub delay_before_retry: Duration,
     /// Checked instead of the real server's port (keepalived's `connect_port`).
     pub connect_port: Option<u16>,
+    /// The first check waits up to this long (spread over the servers).
+    pub warmup: Duration,
 }
 
 /// One URL of an `http_get` check: `GET path` must answer `status_code`.
@@ -308,6 +335,13 @@ pub enum CheckKind {
     Http {
         urls: Vec<HttpUrl>,
     },
+    /// keepalived's MISC_CHECK: run a command; exit 0 = up, else down; with `dynamic`,
+    /// 2..=255 = up with weight code - 2 (and 1 = down). Killed after `timeout`.
+    Misc {
+        argv: Vec<String>,
+        timeout: Duration,
+        dynamic: bool,
+    },
 }
 
 impl CheckKind {
@@ -317,6 +351,7 @@ impl CheckKind {
             CheckKind::Tcp => "tcp_check",
             CheckKind::Rtmp { .. } => "rtmp_check",
             CheckKind::Http { .. } => "http_get",
+            CheckKind::Misc { .. } => "misc_check",
         }
     }
 }
@@ -544,13 +579,29 @@ impl RawConfig {
             }
         }
         let has_vs = !vss.is_empty();
+        let mut scripts: Vec<ScriptConfig> = Vec::new();
+        for (i, raw) in self.vrrp_script.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("vrrp_script[{i}]"),
+            };
+            if let Some(s) = raw.validate(&mut v) {
+                if !s.name.is_empty() && scripts.iter().any(|o| o.name == s.name) {
+                    v.err(
+                        "name",
+                        format!("{:?} is used by another vrrp_script", s.name),
+                    );
+                }
+                scripts.push(s);
+            }
+        }
         let mut vrrps: Vec<VrrpConfig> = Vec::new();
         for (i, raw) in self.vrrp_instance.into_iter().enumerate() {
             let mut v = V {
                 errs: &mut errs,
                 path: format!("vrrp_instance[{i}]"),
             };
-            if let Some(c) = raw.validate(&mut v, has_vs) {
+            if let Some(c) = raw.validate(&mut v, has_vs, &scripts) {
                 if vrrps.iter().any(|o| o.name == c.name) {
                     v.err(
                         "name",
@@ -569,6 +620,47 @@ impl RawConfig {
                 vrrps.push(c);
             }
         }
+        let names: Vec<String> = vrrps.iter().map(|c| c.name.clone()).collect();
+        let mut groups: Vec<SyncGroupConfig> = Vec::new();
+        for (i, raw) in self.vrrp_sync_group.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("vrrp_sync_group[{i}]"),
+            };
+            let Some(g) = raw.validate(&mut v, &names) else {
+                continue;
+            };
+            if !g.name.is_empty() && groups.iter().any(|o| o.name == g.name) {
+                v.err(
+                    "name",
+                    format!("{:?} is used by another vrrp_sync_group", g.name),
+                );
+            }
+            for (j, m) in g.members.iter().enumerate() {
+                if let Some(o) = groups.iter().find(|o| o.members.contains(m)) {
+                    v.err(
+                        &format!("group[{j}]"),
+                        format!("{m:?} is already in vrrp_sync_group {:?}", o.name),
+                    );
+                }
+            }
+            groups.push(g);
+        }
+        for g in &groups {
+            for c in vrrps.iter_mut().filter(|c| g.members.contains(&c.name)) {
+                if c.sync_group.is_some() {
+                    continue;
+                }
+                if !g.tracking_weight {
+                    // keepalived: a sync group's members track with weight 0 (a failure
+                    // faults the member and so the group) unless sync_group_tracking_weight.
+                    for t in &mut c.track_script {
+                        t.weight = 0;
+                    }
+                }
+                c.sync_group = Some(g.clone());
+            }
+        }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -584,7 +676,7 @@ impl RawConfig {
 }
 
 impl RawVrrp {
-    fn validate(self, v: &mut V, has_vs: bool) -> Option<VrrpConfig> {
+    fn validate(self, v: &mut V, has_vs: bool, scripts: &[ScriptConfig]) -> Option<VrrpConfig> {
         let name = self.name.clone().unwrap_or_default();
         if name.is_empty() {
             v.err("name", "is required (keepalived's vrrp_instance NAME)");
@@ -744,6 +836,7 @@ impl RawVrrp {
                 "there is no [[virtual_server]] to track",
             );
         }
+        let track_script = track::track_scripts(v, self.track_script.clone(), scripts);
         if nopreempt && start_as_master {
             v.err("nopreempt", "needs state = \"BACKUP\" (as in keepalived)");
         }
@@ -766,6 +859,8 @@ impl RawVrrp {
             track_interface: self.track_interface.unwrap_or_default(),
             track_virtual_servers,
             track_weight,
+            track_script,
+            sync_group: None,
             notify_master: self.notify_master,
             notify_backup: self.notify_backup,
             notify_fault: self.notify_fault,
@@ -865,7 +960,7 @@ impl RawVirtualServer {
         let base = v.path.clone();
         for (j, rs) in self.real_server.into_iter().enumerate() {
             v.path = format!("{base}.real_server[{j}]");
-            if let Some(rs) = rs.validate(v) {
+            if let Some(rs) = rs.validate(v, delay_loop) {
                 if real_servers
                     .iter()
                     .any(|o: &RsConfig| o.address == rs.address)
@@ -952,7 +1047,7 @@ fn dr_rules(
 }
 
 impl RawRealServer {
-    fn validate(self, v: &mut V) -> Option<RsConfig> {
+    fn validate(self, v: &mut V, delay_loop: Duration) -> Option<RsConfig> {
         let address = v.addr("address", self.address.as_deref());
         let weight = v.int("weight", self.weight, 1, 0, 65535) as u32;
         let send_proxy = match self.send_proxy.as_deref() {
@@ -970,6 +1065,7 @@ impl RawRealServer {
             ("tcp_check", self.tcp_check),
             ("rtmp_check", self.rtmp_check),
             ("http_get", self.http_get),
+            ("misc_check", self.misc_check),
         ]
         .into_iter()
         .filter_map(|(k, c)| Some((k, c?)))
@@ -978,13 +1074,13 @@ impl RawRealServer {
             0 => None,
             1 => {
                 let (key, c) = given.into_iter().next().expect("one");
-                Some(c.validate(v, key))
+                Some(c.validate(v, key, delay_loop))
             }
             _ => {
                 v.err(
                     given[1].0,
                     format!(
-                        "a real_server takes one check: tcp_check, rtmp_check or http_get, not {}",
+                        "a real_server takes one check: tcp_check, rtmp_check, http_get or misc_check, not {}",
                         given.iter().map(|g| g.0).collect::<Vec<_>>().join(" and ")
                     ),
                 );
@@ -1010,9 +1106,10 @@ impl RawRealServer {
 }
 
 impl RawCheck {
-    fn validate(self, v: &mut V, key: &str) -> Check {
+    fn validate(self, v: &mut V, key: &str, delay_loop: Duration) -> Check {
         let rtmp = key == "rtmp_check";
         let http = key == "http_get";
+        let misc = key == "misc_check";
         let connect_timeout = v.secs(
             &format!("{key}.connect_timeout"),
             self.connect_timeout,
@@ -1074,10 +1171,51 @@ impl RawCheck {
                     })
                     .collect();
                 CheckKind::Http { urls }
+            } else if misc {
+                let path = self.misc_path.clone().unwrap_or_default();
+                let argv = match track::split_words(&path) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        v.err(
+                            &format!("{key}.misc_path"),
+                            format!("{path:?} {e}: give the command to run, as \"/usr/local/bin/chk_rtmp 198.18.0.11\""),
+                        );
+                        Vec::new()
+                    }
+                };
+                let timeout = v.secs(
+                    &format!("{key}.misc_timeout"),
+                    self.misc_timeout,
+                    delay_loop.as_secs_f64().min(3600.0),
+                    0.01,
+                    3600.0,
+                );
+                CheckKind::Misc {
+                    argv,
+                    timeout,
+                    dynamic: self.misc_dynamic.unwrap_or(false),
+                }
             } else {
                 CheckKind::Tcp
             }
         };
+        if !misc {
+            for (k, given) in [
+                ("misc_path", self.misc_path.is_some()),
+                ("misc_timeout", self.misc_timeout.is_some()),
+                ("misc_dynamic", self.misc_dynamic.is_some()),
+            ] {
+                if given {
+                    v.err(&format!("{key}.{k}"), "only misc_check runs a command");
+                }
+            }
+        } else if self.connect_port.is_some() {
+            v.err(
+                &format!("{key}.connect_port"),
+                "misc_check connects nowhere itself: pass the port to the command",
+            );
+        }
+        let warmup = v.secs(&format!("{key}.warmup"), self.warmup, 0.0, 0.0, 3600.0);
         if self.url.is_some() && !http {
             v.err(&format!("{key}.url"), "only http_get fetches URLs");
         }
@@ -1096,6 +1234,7 @@ impl RawCheck {
             retry,
             delay_before_retry,
             connect_port,
+            warmup,
         }
     }
 }
