@@ -41,6 +41,9 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("check", "connect_ip", "not supported: a check connects to the real server's own address and port"),
     ("check", "bindto", "not supported: a check connects from the address the kernel chooses"),
     ("check", "bind_port", "not supported: a check connects from the port the kernel chooses"),
+    ("check", "user", "not supported: a misc_check command runs as lb's own user"),
+    ("vrrp_sync_group", "smtp_alert", "not supported: use notify_master / notify_backup / notify_fault / notify"),
+    ("vrrp_sync_group", "global_tracking", "not needed: give each member its own track_* (the group follows any member's fault)"),
     ("vrrp_instance", "mcast_src_ip", "is keepalived's older name for unicast_src_ip: write unicast_src_ip"),
     ("vrrp_script", "user", "not supported: scripts run as lb's own user (give lb's unit a User= that may run them)"),
     ("vrrp_script", "init_fail", "not supported: a script starts OK and fails after `fall` failed runs"),
@@ -225,6 +228,7 @@ mod tests {
                 "url" => fields_of::<RawUrl>(),
                 "vrrp_instance" => fields_of::<RawVrrp>(),
                 "vrrp_script" => fields_of::<RawScript>(),
+                "vrrp_sync_group" => fields_of::<RawSyncGroup>(),
                 other => panic!("no section {other}"),
             };
             assert!(!known.contains(key), "{section}.{key} is a key of ours");
