@@ -179,6 +179,25 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                 "adverts_received": st.adverts_received.load(Ordering::Relaxed),
                 "drops": drops,
                 "last_error": st.last_error.lock().unwrap().clone(),
+                "track_script": v.scripts.iter().map(|s| {
+                    let x = s.snapshot();
+                    json!({
+                        "name": s.name,
+                        "state": if x.ok { "OK" } else { "FAILING" },
+                        "weight": s.weight,
+                        "runs": x.runs,
+                        "failures": x.failures,
+                        "flips": x.flips,
+                        "last": x.last,
+                    })
+                }).collect::<Vec<_>>(),
+                "sync_group": v.group.as_ref().map(|g| {
+                    let g = g.lock().unwrap();
+                    json!({
+                        "name": g.cfg.name,
+                        "state": g.state().map(|s| s.name()),
+                    })
+                }),
             })
         })
         .collect();
@@ -421,6 +440,63 @@ pub fn metrics(b: &Balancer) -> String {
             );
         }
     }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_script_ok 1 while a tracked vrrp_script is OK (after rise/fall), 0 while failing.\n# TYPE edgefleet_vrrp_script_ok gauge");
+    let scripts = |v: &serde_json::Value| v["track_script"].as_array().cloned().unwrap_or_default();
+    for v in vrrps {
+        for t in scripts(v) {
+            let _ = writeln!(
+                out,
+                "edgefleet_vrrp_script_ok{{instance=\"{}\",script=\"{}\"}} {}",
+                v["name"].as_str().unwrap_or(""),
+                t["name"].as_str().unwrap_or(""),
+                u8::from(t["state"] == "OK")
+            );
+        }
+    }
+    for (name, key, help) in [
+        (
+            "edgefleet_vrrp_script_runs_total",
+            "runs",
+            "Runs of a tracked vrrp_script.",
+        ),
+        (
+            "edgefleet_vrrp_script_failures_total",
+            "failures",
+            "Failed runs (non-zero exit, timeout, cannot start).",
+        ),
+        (
+            "edgefleet_vrrp_script_flips_total",
+            "flips",
+            "OK <-> failing changes after rise/fall.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for v in vrrps {
+            for t in scripts(v) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{instance=\"{}\",script=\"{}\"}} {}",
+                    v["name"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    t[key]
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_sync_group_state 1 for the sync group's current state (as its member sees it).\n# TYPE edgefleet_vrrp_sync_group_state gauge");
+    for v in vrrps {
+        if let Some(g) = v["sync_group"].as_object() {
+            for s in ["BACKUP", "MASTER", "FAULT"] {
+                let _ = writeln!(
+                    out,
+                    "edgefleet_vrrp_sync_group_state{{group=\"{}\",instance=\"{}\",state=\"{s}\"}} {}",
+                    g["name"].as_str().unwrap_or(""),
+                    v["name"].as_str().unwrap_or(""),
+                    u8::from(g["state"] == s)
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP edgefleet_vrrp_master_info The current master's address as a label.\n# TYPE edgefleet_vrrp_master_info gauge");
     for v in vrrps {
         if let Some(m) = v["master"].as_str() {
@@ -508,6 +584,29 @@ pub fn render_table(st: &serde_json::Value) -> String {
                 v["transitions"],
                 v["virtual_ipaddress"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
             );
+            if let Some(g) = v["sync_group"].as_object() {
+                let _ = writeln!(
+                    out,
+                    "    sync group {}: {}",
+                    g["name"].as_str().unwrap_or("?"),
+                    g["state"].as_str().unwrap_or("-")
+                );
+            }
+            for t in v["track_script"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "    script {}: {} (weight {}, {} runs, {} failed, last {})",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["state"].as_str().unwrap_or("?"),
+                    t["weight"],
+                    t["runs"],
+                    t["failures"],
+                    match t["last"].as_str() {
+                        Some("") | None => "-",
+                        Some(l) => l,
+                    }
+                );
+            }
         }
     }
     out
