@@ -1496,6 +1496,93 @@ delay_before_retry = 3
     }
 
     #[test]
+    fn scripts_groups_and_misc_checks_are_validated_with_their_keys() {
+        let vrrp = |name: &str, vrid: u8, more: &str| {
+            format!("[[vrrp_instance]]\nname = \"{name}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\nvirtual_ipaddress = [\"198.18.0.10{vrid}\"]\n{more}\n")
+        };
+        let good = format!(
+            "{}{}[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/test -e '/run/a b'\"\nweight = -20\n\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_2\"]\nsync_group_tracking_weight = true\n",
+            vrrp("VI_1", 1, "track_script = [\"chk\", ]"),
+            vrrp("VI_2", 2, "track_script = [{ name = \"chk\", weight = 15 }]"),
+        );
+        let c = LbConfig::parse(&good).unwrap();
+        let t = &c.vrrp_instances[0].track_script[0];
+        assert_eq!(t.script.argv, ["/bin/test", "-e", "/run/a b"]);
+        assert_eq!(
+            (t.weight, t.script.interval, t.script.timeout, t.script.rise),
+            (-20, Duration::from_secs(1), Duration::from_secs(1), 1)
+        );
+        assert_eq!(c.vrrp_instances[1].track_script[0].weight, 15);
+        assert_eq!(c.vrrp_instances[1].sync_group.as_ref().unwrap().name, "G");
+        let bad = format!(
+            "{}{}[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/x 'open\"\nweight = 300\nrise = 0\nuser = \"nobody\"\n\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_9\"]\n",
+            vrrp("VI_1", 1, "track_script = [\"nope\", { name = \"chk\", weight = \"x\" }, 5]"),
+            vrrp("VI_2", 2, ""),
+        );
+        let e = errors(&bad);
+        for want in [
+            "vrrp_script[0].user: keepalived's user: not supported",
+            "vrrp_script[0].script: \"/bin/x 'open\" a ' quote is not closed",
+            "vrrp_script[0].weight: 300 is out of range (-253..=253)",
+            "vrrp_script[0].rise: 0 is out of range",
+            "vrrp_instance[0].track_script[0]: no [[vrrp_script]] is named \"nope\"",
+            "vrrp_instance[0].track_script[1].weight: \"x\" is not a whole number",
+            "vrrp_instance[0].track_script[2]: 5 is not a script name",
+            "vrrp_sync_group[0].group[1]: no [[vrrp_instance]] is named \"VI_9\"",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "{want}: {e:#?}");
+        }
+        let twice = format!(
+            "{}{}[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\"]\n[[vrrp_sync_group]]\nname = \"H\"\ngroup = [\"VI_1\"]\n",
+            vrrp("VI_1", 1, ""),
+            vrrp("VI_2", 2, "")
+        );
+        let e = errors(&twice);
+        assert!(
+            e[0].starts_with(
+                "vrrp_sync_group[1].group[0]: \"VI_1\" is already in vrrp_sync_group \"G\""
+            ),
+            "{e:?}"
+        );
+        // misc_check.
+        let tcp = "[virtual_server.real_server.tcp_check]";
+        let c = LbConfig::parse(&GOOD.replace(
+            tcp,
+            "[virtual_server.real_server.misc_check]\nmisc_path = \"/usr/local/bin/chk 127.0.0.1\"\nmisc_dynamic = true\nwarmup = 2\n",
+        ).replace("connect_timeout = 3\n", ""))
+        .unwrap();
+        let ck = c.virtual_servers[0].real_servers[0].check.clone().unwrap();
+        assert_eq!(
+            ck.kind,
+            CheckKind::Misc {
+                argv: vec!["/usr/local/bin/chk".into(), "127.0.0.1".into()],
+                timeout: Duration::from_secs(6),
+                dynamic: true
+            },
+            "misc_timeout defaults to the delay_loop"
+        );
+        assert_eq!(ck.warmup, Duration::from_secs(2));
+        let e = errors(&GOOD.replace(
+            tcp,
+            "[virtual_server.real_server.misc_check]\nmisc_path = \"\"\nmisc_timeout = 0\nconnect_port = 80\n",
+        ));
+        for want in [
+            "virtual_server[0].real_server[0].misc_check.misc_path: \"\" is empty",
+            "virtual_server[0].real_server[0].misc_check.misc_timeout: 0 is out of range",
+            "virtual_server[0].real_server[0].misc_check.connect_port: misc_check connects nowhere",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "{want}: {e:#?}");
+        }
+        let e = errors(&GOOD.replace(tcp, &format!("{tcp}\nmisc_path = \"/bin/true\"")));
+        assert!(
+            e.iter().any(|x| x.starts_with(
+                "virtual_server[0].real_server[0].tcp_check.misc_path: only misc_check runs a command"
+            )),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn missing_interfaces_are_warnings_with_their_key() {
         let c = LbConfig::parse("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth9\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"eth0\", \"bond7\"]\n").unwrap();
         let w: Vec<String> = c
