@@ -118,10 +118,14 @@ mod tests {
             Exit::CannotStart(_)
         ));
         // Not executable.
-        assert!(matches!(
-            run(&words(&["/etc/hostname"]), t).await,
-            Exit::CannotStart(_)
-        ));
+        let plain = std::env::temp_dir().join(format!("lb-script-plain-{}", std::process::id()));
+        std::fs::write(&plain, "exit 0").unwrap();
+        let e = run(&[plain.display().to_string()], t).await;
+        assert!(
+            matches!(&e, Exit::CannotStart(why) if why.contains("ermission")),
+            "{e:?}"
+        );
+        let _ = std::fs::remove_file(&plain);
         assert!(matches!(run(&[], t).await, Exit::CannotStart(_)));
     }
 }

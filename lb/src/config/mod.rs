@@ -416,6 +416,44 @@ impl LbConfig {
     /// `--check` prints these as `warning:` lines and the running lb logs them.
     pub fn warnings(&self, interface_exists: impl Fn(&str) -> bool) -> Vec<ConfigError> {
         let mut out = Vec::new();
+        // A check command that cannot run here is a failing check, not an error: the program
+        // may be installed later (it is run afresh each time).
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, v) in self.vrrp_instances.iter().enumerate() {
+            for (j, t) in v.track_script.iter().enumerate() {
+                if seen.contains(&t.script.name.as_str()) {
+                    continue;
+                }
+                seen.push(&t.script.name);
+                if let Some(why) = t.script.argv.first().and_then(|p| program_problem(p)) {
+                    out.push(ConfigError::new(
+                        format!("vrrp_instance[{i}].track_script[{j}]"),
+                        format!(
+                            "vrrp_script {:?}: {why}: the script fails until it can run",
+                            t.script.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, vs) in self.virtual_servers.iter().enumerate() {
+            for (j, rs) in vs.real_servers.iter().enumerate() {
+                if let Some(Check {
+                    kind: CheckKind::Misc { argv, .. },
+                    ..
+                }) = &rs.check
+                {
+                    if let Some(why) = argv.first().and_then(|p| program_problem(p)) {
+                        out.push(ConfigError::new(
+                            format!("virtual_server[{i}].real_server[{j}].misc_check.misc_path"),
+                            format!(
+                                "{why}: the check fails (the server goes DOWN) until it can run"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         for (i, v) in self.vrrp_instances.iter().enumerate() {
             if !interface_exists(&v.interface) {
                 out.push(ConfigError::new(
@@ -438,6 +476,22 @@ impl LbConfig {
             }
         }
         out
+    }
+}
+
+/// Why `program` (a path: a bare name is looked up in PATH when run) cannot run here.
+fn program_problem(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !program.contains('/') {
+        return None;
+    }
+    match std::fs::metadata(program) {
+        Err(e) => Some(format!("{program}: {e}")),
+        Ok(m) if !m.is_file() => Some(format!("{program} is not a file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{program} is not executable"))
+        }
+        Ok(_) => None,
     }
 }
 
@@ -1600,6 +1654,22 @@ delay_before_retry = 3
             "{w:?}"
         );
         assert!(c.warnings(|_| true).is_empty());
+        let plain = std::env::temp_dir().join(format!("lb-plain-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").unwrap();
+        let c = LbConfig::parse(&format!("{}track_script = [\"a\", \"b\", \"c\"]\n[[vrrp_script]]\nname = \"a\"\nscript = \"/nonexistent/chk\"\n[[vrrp_script]]\nname = \"b\"\nscript = \"{}\"\n[[vrrp_script]]\nname = \"c\"\nscript = \"/bin/true\"\n", "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\n", plain.display())).unwrap();
+        let w: Vec<String> = c.warnings(|_| true).iter().map(|e| e.to_string()).collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "vrrp_instance[0].track_script[0]: vrrp_script \"a\": /nonexistent/chk:"
+            ),
+            "{w:?}"
+        );
+        assert!(
+            w[1].ends_with("is not executable: the script fails until it can run"),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_file(&plain);
         assert!(interface_exists("lo"));
         assert!(!interface_exists("../lo") && !interface_exists("..") && !interface_exists(""));
     }
