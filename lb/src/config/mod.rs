@@ -1,8 +1,9 @@
 //! The balancer's configuration: TOML that mirrors keepalived.conf key by key
 //! (`virtual_server`, `real_server`, `lb_algo`, `lb_kind`, `persistence_timeout`,
 //! `persistence_granularity`, `delay_loop`, `sorry_server`, `weight`, `inhibit_on_failure`,
-//! `TCP_CHECK` as `tcp_check`), plus `rtmp_check`, which keepalived needs a MISC_CHECK script
-//! for. Parsed with serde (unknown keys are errors), then validated with one error per
+//! `TCP_CHECK` as `tcp_check`, `HTTP_GET` as `http_get`, `MISC_CHECK` as `misc_check`), plus
+//! `rtmp_check`, which keepalived needs a MISC_CHECK script for; `vrrp_script`, `track_script`
+//! and `vrrp_sync_group` are in [`track`]. Parsed with serde (unknown keys are errors), then validated with one error per
 //! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
 //!
 //! Reading goes: TOML syntax (every syntax error at once, each with its line: see
