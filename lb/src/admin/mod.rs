@@ -611,3 +611,75 @@ pub fn render_table(st: &serde_json::Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real instance (on an interface that does not exist here, so it stays FAULT and
+    /// sends nothing) whose script runs: /metrics and /status show the script and group.
+    #[tokio::test]
+    async fn metrics_show_scripts_and_sync_groups() {
+        let cfg = crate::LbConfig::parse(
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"nope0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_script = [\"chk\"]\n[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/sh -c 'exit 3'\"\ninterval = 0.05\n[[vrrp_sync_group]]\nname = \"G1\"\ngroup = [\"VI_1\"]\n",
+        )
+        .unwrap();
+        let b = Balancer::new(cfg.clone());
+        b.apply(cfg).await.unwrap();
+        let mut m = String::new();
+        for _ in 0..200 {
+            m = metrics(&b);
+            if m.contains("edgefleet_vrrp_script_ok{instance=\"VI_1\",script=\"chk\"} 0")
+                && m.contains("edgefleet_vrrp_sync_group_state{group=\"G1\",instance=\"VI_1\",state=\"FAULT\"} 1")
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            m.contains("edgefleet_vrrp_script_ok{instance=\"VI_1\",script=\"chk\"} 0"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "edgefleet_vrrp_sync_group_state{group=\"G1\",instance=\"VI_1\",state=\"FAULT\"} 1"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("edgefleet_vrrp_script_failures_total{instance=\"VI_1\",script=\"chk\"}")
+        );
+        let st = status(&b);
+        let t = &st["vrrp_instances"][0]["track_script"][0];
+        assert_eq!(t["last"], "exited with 3", "{st}");
+        assert_eq!(t["weight"], 0, "in a sync group");
+        b.shutdown().await;
+    }
+
+    #[test]
+    fn the_table_shows_scripts_and_the_sync_group() {
+        let st = json!({
+            "virtual_servers": [],
+            "vrrp_instances": [{
+                "name": "VI_1", "virtual_router_id": 51, "interface": "eth0", "version": 3,
+                "state": "BACKUP", "priority": 70, "base_priority": 150, "master": "198.18.0.3",
+                "transitions": 3, "virtual_ipaddress": ["198.18.0.100/24"],
+                "sync_group": { "name": "G1", "state": "BACKUP" },
+                "track_script": [{
+                    "name": "chk_edge", "state": "FAILING", "weight": -80, "runs": 12,
+                    "failures": 4, "flips": 1, "last": "exited with 1"
+                }],
+            }],
+        });
+        let t = render_table(&st);
+        assert!(
+            t.contains("VI_1 vrid 51 on eth0 v3: BACKUP priority 70 (base 150)"),
+            "{t}"
+        );
+        assert!(t.contains("    sync group G1: BACKUP\n"), "{t}");
+        assert!(
+            t.contains("    script chk_edge: FAILING (weight -80, 12 runs, 4 failed, last exited with 1)\n"),
+            "{t}"
+        );
+    }
+}
