@@ -40,6 +40,8 @@ pub struct Balancer {
     /// Each virtual server's running forwarding method, by address.
     forwarders: Mutex<HashMap<SocketAddr, Forwarder>>,
     vrrps: Mutex<Vec<Arc<VrrpRuntime>>>,
+    /// The coordinators of the running `vrrp_sync_group`s, by name.
+    groups: Mutex<HashMap<String, crate::vrrp::sync::GroupHandle>>,
 }
 
 impl Balancer {
@@ -55,6 +57,7 @@ impl Balancer {
             state: Arc::new(LbState::new(nothing)),
             forwarders: Mutex::new(HashMap::new()),
             vrrps: Mutex::new(Vec::new()),
+            groups: Mutex::new(HashMap::new()),
         })
     }
 
@@ -322,10 +325,35 @@ impl Balancer {
         for w in wanted {
             match kept.iter().position(|k| k.cfg.name == w.name) {
                 Some(i) => next.push(kept.swap_remove(i)),
-                None => next.push(VrrpRuntime::start(w.clone(), self.tracker())),
+                None => next.push(VrrpRuntime::start(
+                    w.clone(),
+                    self.tracker(),
+                    self.group_of(w),
+                )),
             }
         }
         *self.vrrps.lock().unwrap() = next;
+        // Groups no instance names any more.
+        self.groups.lock().unwrap().retain(|name, _| {
+            wanted
+                .iter()
+                .any(|w| w.sync_group.as_ref().is_some_and(|g| &g.name == name))
+        });
+    }
+
+    /// The coordinator of `cfg`'s sync group, shared by its members: a group whose config
+    /// changed gets a new one (its members all restart, since each carries the group whole).
+    fn group_of(&self, cfg: &VrrpConfig) -> Option<crate::vrrp::sync::GroupHandle> {
+        let g = cfg.sync_group.as_ref()?;
+        let mut groups = self.groups.lock().unwrap();
+        if let Some(h) = groups.get(&g.name) {
+            if h.lock().unwrap().cfg == *g {
+                return Some(h.clone());
+            }
+        }
+        let h = Arc::new(Mutex::new(crate::vrrp::sync::SyncGroup::new(g.clone())));
+        groups.insert(g.name.clone(), h.clone());
+        Some(h)
     }
 
     /// What VRRP's `track_virtual_servers` reads: the running state's health, through a weak
@@ -384,16 +412,27 @@ fn start_checker(vs: &Arc<VsRuntime>, rs: &Arc<RsRuntime>, delay_loop: Duration)
     let span = tracing::info_span!(parent: None, "check", vs = %vs.address, rs = %rs.addr);
     let task = tokio::spawn(
         async move {
+            if !check.warmup.is_zero() {
+                // keepalived's warmup: a random first delay up to it, so the servers' first
+                // checks do not all run at once (spread by the address, no RNG needed).
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&rs2.addr, &mut h);
+                let frac = (std::hash::Hasher::finish(&h) % 1000) as f64 / 1000.0;
+                tokio::time::sleep(check.warmup.mul_f64(frac)).await;
+            }
             loop {
                 // Read each time: a reload may change send_proxy without touching the check.
                 let send_proxy = rs2.cfg.lock().unwrap().send_proxy;
-                let result = health::probe(rs2.addr, &check, send_proxy).await;
+                let result = health::probe_weight(rs2.addr, &check, send_proxy).await;
                 rs2.checks.fetch_add(1, Ordering::Relaxed);
                 if result.is_err() {
                     rs2.check_failures.fetch_add(1, Ordering::Relaxed);
                 }
                 let Some(vs) = weak.upgrade() else { return };
-                vs.report(&rs2, result);
+                if let Ok(Some(w)) = result {
+                    vs.report_dynamic_weight(&rs2, w);
+                }
+                vs.report(&rs2, result.map(|_| ()));
                 let delay = rs2
                     .health
                     .lock()

@@ -185,6 +185,8 @@ pub fn keepalived(tree: &[Directive]) -> Result<Import, Vec<ImportError>> {
                 }
             }
             "vrrp_instance" => vrrp(&mut cx, d, version, &mut sections),
+            "vrrp_script" => vrrp_script(&mut cx, d, &mut sections),
+            "vrrp_sync_group" => sync_group(&mut cx, d, &mut sections),
             "virtual_server" => virtual_server(&mut cx, d, &mut top, &mut sections),
             _ => cx.unsupported(&mut top, "", d),
         }
@@ -318,6 +320,39 @@ fn vrrp(cx: &mut Cx, d: &Directive, version: i64, out: &mut Vec<Section>) {
                 }
                 v.set("track_interface", ifs);
             }
+            "track_script" => {
+                let mut list = Vec::new();
+                for line in cx.list(c) {
+                    match line.args.as_slice() {
+                        [] => list.push(toml::Value::from(line.name.as_str())),
+                        [w, n] if w == "weight" => match n.parse::<i64>() {
+                            Ok(n) => {
+                                let mut t = toml::Table::new();
+                                t.insert("name".into(), line.name.as_str().into());
+                                t.insert("weight".into(), n.into());
+                                list.push(toml::Value::Table(t));
+                            }
+                            Err(_) => cx.bad(line, format!("weight {n:?} is not a whole number")),
+                        },
+                        // keepalived 2.2's `weight N reverse`: the sign flips.
+                        [w, n, r] if w == "weight" && r == "reverse" => match n.parse::<i64>() {
+                            Ok(n) => {
+                                let mut t = toml::Table::new();
+                                t.insert("name".into(), line.name.as_str().into());
+                                t.insert("weight".into(), (-n).into());
+                                list.push(toml::Value::Table(t));
+                                v.comment(&format!(
+                                    "keepalived: track_script {} weight {n} reverse: carried over as weight {}",
+                                    line.name, -n
+                                ));
+                            }
+                            Err(_) => cx.bad(line, format!("weight {n:?} is not a whole number")),
+                        },
+                        _ => cx.bad(line, "wants a script name, optionally `weight N`"),
+                    }
+                }
+                v.set("track_script", list);
+            }
             "mcast_src_ip" => {
                 if let Some(a) = cx.one(c) {
                     v.set("unicast_src_ip", a);
@@ -340,6 +375,91 @@ fn vrrp(cx: &mut Cx, d: &Directive, version: i64, out: &mut Vec<Section>) {
             "VRRPv3 has no authentication (keepalived ignores it with version 3): left out",
         ),
         _ => {}
+    }
+    out.push(v);
+}
+
+/// `vrrp_script NAME { script ...; interval; timeout; weight; rise; fall }`.
+fn vrrp_script(cx: &mut Cx, d: &Directive, out: &mut Vec<Section>) {
+    let mut v = Section::array("vrrp_script");
+    match d.args.as_slice() {
+        [name] => v.set("name", name.as_str()),
+        _ => cx.bad(d, "wants one script name, as `vrrp_script chk_edge {`"),
+    }
+    for c in d.children() {
+        let key = c.name.as_str();
+        match key {
+            // keepalived joins the words of an unquoted script line.
+            "script" => {
+                if c.args.is_empty() {
+                    cx.bad(c, "wants the command to run");
+                } else {
+                    v.set("script", c.args.join(" "));
+                }
+            }
+            "interval" | "timeout" => {
+                if let Some(n) = cx.num(c) {
+                    v.set(key, n);
+                }
+            }
+            "weight" => match c.args.as_slice() {
+                [_] => {
+                    if let Some(n) = cx.int(c) {
+                        v.set("weight", n);
+                    }
+                }
+                [n, r] if r == "reverse" => match n.parse::<i64>() {
+                    Ok(n) => {
+                        v.set("weight", -n);
+                        v.comment(&format!(
+                            "keepalived: weight {n} reverse: carried over as weight {}",
+                            -n
+                        ));
+                    }
+                    Err(_) => cx.bad(c, format!("{n:?} is not a whole number")),
+                },
+                _ => cx.bad(c, "takes one value"),
+            },
+            "rise" | "fall" => {
+                if let Some(n) = cx.int(c) {
+                    v.set(key, n);
+                }
+            }
+            _ => cx.unsupported(&mut v, "vrrp_script", c),
+        }
+    }
+    out.push(v);
+}
+
+/// `vrrp_sync_group NAME { group { VI_1 VI_2 } notify_* }`.
+fn sync_group(cx: &mut Cx, d: &Directive, out: &mut Vec<Section>) {
+    let mut v = Section::array("vrrp_sync_group");
+    match d.args.as_slice() {
+        [name] => v.set("name", name.as_str()),
+        _ => cx.bad(d, "wants one group name, as `vrrp_sync_group G1 {`"),
+    }
+    for c in d.children() {
+        let key = c.name.as_str();
+        match key {
+            "group" => {
+                let members: Vec<toml::Value> = cx
+                    .list(c)
+                    .iter()
+                    .flat_map(|l| std::iter::once(&l.name).chain(l.args.iter()))
+                    .map(|n| toml::Value::from(n.as_str()))
+                    .collect();
+                v.set("group", members);
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify" => {
+                if c.args.is_empty() {
+                    cx.bad(c, "wants the command to run");
+                } else {
+                    v.set(key, c.args.join(" "));
+                }
+            }
+            "sync_group_tracking_weight" => flag(&mut v, key),
+            _ => cx.unsupported(&mut v, "vrrp_sync_group", c),
+        }
     }
     out.push(v);
 }
@@ -445,7 +565,7 @@ fn real_server(cx: &mut Cx, d: &Directive, out: &mut Vec<Section>) {
                 }
             }
             "inhibit_on_failure" => flag(&mut rs, "inhibit_on_failure"),
-            "TCP_CHECK" | "HTTP_GET" => {
+            "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK" => {
                 if checks.is_empty() {
                     checks.push(c);
                 } else {
@@ -461,10 +581,10 @@ fn real_server(cx: &mut Cx, d: &Directive, out: &mut Vec<Section>) {
     }
     out.push(rs);
     for c in checks {
-        let key = if c.name == "TCP_CHECK" {
-            "tcp_check"
-        } else {
-            "http_get"
+        let key = match c.name.as_str() {
+            "TCP_CHECK" => "tcp_check",
+            "MISC_CHECK" => "misc_check",
+            _ => "http_get",
         };
         let mut ck = Section::table(&format!("virtual_server.real_server.{key}"));
         let mut urls = Vec::new();
@@ -480,11 +600,29 @@ fn real_server(cx: &mut Cx, d: &Directive, out: &mut Vec<Section>) {
                         ck.set("retry", n);
                     }
                 }
-                "connect_port" => {
+                "connect_port" if key != "misc_check" => {
                     if let Some(n) = cx.int(o) {
                         ck.set("connect_port", n);
                     }
                 }
+                "warmup" => {
+                    if let Some(n) = cx.num(o) {
+                        ck.set("warmup", n);
+                    }
+                }
+                "misc_timeout" if key == "misc_check" => {
+                    if let Some(n) = cx.num(o) {
+                        ck.set("misc_timeout", n);
+                    }
+                }
+                "misc_path" if key == "misc_check" => {
+                    if o.args.is_empty() {
+                        cx.bad(o, "wants the command to run");
+                    } else {
+                        ck.set("misc_path", o.args.join(" "));
+                    }
+                }
+                "misc_dynamic" if key == "misc_check" => flag(&mut ck, "misc_dynamic"),
                 "url" if key == "http_get" => {
                     let mut u = Section::array(&format!("virtual_server.real_server.{key}.url"));
                     for x in o.children() {
@@ -578,6 +716,60 @@ mod tests {
         }
         assert_eq!(imp.skipped.len(), 8, "{:?}", imp.skipped);
         assert!(imp.toml.contains("lb has no global_defs"), "{}", imp.toml);
+    }
+
+    #[test]
+    fn scripts_sync_groups_and_misc_checks_carry_over() {
+        let src = "vrrp_script chk_edge {\n script \"/usr/local/bin/chk_edge 198.18.7.11\"\n interval 2\n timeout 3\n weight -30\n rise 2\n fall 3\n user nobody\n}\nvrrp_script chk_b {\n script /bin/true\n}\nvrrp_sync_group G1 {\n group {\n  VI_1\n  VI_2\n }\n notify_master \"/usr/local/bin/g.sh master\"\n notify /usr/local/bin/g.sh\n}\nvrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  198.18.7.100\n }\n track_script {\n  chk_edge\n  chk_b weight 5\n }\n}\nvrrp_instance VI_2 {\n interface eth0\n virtual_router_id 8\n virtual_ipaddress {\n  198.18.7.101\n }\n track_script {\n  chk_edge\n }\n}\nvirtual_server 198.18.7.100 1935 {\n delay_loop 4\n real_server 198.18.7.11 1935 {\n  MISC_CHECK {\n   misc_path \"/usr/local/bin/chk_rtmp 198.18.7.11\"\n   misc_timeout 3\n   misc_dynamic\n   warmup 2\n   retry 1\n  }\n }\n}\n";
+        let imp = keepalived_str(src, "k.conf").unwrap();
+        let c = LbConfig::parse(&imp.toml).unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
+        let v1 = &c.vrrp_instances[0];
+        assert_eq!(v1.track_script.len(), 2);
+        let s = &v1.track_script[0].script;
+        assert_eq!(s.argv, ["/usr/local/bin/chk_edge", "198.18.7.11"]);
+        assert_eq!(
+            (
+                s.interval.as_secs(),
+                s.timeout.as_secs(),
+                s.weight,
+                s.rise,
+                s.fall
+            ),
+            (2, 3, -30, 2, 3)
+        );
+        let g = v1.sync_group.as_ref().unwrap();
+        assert_eq!((g.name.as_str(), g.members.len()), ("G1", 2));
+        assert_eq!(
+            g.notify_master.as_deref(),
+            Some("/usr/local/bin/g.sh master")
+        );
+        // In a sync group the weights count as 0, as keepalived's.
+        assert!(v1.track_script.iter().all(|t| t.weight == 0));
+        assert_eq!(c.vrrp_instances[1].sync_group.as_ref().unwrap().name, "G1");
+        let ck = c.virtual_servers[0].real_servers[0].check.as_ref().unwrap();
+        assert_eq!(
+            ck.kind,
+            crate::config::CheckKind::Misc {
+                argv: vec!["/usr/local/bin/chk_rtmp".into(), "198.18.7.11".into()],
+                timeout: std::time::Duration::from_secs(3),
+                dynamic: true,
+            }
+        );
+        assert_eq!((ck.warmup.as_secs(), ck.retry), (2, 1));
+        // `user` is the one keyword left out.
+        assert_eq!(imp.skipped.len(), 1, "{}", imp.toml);
+        assert!(
+            imp.toml
+                .contains("# keepalived: user nobody: not supported"),
+            "{}",
+            imp.toml
+        );
+        assert!(
+            imp.toml
+                .contains("track_script = [\"chk_edge\", { name = \"chk_b\", weight = 5 }]"),
+            "{}",
+            imp.toml
+        );
     }
 
     #[test]

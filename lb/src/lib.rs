@@ -30,6 +30,7 @@ pub mod health;
 pub mod import;
 pub mod proxy;
 pub mod reload;
+pub mod script;
 pub mod state;
 pub mod vrrp;
 

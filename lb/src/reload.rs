@@ -350,6 +350,7 @@ fn check_text(c: &Option<Check>) -> String {
         retry,
         delay_before_retry,
         connect_port,
+        warmup,
     } = c;
     let (name, stream) = match kind {
         CheckKind::Tcp => ("tcp_check", String::new()),
@@ -361,6 +362,18 @@ fn check_text(c: &Option<Check>) -> String {
                     .map(|u| format!("{} -> {}", common::redact::query(&u.path), u.status_code))
                     .collect::<Vec<_>>()
                     .join(" + ")
+            ),
+        ),
+        CheckKind::Misc {
+            argv,
+            timeout,
+            dynamic,
+        } => (
+            "misc_check",
+            format!(
+                "misc_path {:?}, misc_timeout {}, misc_dynamic {dynamic}, ",
+                argv.join(" "),
+                secs(*timeout)
             ),
         ),
         CheckKind::Rtmp { stream: None } => ("rtmp_check", String::new()),
@@ -376,10 +389,11 @@ fn check_text(c: &Option<Check>) -> String {
         ),
     };
     format!(
-        "{name}({stream}connect_timeout {}, retry {retry}, delay_before_retry {}, connect_port {})",
+        "{name}({stream}connect_timeout {}, retry {retry}, delay_before_retry {}, connect_port {}, warmup {})",
         secs(*connect_timeout),
         secs(*delay_before_retry),
-        opt(*connect_port)
+        opt(*connect_port),
+        secs(*warmup)
     )
 }
 
@@ -619,6 +633,8 @@ fn vrrp_instance(old: &VrrpConfig, new: &VrrpConfig, out: &mut Vec<Change>) {
         track_interface,
         track_virtual_servers,
         track_weight,
+        track_script,
+        sync_group,
         notify_master,
         notify_backup,
         notify_fault,
@@ -718,6 +734,44 @@ fn vrrp_instance(old: &VrrpConfig, new: &VrrpConfig, out: &mut Vec<Change>) {
     );
     key("notify_stop", script(&old.notify_stop), script(notify_stop));
     key("notify", script(&old.notify), script(notify));
+    // A changed vrrp_script (any of its keys) shows on every instance tracking it.
+    let tracks = |l: &[crate::config::TrackScript]| {
+        l.iter()
+            .map(|t| {
+                let s = &t.script;
+                format!(
+                    "{}({:?} every {} timeout {} rise {} fall {} weight {})",
+                    s.name,
+                    s.script,
+                    secs(s.interval),
+                    secs(s.timeout),
+                    s.rise,
+                    s.fall,
+                    t.weight
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    key(
+        "track_script",
+        tracks(&old.track_script),
+        tracks(track_script),
+    );
+    let group = |g: &Option<crate::config::SyncGroupConfig>| match g {
+        None => "none".to_string(),
+        Some(g) => format!(
+            "{}[{}] notify {}/{}/{}/{} tracking_weight {}",
+            g.name,
+            g.members.join(","),
+            opt(g.notify_master.as_ref()),
+            opt(g.notify_backup.as_ref()),
+            opt(g.notify_fault.as_ref()),
+            opt(g.notify.as_ref()),
+            g.tracking_weight
+        ),
+    };
+    key("vrrp_sync_group", group(&old.sync_group), group(sync_group));
 }
 
 #[cfg(test)]
@@ -783,8 +837,23 @@ garp_master_repeat = 5
 track_interface = ["eth0"]
 track_virtual_servers = true
 track_weight = 0
+track_script = ["chk_a"]
+
+[[vrrp_script]]
+name = "chk_a"
+script = "/bin/true"
+interval = 2
+timeout = 2
+weight = -20
+rise = 1
+fall = 1
 "#
         )
+    }
+
+    /// A sync group of VI_1 (added after the base's last line), with `more` keys.
+    fn group(more: &str) -> String {
+        format!("\n[[vrrp_sync_group]]\nname = \"G1\"\ngroup = [\"VI_1\"]\n{more}")
     }
 
     const TCP_BLOCK: &str = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 3\nretry = 3\ndelay_before_retry = 3\n";
@@ -895,11 +964,42 @@ track_weight = 0
             ("vrrp_instance", "notify_stop", "track_weight = 0+".into(), "notify_stop = \"/bin/true stop\"".into(), vec!["vrrp_instance.notify_stop"]),
             ("vrrp_instance", "notify", "track_weight = 0+".into(), "notify = \"/bin/true\"".into(), vec!["vrrp_instance.notify"]),
             ("authentication", "auth_pass", "auth_pass = \"secret1\"".into(), "auth_pass = \"secret3\"".into(), vec!["vrrp_instance.authentication.auth_pass"]),
+            ("vrrp_instance", "track_script", "track_script = [\"chk_a\"]".into(), "track_script = [{ name = \"chk_a\", weight = -30 }]".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "name", "track_script = [\"chk_a\"]\n\n[[vrrp_script]]\nname = \"chk_a\"".into(), "track_script = [\"chk_b\"]\n\n[[vrrp_script]]\nname = \"chk_b\"".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "script", "script = \"/bin/true\"".into(), "script = \"/bin/test -e /run/edge.ok\"".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "interval", "interval = 2".into(), "interval = 3".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "timeout", "timeout = 2".into(), "timeout = 1".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "weight", "weight = -20".into(), "weight = 10".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "rise", "rise = 1".into(), "rise = 2".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_script", "fall", "fall = 1".into(), "fall = 3".into(), vec!["vrrp_instance.track_script"]),
+            ("vrrp_sync_group", "name", "fall = 1+".into(), group("sync_group_tracking_weight = true\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            ("vrrp_sync_group", "group", "fall = 1+".into(), group("sync_group_tracking_weight = true\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            ("vrrp_sync_group", "notify_master", "fall = 1+".into(), group("sync_group_tracking_weight = true\nnotify_master = \"/bin/true\"\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            ("vrrp_sync_group", "notify_backup", "fall = 1+".into(), group("sync_group_tracking_weight = true\nnotify_backup = \"/bin/true\"\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            ("vrrp_sync_group", "notify_fault", "fall = 1+".into(), group("sync_group_tracking_weight = true\nnotify_fault = \"/bin/true\"\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            ("vrrp_sync_group", "notify", "fall = 1+".into(), group("sync_group_tracking_weight = true\nnotify = \"/bin/true\"\n"), vec!["vrrp_instance.vrrp_sync_group"]),
+            // Off (the default): the members' script weights count as 0, as keepalived's.
+            ("vrrp_sync_group", "sync_group_tracking_weight", "fall = 1+".into(), group(""), vec!["vrrp_instance.vrrp_sync_group", "vrrp_instance.track_script"]),
+            ("real_server", "misc_check", TCP_BLOCK.into(), "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/true\"\n".into(), vec!["real_server.check"]),
+            ("check", "misc_path", TCP_BLOCK.into(), "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/false\"\n".into(), vec!["real_server.check"]),
+            ("check", "misc_timeout", TCP_BLOCK.into(), "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/true\"\nmisc_timeout = 2\n".into(), vec!["real_server.check"]),
+            ("check", "misc_dynamic", TCP_BLOCK.into(), "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/true\"\nmisc_dynamic = true\n".into(), vec!["real_server.check"]),
+            ("check", "warmup", "delay_before_retry = 3+".into(), "warmup = 5".into(), vec!["real_server.check"]),
         ];
         // Keys that change nothing the balancer runs, with why.
         let inert: &[(&str, &str, &str)] = &[
             ("", "virtual_server", "a table: its keys are the cases"),
             ("", "vrrp_instance", "a table: its keys are the cases"),
+            (
+                "",
+                "vrrp_script",
+                "a table: its keys are the cases (carried by the instances tracking it)",
+            ),
+            (
+                "",
+                "vrrp_sync_group",
+                "a table: its keys are the cases (carried by its members)",
+            ),
             (
                 "virtual_server",
                 "protocol",
@@ -929,7 +1029,15 @@ track_weight = 0
             keys(&plan(&h("/a", ""), &h("/a", "status_code = 204\n"))),
             vec!["real_server.check"]
         );
-        let schema: [(&str, &[&str]); 7] = [
+        let schema: [(&str, &[&str]); 9] = [
+            (
+                "vrrp_script",
+                fields_of::<crate::config::track::RawScript>(),
+            ),
+            (
+                "vrrp_sync_group",
+                fields_of::<crate::config::track::RawSyncGroup>(),
+            ),
             ("", fields_of::<RawConfig>()),
             ("virtual_server", fields_of::<RawVirtualServer>()),
             ("real_server", fields_of::<RawRealServer>()),

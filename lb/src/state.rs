@@ -30,6 +30,8 @@ pub struct RsRuntime {
     /// Weight set through the admin API (`weight`); cleared by `enable` and by a reload
     /// that changes the configured weight.
     pub weight_override: Mutex<Option<u32>>,
+    /// Weight set by a `misc_dynamic` check (exit code - 2); cleared when the check changes.
+    pub dynamic_weight: Mutex<Option<u32>>,
     /// Drained by the operator (`drain`): no new connections whatever the weight, until
     /// `enable` or `weight`. Kept across reloads, not across restarts (the config's
     /// `weight = 0` is the persistent way), so status can tell the two apart.
@@ -56,6 +58,7 @@ impl RsRuntime {
             cfg: Mutex::new(cfg.clone()),
             last_error: Mutex::new(String::new()),
             weight_override: Mutex::new(None),
+            dynamic_weight: Mutex::new(None),
             drained: AtomicBool::new(false),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
@@ -69,14 +72,17 @@ impl RsRuntime {
         }
     }
 
-    /// The weight the scheduler uses: 0 while drained, else the override or the config's.
+    /// The weight the scheduler uses: 0 while drained, else the admin override, else what a
+    /// `misc_dynamic` check set, else the config's.
     pub fn weight(&self) -> u32 {
         if self.is_drained() {
             return 0;
         }
+        let dynamic = *self.dynamic_weight.lock().unwrap();
         self.weight_override
             .lock()
             .unwrap()
+            .or(dynamic)
             .unwrap_or(self.cfg.lock().unwrap().weight)
     }
 
@@ -92,6 +98,7 @@ impl RsRuntime {
     pub fn reset_health(&self) {
         let retry = retry_of(&self.cfg.lock().unwrap());
         *self.health.lock().unwrap() = HealthState::new(retry);
+        *self.dynamic_weight.lock().unwrap() = None;
     }
 
     /// Records the check task now running for this server, stopping any previous one.
@@ -219,6 +226,16 @@ impl VsRuntime {
                 }
                 (Flip::Down, Ok(())) => {}
             }
+        }
+    }
+
+    /// A `misc_dynamic` check's exit code set the weight (keepalived: code - 2).
+    pub fn report_dynamic_weight(&self, rs: &RsRuntime, weight: u32) {
+        let old = rs.dynamic_weight.lock().unwrap().replace(weight);
+        if old != Some(weight) {
+            info!(vs = %self.address, rs = %rs.addr, weight, "real server weight set by misc_dynamic check");
+            self.sched.lock().unwrap().set_weight(rs.addr, rs.weight());
+            self.changed.notify_one();
         }
     }
 

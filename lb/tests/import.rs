@@ -116,9 +116,8 @@ fn unsupported_keywords_are_one_comment_each_and_fail_strict() {
     );
     let toml = String::from_utf8(out.stdout).unwrap();
     for k in [
-        "vrrp_script chk_srs { ... }: not needed",
+        "user srs: not supported",
         "virtual_ipaddress 127.0.0.200/32 label lo:1: not supported",
-        "track_script { ... }: not needed",
         "lvs_method NAT: NAT does not exist here",
         "quorum 1: not supported",
         "digest 9b3a0c85a887a256d6939da88aabd8cd: not supported",
@@ -129,7 +128,7 @@ fn unsupported_keywords_are_one_comment_each_and_fail_strict() {
             "{k}\n{toml}"
         );
     }
-    assert_eq!(toml.matches("# keepalived: ").count(), 6, "{toml}");
+    assert_eq!(toml.matches("# keepalived: ").count(), 5, "{toml}");
     // PROXY kind on loopback: `lb --check` accepts it on any host.
     let file = tmp("imported.toml", toml.as_bytes());
     let check = Command::new(LB)
@@ -155,15 +154,20 @@ fn unsupported_keywords_are_one_comment_each_and_fail_strict() {
         ("http_get", Some(1985), 2)
     );
     assert!(c.vrrp_instances[0].nopreempt);
+    // vrrp_script + track_script carry over and run.
+    let t = &c.vrrp_instances[0].track_script[0];
+    assert_eq!(t.script.name, "chk_srs");
+    assert_eq!(t.script.argv, ["/usr/local/bin/check_srs.sh"]);
+    assert_eq!(t.script.interval.as_secs(), 2);
 
     let strict = import(&["--strict", UNSUPPORTED]);
     assert_eq!(strict.status.code(), Some(2));
     let err = String::from_utf8_lossy(&strict.stderr);
     assert!(
-        err.contains("keepalived-unsupported.conf:2: vrrp_script"),
+        err.contains("keepalived-unsupported.conf:5: user srs"),
         "{err}"
     );
-    assert!(err.contains("6 keyword(s) not carried over"), "{err}");
+    assert!(err.contains("5 keyword(s) not carried over"), "{err}");
 }
 
 #[test]
@@ -212,4 +216,54 @@ fn malformed_files_name_the_line_and_never_panic() {
     let out = import(&[deep.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deeper than"));
+}
+
+const TRACK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/keepalived-track.conf"
+);
+
+#[test]
+fn scripts_sync_groups_and_misc_check_import_and_pass_check() {
+    let out = import(&["--strict", TRACK]);
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "nothing is left out: {}\n{toml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(toml.matches("# keepalived: ").count(), 0, "{toml}");
+    let file = tmp("track.toml", toml.as_bytes());
+    let check = Command::new(LB)
+        .args(["--check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{toml}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let c = LbConfig::parse(&toml).unwrap();
+    let [v1, v2] = &c.vrrp_instances[..] else {
+        panic!("two instances: {toml}")
+    };
+    // sync_group_tracking_weight: the weights stay.
+    assert_eq!(
+        (v1.track_script[0].weight, v2.track_script[0].weight),
+        (-60, -40)
+    );
+    let s = &v1.track_script[0].script;
+    assert_eq!(s.argv, ["/bin/sh", "-c", "test -e /run/edgefleet/edge.ok"]);
+    assert_eq!((s.rise, s.fall, s.timeout.as_secs()), (2, 2, 2));
+    let g = v2.sync_group.as_ref().unwrap();
+    assert!(g.tracking_weight);
+    assert_eq!(g.members, ["VI_1", "VI_2"]);
+    assert_eq!(
+        g.notify_fault.as_deref(),
+        Some("/usr/bin/logger group fault")
+    );
+    let ck = c.virtual_servers[0].real_servers[0].check.as_ref().unwrap();
+    assert_eq!(ck.kind.key(), "misc_check");
+    assert_eq!(ck.warmup.as_secs(), 3);
 }

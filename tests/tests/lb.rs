@@ -493,6 +493,88 @@ async fn drain_and_sorry_server() {
     assert_eq!(read_id(v, lo(1)).await.0, "sorry");
 }
 
+/// keepalived's MISC_CHECK with a real /bin/sh script that tests for a file per server: the
+/// server whose file goes is taken out (connections go to the other), and comes back with
+/// it; with misc_dynamic, exit code 2 + N sets its weight to N (0: no new connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misc_check_takes_a_real_server_out_and_back() {
+    init();
+    let (a, _ta) = id_server("a").await;
+    let (b, _tb) = id_server("b").await;
+    let dir = std::env::temp_dir().join(format!("edgefleet-misc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fa, fw) = (dir.join("a.ok"), dir.join("a.weight"));
+    std::fs::write(&fa, "").unwrap();
+    // Up while a.ok exists; a.weight, when present, holds the exit code (2 + weight).
+    let script = format!(
+        "test -e {fa} || exit 1; test -e {fw} && exit $(cat {fw}); exit 0",
+        fa = fa.display(),
+        fw = fw.display()
+    );
+    let check_a = format!(
+        "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/sh -c '{script}'\"\nmisc_timeout = 2\nmisc_dynamic = true\nretry = 0\ndelay_before_retry = 0.1"
+    );
+    let check_b = "[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/true\"\nretry = 0";
+    let v = vip();
+    let lb = start_lb(&vs_toml(v, "rr", "", &[(a, 1, &check_a), (b, 1, check_b)])).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || rs_status(&lb, a)["checks"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0)
+        .await
+    );
+    let seen = tally(v, 4, false, |_| lo(1)).await;
+    assert_eq!(
+        (seen.get("a"), seen.get("b")),
+        (Some(&2), Some(&2)),
+        "{seen:?}"
+    );
+    std::fs::remove_file(&fa).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || rs_status(&lb, a)["state"]
+            == "DOWN")
+        .await,
+        "{}",
+        rs_status(&lb, a)
+    );
+    assert!(rs_status(&lb, a)["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("exited with 1"));
+    let seen = tally(v, 4, false, |_| lo(1)).await;
+    assert_eq!(
+        seen.get("b"),
+        Some(&4),
+        "a DOWN server got connections: {seen:?}"
+    );
+    std::fs::write(&fa, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || rs_status(&lb, a)["state"]
+            == "UP")
+        .await,
+        "{}",
+        rs_status(&lb, a)
+    );
+    let seen = tally(v, 4, false, |_| lo(1)).await;
+    assert_eq!(seen.get("a"), Some(&2), "a is back: {seen:?}");
+    // misc_dynamic: exit 2 = up with weight 0 (quiesced).
+    std::fs::write(&fw, "2").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || rs_status(&lb, a)["weight"] == 0).await,
+        "{}",
+        rs_status(&lb, a)
+    );
+    assert_eq!(rs_status(&lb, a)["state"], "UP");
+    let seen = tally(v, 4, false, |_| lo(1)).await;
+    assert_eq!(
+        seen.get("b"),
+        Some(&4),
+        "weight 0 took no connection: {seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_algorithms_over_real_edges() {
     init();

@@ -591,3 +591,133 @@ fn unicast_peers_elect_and_fail_over() {
     assert!(wait(Duration::from_secs(6), || f.lab.has_addr(&f.lb2, VIP)).is_some());
     client_plays(&f).expect("play through the unicast backup");
 }
+
+/// A `[[vrrp_script]]` that succeeds while `flag` exists (a real process, run every 0.2 s).
+fn flag_script(name: &str, flag: &std::path::Path, weight: i32) -> String {
+    format!(
+        "[[vrrp_script]]\nname = \"{name}\"\nscript = \"/bin/test -e {}\"\ninterval = 0.2\ntimeout = 1\nweight = {weight}\nrise = 2\nfall = 2\n",
+        flag.display()
+    )
+}
+
+#[test]
+fn a_failing_track_script_hands_the_vip_over_and_it_comes_back() {
+    let Some(f) = fleet("a_failing_track_script_hands_the_vip_over_and_it_comes_back") else {
+        return;
+    };
+    let flag = f.lab.file("edge.ok", "");
+    // 150 - 80 = 70 < 100 while the script fails.
+    let extra = format!(
+        "track_script = [\"chk_edge\"]\n\n{}",
+        flag_script("chk_edge", &flag, -80)
+    );
+    start_lb(
+        &f,
+        &f.lb1,
+        "lb1",
+        &lb_config("BACKUP", 150, &extra, f.edge.ip),
+    );
+    start_lb(&f, &f.lb2, "lb2", &lb_config("BACKUP", 100, "", f.edge.ip));
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)).is_some(),
+        "lb1 never became master:\n{}",
+        f.lab.log("lb1")
+    );
+    let v = vrrp_state(&f.lab, &f.lb1, 0);
+    assert_eq!(v["track_script"][0]["state"], "OK", "{v}");
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb2, VIP)
+            && !f.lab.has_addr(&f.lb1, VIP))
+        .is_some(),
+        "the backup never took over from a master whose script fails:\n{}",
+        f.lab.log("lb1")
+    );
+    let v = vrrp_state(&f.lab, &f.lb1, 0);
+    assert_eq!(v["track_script"][0]["state"], "FAILING", "{v}");
+    assert_eq!(v["priority"], 70, "{v}");
+    assert_eq!(v["state"], "BACKUP", "{v}");
+    client_plays(&f).expect("play through the backup");
+    // The file is back: rise = 2 runs later lb1 is 150 again and preempts.
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb1, VIP)
+            && !f.lab.has_addr(&f.lb2, VIP))
+        .is_some(),
+        "lb1 never preempted back:\n{}",
+        f.lab.log("lb1")
+    );
+    assert_eq!(vrrp_state(&f.lab, &f.lb1, 0)["priority"], 150);
+    assert!(f.lab.log("lb1").contains("vrrp_script failed"));
+}
+
+/// Two instances in one sync group on each balancer: VI_1 (.100) tracks a script on lb1,
+/// VI_2 (.101) tracks nothing; when the script fails both addresses move to lb2, and both
+/// come back when it succeeds again.
+#[test]
+fn a_sync_group_fails_over_together() {
+    let Some(f) = fleet("a_sync_group_fails_over_together") else {
+        return;
+    };
+    const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    let flag = f.lab.file("group.ok", "");
+    let cfg = |prio: u8, track: bool| {
+        let mut c = String::from("admin_listen = \"127.0.0.1:9180\"\n");
+        for (name, vrid, vip) in [("VI_1", 51, VIP), ("VI_2", 52, VIP2)] {
+            c += &format!(
+                "\n[[vrrp_instance]]\nname = \"{name}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\npriority = {prio}\nadvert_int = 1\nvirtual_ipaddress = [\"{vip}/24\"]\n"
+            );
+            if track && name == "VI_1" {
+                // weight -80 counts as 0 in a sync group (keepalived): VI_1 goes FAULT.
+                c += "track_script = [\"chk\"]\n";
+            }
+        }
+        if track {
+            c += &format!("\n{}", flag_script("chk", &flag, -80));
+        }
+        c += "\n[[vrrp_sync_group]]\nname = \"G1\"\ngroup = [\"VI_1\", \"VI_2\"]\n";
+        c
+    };
+    start_lb(&f, &f.lb1, "lb1", &cfg(150, true));
+    start_lb(&f, &f.lb2, "lb2", &cfg(100, false));
+    let both = |h: &Host| f.lab.has_addr(h, VIP) && f.lab.has_addr(h, VIP2);
+    let none = |h: &Host| !f.lab.has_addr(h, VIP) && !f.lab.has_addr(h, VIP2);
+    assert!(
+        wait(Duration::from_secs(8), || both(&f.lb1) && none(&f.lb2)).is_some(),
+        "lb1 never held both:\n{}",
+        f.lab.log("lb1")
+    );
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        wait(Duration::from_secs(8), || both(&f.lb2) && none(&f.lb1)).is_some(),
+        "the group did not fail over together:\n{}\n{}",
+        f.lab.log("lb1"),
+        f.lab.log("lb2")
+    );
+    let s = status(&f, &f.lb1);
+    assert_eq!(s["vrrp_instances"][0]["state"], "FAULT", "{s}");
+    assert_eq!(s["vrrp_instances"][1]["state"], "FAULT", "{s}");
+    assert!(
+        wait(Duration::from_secs(3), || status(&f, &f.lb1)
+            ["vrrp_instances"][1]["sync_group"]["state"]
+            == "FAULT")
+        .is_some(),
+        "{}",
+        status(&f, &f.lb1)
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait(Duration::from_secs(10), || both(&f.lb1) && none(&f.lb2)).is_some(),
+        "the group did not come back together:\n{}",
+        f.lab.log("lb1")
+    );
+    // The group's state follows its members' reports (each tracking tick).
+    assert!(
+        wait(Duration::from_secs(3), || status(&f, &f.lb1)
+            ["vrrp_instances"][0]["sync_group"]["state"]
+            == "MASTER")
+        .is_some(),
+        "{}",
+        status(&f, &f.lb1)
+    );
+}

@@ -118,7 +118,7 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                         "connect_failures": r.connect_failures.load(Ordering::Relaxed),
                         "checks": r.checks.load(Ordering::Relaxed),
                         "check_failures": r.check_failures.load(Ordering::Relaxed),
-                        "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp", crate::config::CheckKind::Http { .. } => "http" }),
+                        "check": c.check.as_ref().map(|k| match k.kind { crate::config::CheckKind::Tcp => "tcp", crate::config::CheckKind::Rtmp { .. } => "rtmp", crate::config::CheckKind::Http { .. } => "http", crate::config::CheckKind::Misc { .. } => "misc" }),
                         "last_error": r.last_error.lock().unwrap().clone(),
                     });
                     if let Some(d) = dr.as_ref().map(|d| d.servers.get(&r.addr).cloned().unwrap_or_default()) {
@@ -179,6 +179,25 @@ pub fn status(b: &Balancer) -> serde_json::Value {
                 "adverts_received": st.adverts_received.load(Ordering::Relaxed),
                 "drops": drops,
                 "last_error": st.last_error.lock().unwrap().clone(),
+                "track_script": v.scripts.iter().map(|s| {
+                    let x = s.snapshot();
+                    json!({
+                        "name": s.name,
+                        "state": if x.ok { "OK" } else { "FAILING" },
+                        "weight": s.weight,
+                        "runs": x.runs,
+                        "failures": x.failures,
+                        "flips": x.flips,
+                        "last": x.last,
+                    })
+                }).collect::<Vec<_>>(),
+                "sync_group": v.group.as_ref().map(|g| {
+                    let g = g.lock().unwrap();
+                    json!({
+                        "name": g.cfg.name,
+                        "state": g.state().map(|s| s.name()),
+                    })
+                }),
             })
         })
         .collect();
@@ -421,6 +440,63 @@ pub fn metrics(b: &Balancer) -> String {
             );
         }
     }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_script_ok 1 while a tracked vrrp_script is OK (after rise/fall), 0 while failing.\n# TYPE edgefleet_vrrp_script_ok gauge");
+    let scripts = |v: &serde_json::Value| v["track_script"].as_array().cloned().unwrap_or_default();
+    for v in vrrps {
+        for t in scripts(v) {
+            let _ = writeln!(
+                out,
+                "edgefleet_vrrp_script_ok{{instance=\"{}\",script=\"{}\"}} {}",
+                v["name"].as_str().unwrap_or(""),
+                t["name"].as_str().unwrap_or(""),
+                u8::from(t["state"] == "OK")
+            );
+        }
+    }
+    for (name, key, help) in [
+        (
+            "edgefleet_vrrp_script_runs_total",
+            "runs",
+            "Runs of a tracked vrrp_script.",
+        ),
+        (
+            "edgefleet_vrrp_script_failures_total",
+            "failures",
+            "Failed runs (non-zero exit, timeout, cannot start).",
+        ),
+        (
+            "edgefleet_vrrp_script_flips_total",
+            "flips",
+            "OK <-> failing changes after rise/fall.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for v in vrrps {
+            for t in scripts(v) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{instance=\"{}\",script=\"{}\"}} {}",
+                    v["name"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    t[key]
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP edgefleet_vrrp_sync_group_state 1 for the sync group's current state (as its member sees it).\n# TYPE edgefleet_vrrp_sync_group_state gauge");
+    for v in vrrps {
+        if let Some(g) = v["sync_group"].as_object() {
+            for s in ["BACKUP", "MASTER", "FAULT"] {
+                let _ = writeln!(
+                    out,
+                    "edgefleet_vrrp_sync_group_state{{group=\"{}\",instance=\"{}\",state=\"{s}\"}} {}",
+                    g["name"].as_str().unwrap_or(""),
+                    v["name"].as_str().unwrap_or(""),
+                    u8::from(g["state"] == s)
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP edgefleet_vrrp_master_info The current master's address as a label.\n# TYPE edgefleet_vrrp_master_info gauge");
     for v in vrrps {
         if let Some(m) = v["master"].as_str() {
@@ -508,7 +584,102 @@ pub fn render_table(st: &serde_json::Value) -> String {
                 v["transitions"],
                 v["virtual_ipaddress"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
             );
+            if let Some(g) = v["sync_group"].as_object() {
+                let _ = writeln!(
+                    out,
+                    "    sync group {}: {}",
+                    g["name"].as_str().unwrap_or("?"),
+                    g["state"].as_str().unwrap_or("-")
+                );
+            }
+            for t in v["track_script"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "    script {}: {} (weight {}, {} runs, {} failed, last {})",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["state"].as_str().unwrap_or("?"),
+                    t["weight"],
+                    t["runs"],
+                    t["failures"],
+                    match t["last"].as_str() {
+                        Some("") | None => "-",
+                        Some(l) => l,
+                    }
+                );
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real instance (on an interface that does not exist here, so it stays FAULT and
+    /// sends nothing) whose script runs: /metrics and /status show the script and group.
+    #[tokio::test]
+    async fn metrics_show_scripts_and_sync_groups() {
+        let cfg = crate::LbConfig::parse(
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"nope0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_script = [\"chk\"]\n[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/sh -c 'exit 3'\"\ninterval = 0.05\n[[vrrp_sync_group]]\nname = \"G1\"\ngroup = [\"VI_1\"]\n",
+        )
+        .unwrap();
+        let b = Balancer::new(cfg.clone());
+        b.apply(cfg).await.unwrap();
+        let mut m = String::new();
+        for _ in 0..200 {
+            m = metrics(&b);
+            if m.contains("edgefleet_vrrp_script_ok{instance=\"VI_1\",script=\"chk\"} 0")
+                && m.contains("edgefleet_vrrp_sync_group_state{group=\"G1\",instance=\"VI_1\",state=\"FAULT\"} 1")
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            m.contains("edgefleet_vrrp_script_ok{instance=\"VI_1\",script=\"chk\"} 0"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "edgefleet_vrrp_sync_group_state{group=\"G1\",instance=\"VI_1\",state=\"FAULT\"} 1"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("edgefleet_vrrp_script_failures_total{instance=\"VI_1\",script=\"chk\"}")
+        );
+        let st = status(&b);
+        let t = &st["vrrp_instances"][0]["track_script"][0];
+        assert_eq!(t["last"], "exited with 3", "{st}");
+        assert_eq!(t["weight"], 0, "in a sync group");
+        b.shutdown().await;
+    }
+
+    #[test]
+    fn the_table_shows_scripts_and_the_sync_group() {
+        let st = json!({
+            "virtual_servers": [],
+            "vrrp_instances": [{
+                "name": "VI_1", "virtual_router_id": 51, "interface": "eth0", "version": 3,
+                "state": "BACKUP", "priority": 70, "base_priority": 150, "master": "198.18.0.3",
+                "transitions": 3, "virtual_ipaddress": ["198.18.0.100/24"],
+                "sync_group": { "name": "G1", "state": "BACKUP" },
+                "track_script": [{
+                    "name": "chk_edge", "state": "FAILING", "weight": -80, "runs": 12,
+                    "failures": 4, "flips": 1, "last": "exited with 1"
+                }],
+            }],
+        });
+        let t = render_table(&st);
+        assert!(
+            t.contains("VI_1 vrid 51 on eth0 v3: BACKUP priority 70 (base 150)"),
+            "{t}"
+        );
+        assert!(t.contains("    sync group G1: BACKUP\n"), "{t}");
+        assert!(
+            t.contains("    script chk_edge: FAILING (weight -80, 12 runs, 4 failed, last exited with 1)\n"),
+            "{t}"
+        );
+    }
 }

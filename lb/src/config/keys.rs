@@ -7,6 +7,7 @@
 //! [`fields_of`]), so this room cannot drift from the schema; `deny_unknown_fields` stays on
 //! the structs as the backstop. This room only reads and prunes a `toml::Table`.
 
+use super::track::{RawScript, RawSyncGroup};
 use super::{RawAuth, RawCheck, RawConfig, RawRealServer, RawUrl, RawVirtualServer, RawVrrp};
 use common::config::ConfigError;
 use serde::de::{DeserializeOwned, Visitor};
@@ -14,8 +15,6 @@ use serde::de::{DeserializeOwned, Visitor};
 /// What a keepalived key becomes here, per table (`""` = top level).
 const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("", "global_defs", "lb has no global_defs: its settings are top-level keys (admin_listen, admin_token_file, admin_timeout, proxy_copy); router_id, notification_email and smtp_* have no meaning here"),
-    ("", "vrrp_script", "not needed: track_virtual_servers (on by default with virtual servers) tracks this lb's real servers, which is what keepalived needs a vrrp_script for"),
-    ("", "vrrp_sync_group", "not supported: each vrrp_instance stands alone"),
     ("virtual_server", "nat_mask", "not needed: lb does not forward by NAT (lb_kind = \"PROXY\"), so there is no NAT netmask: remove it"),
     ("virtual_server", "lvs_sched", "is keepalived's other name for lb_algo: write lb_algo"),
     ("virtual_server", "lvs_method", "is keepalived's other name for lb_kind: write lb_kind = \"PROXY\""),
@@ -32,8 +31,7 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("real_server", "HTTP_GET", "is written in lower case here: [virtual_server.real_server.http_get] with [[virtual_server.real_server.http_get.url]] path = \"/\", status_code = 200"),
     ("real_server", "SSL_GET", "lb has no HTTPS check: use tcp_check or rtmp_check"),
     ("real_server", "ssl_get", "lb has no HTTPS check: use tcp_check or rtmp_check"),
-    ("real_server", "MISC_CHECK", "lb runs no check scripts: rtmp_check does what an RTMP MISC_CHECK script does ([virtual_server.real_server.rtmp_check], stream = \"APP/NAME\")"),
-    ("real_server", "misc_check", "lb runs no check scripts: rtmp_check does what an RTMP MISC_CHECK script does ([virtual_server.real_server.rtmp_check], stream = \"APP/NAME\")"),
+    ("real_server", "MISC_CHECK", "is written in lower case here: [virtual_server.real_server.misc_check] with misc_path (rtmp_check does what an RTMP MISC_CHECK script does without a script)"),
     ("real_server", "TCP_CHECK", "is written in lower case here: [virtual_server.real_server.tcp_check]"),
     ("real_server", "notify_up", "not supported: health flips are logged and counted (edgefleet_rs_check_flips_total)"),
     ("real_server", "notify_down", "not supported: health flips are logged and counted (edgefleet_rs_check_flips_total)"),
@@ -43,9 +41,12 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
     ("check", "connect_ip", "not supported: a check connects to the real server's own address and port"),
     ("check", "bindto", "not supported: a check connects from the address the kernel chooses"),
     ("check", "bind_port", "not supported: a check connects from the port the kernel chooses"),
-    ("check", "warmup", "not supported: checks start at once, every delay_loop"),
+    ("check", "user", "not supported: a misc_check command runs as lb's own user"),
+    ("vrrp_sync_group", "smtp_alert", "not supported: use notify_master / notify_backup / notify_fault / notify"),
+    ("vrrp_sync_group", "global_tracking", "not needed: give each member its own track_* (the group follows any member's fault)"),
     ("vrrp_instance", "mcast_src_ip", "is keepalived's older name for unicast_src_ip: write unicast_src_ip"),
-    ("vrrp_instance", "track_script", "not needed: track_virtual_servers tracks this lb's real servers (what keepalived needs a script for)"),
+    ("vrrp_script", "user", "not supported: scripts run as lb's own user (give lb's unit a User= that may run them)"),
+    ("vrrp_script", "init_fail", "not supported: a script starts OK and fails after `fall` failed runs"),
     ("vrrp_instance", "smtp_alert", "not supported: use notify_master / notify_backup / notify_fault / notify"),
     ("vrrp_instance", "dont_track_primary", "not supported: the link state of interface is always tracked"),
     ("vrrp_instance", "virtual_routes", "not supported: lb adds and removes addresses only (virtual_ipaddress)"),
@@ -55,7 +56,7 @@ const KEEPALIVED: &[(&str, &str, &str)] = &[
 ];
 
 /// What keepalived's `key` in `section` (`""` top level, `virtual_server`, `real_server`,
-/// `check`, `url`, `vrrp_instance`) becomes here, when this room knows (the importer's
+/// `check`, `url`, `vrrp_instance`, `vrrp_script`) becomes here, when this room knows (the importer's
 /// comments reuse these).
 pub fn keepalived_hint(section: &str, key: &str) -> Option<&'static str> {
     KEEPALIVED
@@ -114,7 +115,7 @@ pub fn check(root: &mut toml::Table) -> Vec<ConfigError> {
         );
         walk_array(vs, "real_server", path, errs, |rs, path, errs| {
             prune(rs, path, "real_server", fields_of::<RawRealServer>(), errs);
-            for check in ["tcp_check", "rtmp_check", "http_get"] {
+            for check in ["tcp_check", "rtmp_check", "http_get", "misc_check"] {
                 if let Some(toml::Value::Table(t)) = rs.get_mut(check) {
                     let p = format!("{path}.{check}");
                     prune(t, &p, "check", fields_of::<RawCheck>(), errs);
@@ -131,6 +132,18 @@ pub fn check(root: &mut toml::Table) -> Vec<ConfigError> {
             let p = format!("{path}.authentication");
             prune(t, &p, "authentication", fields_of::<RawAuth>(), errs);
         }
+    });
+    walk_array(root, "vrrp_script", "", &mut errs, |v, path, errs| {
+        prune(v, path, "vrrp_script", fields_of::<RawScript>(), errs);
+    });
+    walk_array(root, "vrrp_sync_group", "", &mut errs, |v, path, errs| {
+        prune(
+            v,
+            path,
+            "vrrp_sync_group",
+            fields_of::<RawSyncGroup>(),
+            errs,
+        );
     });
     errs
 }
@@ -214,6 +227,8 @@ mod tests {
                 "check" => fields_of::<RawCheck>(),
                 "url" => fields_of::<RawUrl>(),
                 "vrrp_instance" => fields_of::<RawVrrp>(),
+                "vrrp_script" => fields_of::<RawScript>(),
+                "vrrp_sync_group" => fields_of::<RawSyncGroup>(),
                 other => panic!("no section {other}"),
             };
             assert!(!known.contains(key), "{section}.{key} is a key of ours");

@@ -1,8 +1,9 @@
 //! The balancer's configuration: TOML that mirrors keepalived.conf key by key
 //! (`virtual_server`, `real_server`, `lb_algo`, `lb_kind`, `persistence_timeout`,
 //! `persistence_granularity`, `delay_loop`, `sorry_server`, `weight`, `inhibit_on_failure`,
-//! `TCP_CHECK` as `tcp_check`), plus `rtmp_check`, which keepalived needs a MISC_CHECK script
-//! for. Parsed with serde (unknown keys are errors), then validated with one error per
+//! `TCP_CHECK` as `tcp_check`, `HTTP_GET` as `http_get`, `MISC_CHECK` as `misc_check`), plus
+//! `rtmp_check`, which keepalived needs a MISC_CHECK script for; `vrrp_script`, `track_script`
+//! and `vrrp_sync_group` are in [`track`]. Parsed with serde (unknown keys are errors), then validated with one error per
 //! problem, each naming its key path (`virtual_server[0].real_server[1].weight`).
 //!
 //! Reading goes: TOML syntax (every syntax error at once, each with its line: see
@@ -10,6 +11,9 @@
 //! say what replaces them) -> typed parse -> validation (every problem at once).
 
 pub mod keys;
+pub mod track;
+
+pub use track::{ScriptConfig, SyncGroupConfig, TrackScript};
 
 use common::config::{parse_socket_addr, parse_toml, ConfigError, ConfigErrors};
 use serde::Deserialize;
@@ -29,6 +33,12 @@ pub struct RawConfig {
     pub virtual_server: Vec<RawVirtualServer>,
     #[serde(default)]
     pub vrrp_instance: Vec<RawVrrp>,
+    /// keepalived's `vrrp_script NAME { ... }`: see [`track`].
+    #[serde(default)]
+    pub vrrp_script: Vec<track::RawScript>,
+    /// keepalived's `vrrp_sync_group NAME { group { ... } }`: see [`track`].
+    #[serde(default)]
+    pub vrrp_sync_group: Vec<track::RawSyncGroup>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -52,6 +62,8 @@ pub struct RawVrrp {
     pub track_interface: Option<Vec<String>>,
     pub track_virtual_servers: Option<bool>,
     pub track_weight: Option<i64>,
+    /// Names of `[[vrrp_script]]`s, or `{ name = "...", weight = N }` (see [`track`]).
+    pub track_script: Option<Vec<toml::Value>>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
     pub notify_fault: Option<String>,
@@ -89,6 +101,10 @@ pub struct VrrpConfig {
     pub track_virtual_servers: bool,
     /// 0: FAULT when no tracked virtual server has a real server up; < 0: lower priority.
     pub track_weight: i32,
+    /// The scripts it tracks, resolved from `track_script` (weights as they apply here).
+    pub track_script: Vec<TrackScript>,
+    /// The sync group it belongs to, whole (its members change state together).
+    pub sync_group: Option<SyncGroupConfig>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
     pub notify_fault: Option<String>,
@@ -126,6 +142,8 @@ pub struct RawRealServer {
     pub rtmp_check: Option<RawCheck>,
     /// keepalived's HTTP_GET: `[virtual_server.real_server.http_get]` with `[[...url]]`.
     pub http_get: Option<RawCheck>,
+    /// keepalived's MISC_CHECK: `[virtual_server.real_server.misc_check]` with `misc_path`.
+    pub misc_check: Option<RawCheck>,
     /// The edge's HTTP API ("IP:PORT"), read by the fleet page; default the server's IP:1985.
     pub api: Option<String>,
 }
@@ -143,6 +161,14 @@ pub struct RawCheck {
     pub connect_port: Option<i64>,
     /// http_get only: the URLs to fetch, each with the status it must answer.
     pub url: Option<Vec<RawUrl>>,
+    /// misc_check only: the command to run (split into words as keepalived does).
+    pub misc_path: Option<String>,
+    /// misc_check only: seconds before the command is killed and fails (the delay_loop).
+    pub misc_timeout: Option<f64>,
+    /// misc_check only: exit codes 2..=255 set the weight to code - 2.
+    pub misc_dynamic: Option<bool>,
+    /// Seconds: the first check waits a random time up to this (keepalived's warmup).
+    pub warmup: Option<f64>,
 }
 
 /// keepalived's `url { path ...; status_code ... }` of an HTTP_GET check.
@@ -288,6 +314,8 @@ pub struct Check {
     pub delay_before_retry: Duration,
     /// Checked instead of the real server's port (keepalived's `connect_port`).
     pub connect_port: Option<u16>,
+    /// The first check waits up to this long (spread over the servers).
+    pub warmup: Duration,
 }
 
 /// One URL of an `http_get` check: `GET path` must answer `status_code`.
@@ -308,6 +336,13 @@ pub enum CheckKind {
     Http {
         urls: Vec<HttpUrl>,
     },
+    /// keepalived's MISC_CHECK: run a command; exit 0 = up, else down; with `dynamic`,
+    /// 2..=255 = up with weight code - 2 (and 1 = down). Killed after `timeout`.
+    Misc {
+        argv: Vec<String>,
+        timeout: Duration,
+        dynamic: bool,
+    },
 }
 
 impl CheckKind {
@@ -317,6 +352,7 @@ impl CheckKind {
             CheckKind::Tcp => "tcp_check",
             CheckKind::Rtmp { .. } => "rtmp_check",
             CheckKind::Http { .. } => "http_get",
+            CheckKind::Misc { .. } => "misc_check",
         }
     }
 }
@@ -381,6 +417,44 @@ impl LbConfig {
     /// `--check` prints these as `warning:` lines and the running lb logs them.
     pub fn warnings(&self, interface_exists: impl Fn(&str) -> bool) -> Vec<ConfigError> {
         let mut out = Vec::new();
+        // A check command that cannot run here is a failing check, not an error: the program
+        // may be installed later (it is run afresh each time).
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, v) in self.vrrp_instances.iter().enumerate() {
+            for (j, t) in v.track_script.iter().enumerate() {
+                if seen.contains(&t.script.name.as_str()) {
+                    continue;
+                }
+                seen.push(&t.script.name);
+                if let Some(why) = t.script.argv.first().and_then(|p| program_problem(p)) {
+                    out.push(ConfigError::new(
+                        format!("vrrp_instance[{i}].track_script[{j}]"),
+                        format!(
+                            "vrrp_script {:?}: {why}: the script fails until it can run",
+                            t.script.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, vs) in self.virtual_servers.iter().enumerate() {
+            for (j, rs) in vs.real_servers.iter().enumerate() {
+                if let Some(Check {
+                    kind: CheckKind::Misc { argv, .. },
+                    ..
+                }) = &rs.check
+                {
+                    if let Some(why) = argv.first().and_then(|p| program_problem(p)) {
+                        out.push(ConfigError::new(
+                            format!("virtual_server[{i}].real_server[{j}].misc_check.misc_path"),
+                            format!(
+                                "{why}: the check fails (the server goes DOWN) until it can run"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         for (i, v) in self.vrrp_instances.iter().enumerate() {
             if !interface_exists(&v.interface) {
                 out.push(ConfigError::new(
@@ -403,6 +477,22 @@ impl LbConfig {
             }
         }
         out
+    }
+}
+
+/// Why `program` (a path: a bare name is looked up in PATH when run) cannot run here.
+fn program_problem(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !program.contains('/') {
+        return None;
+    }
+    match std::fs::metadata(program) {
+        Err(e) => Some(format!("{program}: {e}")),
+        Ok(m) if !m.is_file() => Some(format!("{program} is not a file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{program} is not executable"))
+        }
+        Ok(_) => None,
     }
 }
 
@@ -544,13 +634,29 @@ impl RawConfig {
             }
         }
         let has_vs = !vss.is_empty();
+        let mut scripts: Vec<ScriptConfig> = Vec::new();
+        for (i, raw) in self.vrrp_script.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("vrrp_script[{i}]"),
+            };
+            if let Some(s) = raw.validate(&mut v) {
+                if !s.name.is_empty() && scripts.iter().any(|o| o.name == s.name) {
+                    v.err(
+                        "name",
+                        format!("{:?} is used by another vrrp_script", s.name),
+                    );
+                }
+                scripts.push(s);
+            }
+        }
         let mut vrrps: Vec<VrrpConfig> = Vec::new();
         for (i, raw) in self.vrrp_instance.into_iter().enumerate() {
             let mut v = V {
                 errs: &mut errs,
                 path: format!("vrrp_instance[{i}]"),
             };
-            if let Some(c) = raw.validate(&mut v, has_vs) {
+            if let Some(c) = raw.validate(&mut v, has_vs, &scripts) {
                 if vrrps.iter().any(|o| o.name == c.name) {
                     v.err(
                         "name",
@@ -569,6 +675,47 @@ impl RawConfig {
                 vrrps.push(c);
             }
         }
+        let names: Vec<String> = vrrps.iter().map(|c| c.name.clone()).collect();
+        let mut groups: Vec<SyncGroupConfig> = Vec::new();
+        for (i, raw) in self.vrrp_sync_group.into_iter().enumerate() {
+            let mut v = V {
+                errs: &mut errs,
+                path: format!("vrrp_sync_group[{i}]"),
+            };
+            let Some(g) = raw.validate(&mut v, &names) else {
+                continue;
+            };
+            if !g.name.is_empty() && groups.iter().any(|o| o.name == g.name) {
+                v.err(
+                    "name",
+                    format!("{:?} is used by another vrrp_sync_group", g.name),
+                );
+            }
+            for (j, m) in g.members.iter().enumerate() {
+                if let Some(o) = groups.iter().find(|o| o.members.contains(m)) {
+                    v.err(
+                        &format!("group[{j}]"),
+                        format!("{m:?} is already in vrrp_sync_group {:?}", o.name),
+                    );
+                }
+            }
+            groups.push(g);
+        }
+        for g in &groups {
+            for c in vrrps.iter_mut().filter(|c| g.members.contains(&c.name)) {
+                if c.sync_group.is_some() {
+                    continue;
+                }
+                if !g.tracking_weight {
+                    // keepalived: a sync group's members track with weight 0 (a failure
+                    // faults the member and so the group) unless sync_group_tracking_weight.
+                    for t in &mut c.track_script {
+                        t.weight = 0;
+                    }
+                }
+                c.sync_group = Some(g.clone());
+            }
+        }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -584,7 +731,7 @@ impl RawConfig {
 }
 
 impl RawVrrp {
-    fn validate(self, v: &mut V, has_vs: bool) -> Option<VrrpConfig> {
+    fn validate(self, v: &mut V, has_vs: bool, scripts: &[ScriptConfig]) -> Option<VrrpConfig> {
         let name = self.name.clone().unwrap_or_default();
         if name.is_empty() {
             v.err("name", "is required (keepalived's vrrp_instance NAME)");
@@ -744,6 +891,7 @@ impl RawVrrp {
                 "there is no [[virtual_server]] to track",
             );
         }
+        let track_script = track::track_scripts(v, self.track_script.clone(), scripts);
         if nopreempt && start_as_master {
             v.err("nopreempt", "needs state = \"BACKUP\" (as in keepalived)");
         }
@@ -766,6 +914,8 @@ impl RawVrrp {
             track_interface: self.track_interface.unwrap_or_default(),
             track_virtual_servers,
             track_weight,
+            track_script,
+            sync_group: None,
             notify_master: self.notify_master,
             notify_backup: self.notify_backup,
             notify_fault: self.notify_fault,
@@ -865,7 +1015,7 @@ impl RawVirtualServer {
         let base = v.path.clone();
         for (j, rs) in self.real_server.into_iter().enumerate() {
             v.path = format!("{base}.real_server[{j}]");
-            if let Some(rs) = rs.validate(v) {
+            if let Some(rs) = rs.validate(v, delay_loop) {
                 if real_servers
                     .iter()
                     .any(|o: &RsConfig| o.address == rs.address)
@@ -952,7 +1102,7 @@ fn dr_rules(
 }
 
 impl RawRealServer {
-    fn validate(self, v: &mut V) -> Option<RsConfig> {
+    fn validate(self, v: &mut V, delay_loop: Duration) -> Option<RsConfig> {
         let address = v.addr("address", self.address.as_deref());
         let weight = v.int("weight", self.weight, 1, 0, 65535) as u32;
         let send_proxy = match self.send_proxy.as_deref() {
@@ -970,6 +1120,7 @@ impl RawRealServer {
             ("tcp_check", self.tcp_check),
             ("rtmp_check", self.rtmp_check),
             ("http_get", self.http_get),
+            ("misc_check", self.misc_check),
         ]
         .into_iter()
         .filter_map(|(k, c)| Some((k, c?)))
@@ -978,13 +1129,13 @@ impl RawRealServer {
             0 => None,
             1 => {
                 let (key, c) = given.into_iter().next().expect("one");
-                Some(c.validate(v, key))
+                Some(c.validate(v, key, delay_loop))
             }
             _ => {
                 v.err(
                     given[1].0,
                     format!(
-                        "a real_server takes one check: tcp_check, rtmp_check or http_get, not {}",
+                        "a real_server takes one check: tcp_check, rtmp_check, http_get or misc_check, not {}",
                         given.iter().map(|g| g.0).collect::<Vec<_>>().join(" and ")
                     ),
                 );
@@ -1010,9 +1161,10 @@ impl RawRealServer {
 }
 
 impl RawCheck {
-    fn validate(self, v: &mut V, key: &str) -> Check {
+    fn validate(self, v: &mut V, key: &str, delay_loop: Duration) -> Check {
         let rtmp = key == "rtmp_check";
         let http = key == "http_get";
+        let misc = key == "misc_check";
         let connect_timeout = v.secs(
             &format!("{key}.connect_timeout"),
             self.connect_timeout,
@@ -1074,10 +1226,51 @@ impl RawCheck {
                     })
                     .collect();
                 CheckKind::Http { urls }
+            } else if misc {
+                let path = self.misc_path.clone().unwrap_or_default();
+                let argv = match track::split_words(&path) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        v.err(
+                            &format!("{key}.misc_path"),
+                            format!("{path:?} {e}: give the command to run, as \"/usr/local/bin/chk_rtmp 198.18.0.11\""),
+                        );
+                        Vec::new()
+                    }
+                };
+                let timeout = v.secs(
+                    &format!("{key}.misc_timeout"),
+                    self.misc_timeout,
+                    delay_loop.as_secs_f64().min(3600.0),
+                    0.01,
+                    3600.0,
+                );
+                CheckKind::Misc {
+                    argv,
+                    timeout,
+                    dynamic: self.misc_dynamic.unwrap_or(false),
+                }
             } else {
                 CheckKind::Tcp
             }
         };
+        if !misc {
+            for (k, given) in [
+                ("misc_path", self.misc_path.is_some()),
+                ("misc_timeout", self.misc_timeout.is_some()),
+                ("misc_dynamic", self.misc_dynamic.is_some()),
+            ] {
+                if given {
+                    v.err(&format!("{key}.{k}"), "only misc_check runs a command");
+                }
+            }
+        } else if self.connect_port.is_some() {
+            v.err(
+                &format!("{key}.connect_port"),
+                "misc_check connects nowhere itself: pass the port to the command",
+            );
+        }
+        let warmup = v.secs(&format!("{key}.warmup"), self.warmup, 0.0, 0.0, 3600.0);
         if self.url.is_some() && !http {
             v.err(&format!("{key}.url"), "only http_get fetches URLs");
         }
@@ -1096,6 +1289,7 @@ impl RawCheck {
             retry,
             delay_before_retry,
             connect_port,
+            warmup,
         }
     }
 }
@@ -1357,6 +1551,93 @@ delay_before_retry = 3
     }
 
     #[test]
+    fn scripts_groups_and_misc_checks_are_validated_with_their_keys() {
+        let vrrp = |name: &str, vrid: u8, more: &str| {
+            format!("[[vrrp_instance]]\nname = \"{name}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\nvirtual_ipaddress = [\"198.18.0.10{vrid}\"]\n{more}\n")
+        };
+        let good = format!(
+            "{}{}[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/test -e '/run/a b'\"\nweight = -20\n\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_2\"]\nsync_group_tracking_weight = true\n",
+            vrrp("VI_1", 1, "track_script = [\"chk\", ]"),
+            vrrp("VI_2", 2, "track_script = [{ name = \"chk\", weight = 15 }]"),
+        );
+        let c = LbConfig::parse(&good).unwrap();
+        let t = &c.vrrp_instances[0].track_script[0];
+        assert_eq!(t.script.argv, ["/bin/test", "-e", "/run/a b"]);
+        assert_eq!(
+            (t.weight, t.script.interval, t.script.timeout, t.script.rise),
+            (-20, Duration::from_secs(1), Duration::from_secs(1), 1)
+        );
+        assert_eq!(c.vrrp_instances[1].track_script[0].weight, 15);
+        assert_eq!(c.vrrp_instances[1].sync_group.as_ref().unwrap().name, "G");
+        let bad = format!(
+            "{}{}[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/x 'open\"\nweight = 300\nrise = 0\nuser = \"nobody\"\n\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_9\"]\n",
+            vrrp("VI_1", 1, "track_script = [\"nope\", { name = \"chk\", weight = \"x\" }, 5]"),
+            vrrp("VI_2", 2, ""),
+        );
+        let e = errors(&bad);
+        for want in [
+            "vrrp_script[0].user: keepalived's user: not supported",
+            "vrrp_script[0].script: \"/bin/x 'open\" a ' quote is not closed",
+            "vrrp_script[0].weight: 300 is out of range (-253..=253)",
+            "vrrp_script[0].rise: 0 is out of range",
+            "vrrp_instance[0].track_script[0]: no [[vrrp_script]] is named \"nope\"",
+            "vrrp_instance[0].track_script[1].weight: \"x\" is not a whole number",
+            "vrrp_instance[0].track_script[2]: 5 is not a script name",
+            "vrrp_sync_group[0].group[1]: no [[vrrp_instance]] is named \"VI_9\"",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "{want}: {e:#?}");
+        }
+        let twice = format!(
+            "{}{}[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\"]\n[[vrrp_sync_group]]\nname = \"H\"\ngroup = [\"VI_1\"]\n",
+            vrrp("VI_1", 1, ""),
+            vrrp("VI_2", 2, "")
+        );
+        let e = errors(&twice);
+        assert!(
+            e[0].starts_with(
+                "vrrp_sync_group[1].group[0]: \"VI_1\" is already in vrrp_sync_group \"G\""
+            ),
+            "{e:?}"
+        );
+        // misc_check.
+        let tcp = "[virtual_server.real_server.tcp_check]";
+        let c = LbConfig::parse(&GOOD.replace(
+            tcp,
+            "[virtual_server.real_server.misc_check]\nmisc_path = \"/usr/local/bin/chk 127.0.0.1\"\nmisc_dynamic = true\nwarmup = 2\n",
+        ).replace("connect_timeout = 3\n", ""))
+        .unwrap();
+        let ck = c.virtual_servers[0].real_servers[0].check.clone().unwrap();
+        assert_eq!(
+            ck.kind,
+            CheckKind::Misc {
+                argv: vec!["/usr/local/bin/chk".into(), "127.0.0.1".into()],
+                timeout: Duration::from_secs(6),
+                dynamic: true
+            },
+            "misc_timeout defaults to the delay_loop"
+        );
+        assert_eq!(ck.warmup, Duration::from_secs(2));
+        let e = errors(&GOOD.replace(
+            tcp,
+            "[virtual_server.real_server.misc_check]\nmisc_path = \"\"\nmisc_timeout = 0\nconnect_port = 80\n",
+        ));
+        for want in [
+            "virtual_server[0].real_server[0].misc_check.misc_path: \"\" is empty",
+            "virtual_server[0].real_server[0].misc_check.misc_timeout: 0 is out of range",
+            "virtual_server[0].real_server[0].misc_check.connect_port: misc_check connects nowhere",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "{want}: {e:#?}");
+        }
+        let e = errors(&GOOD.replace(tcp, &format!("{tcp}\nmisc_path = \"/bin/true\"")));
+        assert!(
+            e.iter().any(|x| x.starts_with(
+                "virtual_server[0].real_server[0].tcp_check.misc_path: only misc_check runs a command"
+            )),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn missing_interfaces_are_warnings_with_their_key() {
         let c = LbConfig::parse("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth9\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\ntrack_interface = [\"eth0\", \"bond7\"]\n").unwrap();
         let w: Vec<String> = c
@@ -1374,6 +1655,22 @@ delay_before_retry = 3
             "{w:?}"
         );
         assert!(c.warnings(|_| true).is_empty());
+        let plain = std::env::temp_dir().join(format!("lb-plain-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").unwrap();
+        let c = LbConfig::parse(&format!("{}track_script = [\"a\", \"b\", \"c\"]\n[[vrrp_script]]\nname = \"a\"\nscript = \"/nonexistent/chk\"\n[[vrrp_script]]\nname = \"b\"\nscript = \"{}\"\n[[vrrp_script]]\nname = \"c\"\nscript = \"/bin/true\"\n", "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.100\"]\n", plain.display())).unwrap();
+        let w: Vec<String> = c.warnings(|_| true).iter().map(|e| e.to_string()).collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "vrrp_instance[0].track_script[0]: vrrp_script \"a\": /nonexistent/chk:"
+            ),
+            "{w:?}"
+        );
+        assert!(
+            w[1].ends_with("is not executable: the script fails until it can run"),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_file(&plain);
         assert!(interface_exists("lo"));
         assert!(!interface_exists("../lo") && !interface_exists("..") && !interface_exists(""));
     }

@@ -4,7 +4,8 @@
 //!
 //! [`HealthState`] is the sans-I/O part (thresholds, flips, next delay); [`probe`] runs one
 //! check (TCP connect, or an RTMP handshake + connect, optionally a play that must deliver
-//! media). The task tying them together lives in `crate::balancer`.
+//! media, an HTTP GET, or keepalived's MISC_CHECK command: [`misc_outcome`] reads its exit
+//! status). The task tying them together lives in `crate::balancer`.
 //!
 //! A real server with `send_proxy = "v2"` expects a PROXY header first on every connection,
 //! so the probe sends one too — the LOCAL form, which says "the proxy's own connection" and
@@ -77,6 +78,38 @@ impl HealthState {
             delay_loop
         }
     }
+}
+
+/// What a MISC_CHECK run says, as keepalived reads its exit status: 0 = up; without
+/// `misc_dynamic` anything else = down; with it, 1 = down and 2..=255 = up with weight
+/// code - 2 (`Ok(Some(weight))`). A run that could not start, was killed or timed out is down.
+pub fn misc_outcome(exit: &crate::script::Exit, dynamic: bool) -> Result<Option<u32>, String> {
+    use crate::script::Exit;
+    match exit {
+        Exit::Code(0) => Ok(None),
+        Exit::Code(c @ 2..=255) if dynamic => Ok(Some(*c as u32 - 2)),
+        other => Err(format!("MISC_CHECK {other}")),
+    }
+}
+
+/// Runs one check of `addr`; `Err` says why it failed; `Ok(Some(w))`: a `misc_dynamic`
+/// check set the weight to `w`. `send_proxy`: the server expects a PROXY v2 header first
+/// (it gets a LOCAL one).
+pub async fn probe_weight(
+    addr: SocketAddr,
+    check: &Check,
+    send_proxy: bool,
+) -> Result<Option<u32>, String> {
+    if let CheckKind::Misc {
+        argv,
+        timeout,
+        dynamic,
+    } = &check.kind
+    {
+        let exit = crate::script::run(argv, *timeout).await;
+        return misc_outcome(&exit, *dynamic);
+    }
+    probe(addr, check, send_proxy).await.map(|()| None)
 }
 
 /// Runs one check of `addr`; `Err` says why it failed. `send_proxy`: the server expects a
@@ -156,6 +189,9 @@ pub async fn probe(addr: SocketAddr, check: &Check, send_proxy: bool) -> Result<
                 .await
                 .map_err(|_| format!("HTTP check got no answer within {t:?}"))?
         }
+        CheckKind::Misc { .. } => Box::pin(probe_weight(addr, check, send_proxy))
+            .await
+            .map(|_| ()),
     }
 }
 
@@ -200,6 +236,71 @@ async fn http_get(addr: SocketAddr, preamble: &[u8], u: &HttpUrl) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::Exit;
+
+    #[test]
+    fn misc_exit_codes_as_keepalived() {
+        assert_eq!(misc_outcome(&Exit::Code(0), false), Ok(None));
+        assert!(misc_outcome(&Exit::Code(1), false).is_err());
+        assert!(misc_outcome(&Exit::Code(7), false).is_err());
+        assert_eq!(misc_outcome(&Exit::Code(0), true), Ok(None));
+        assert!(misc_outcome(&Exit::Code(1), true).is_err());
+        assert_eq!(misc_outcome(&Exit::Code(2), true), Ok(Some(0)));
+        assert_eq!(misc_outcome(&Exit::Code(12), true), Ok(Some(10)));
+        assert_eq!(misc_outcome(&Exit::Code(255), true), Ok(Some(253)));
+        let e = misc_outcome(&Exit::TimedOut(Duration::from_secs(1)), true).unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(misc_outcome(&Exit::CannotStart("x: not found".into()), false).is_err());
+        assert!(misc_outcome(&Exit::Signal(9), true).is_err());
+    }
+
+    fn misc(script: &str, dynamic: bool) -> Check {
+        Check {
+            kind: CheckKind::Misc {
+                argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                timeout: Duration::from_millis(500),
+                dynamic,
+            },
+            connect_timeout: Duration::from_secs(1),
+            retry: 0,
+            delay_before_retry: Duration::from_secs(1),
+            connect_port: None,
+            warmup: Duration::ZERO,
+        }
+    }
+
+    /// A real /bin/sh check that tests for a file: the server goes down when the file goes,
+    /// and up when it is back; a hanging check is killed at misc_timeout and fails.
+    #[tokio::test]
+    async fn misc_check_takes_a_server_out_and_back() {
+        let dir = std::env::temp_dir().join(format!("lb-misc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("up");
+        std::fs::write(&flag, b"").unwrap();
+        let check = misc(&format!("test -e {}", flag.display()), false);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut h = HealthState::new(check.retry);
+        let step = || async { probe_weight(addr, &check, false).await };
+        assert_eq!(step().await, Ok(None));
+        assert_eq!(h.success(), None);
+        std::fs::remove_file(&flag).unwrap();
+        let r = step().await;
+        assert!(r.as_ref().unwrap_err().contains("exited with 1"), "{r:?}");
+        assert_eq!(h.failure(), Some(Flip::Down));
+        std::fs::write(&flag, b"").unwrap();
+        assert_eq!(step().await, Ok(None));
+        assert_eq!(h.success(), Some(Flip::Up));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hang = misc("sleep 30", false);
+        let started = std::time::Instant::now();
+        let r = probe_weight(addr, &hang, false).await;
+        assert!(r.unwrap_err().contains("timed out"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            probe_weight(addr, &misc("exit 5", true), false).await,
+            Ok(Some(3))
+        );
+    }
 
     #[test]
     fn one_success_up_retry_plus_one_failures_down() {

@@ -16,6 +16,10 @@
 //! - any --fault--> Fault (a master first advertises priority 0 and removes the VIPs);
 //!   Fault --fault cleared--> Backup.
 //! - Master --shutdown--> advertise priority 0, remove the VIPs.
+//! - Sync group hold (`set_hold(true)`: another member of our `vrrp_sync_group` is BACKUP to a
+//!   live master): Master --> Backup (the group follows the member that lost); a held Backup
+//!   whose Master_Down_Timer fires re-arms it instead of taking over. Group FAULT comes in
+//!   through `set_fault` like any other fault.
 
 use super::packet::Advert;
 use std::net::Ipv4Addr;
@@ -77,6 +81,7 @@ pub struct Machine {
     started: Option<Instant>,
     master_ip: Option<Ipv4Addr>,
     faulted: bool,
+    held: bool,
 }
 
 impl Machine {
@@ -93,6 +98,7 @@ impl Machine {
             started: None,
             master_ip: None,
             faulted: false,
+            held: false,
         }
     }
 
@@ -225,7 +231,13 @@ impl Machine {
         let mut acts = Vec::new();
         match self.state {
             State::Backup if self.down_at.is_some_and(|t| now >= t) => {
-                self.become_master(now, &mut acts);
+                if self.held {
+                    // The sync group waits for its other members' master to go.
+                    self.master_ip = None;
+                    self.down_at = Some(now + self.master_down_interval());
+                } else {
+                    self.become_master(now, &mut acts);
+                }
             }
             State::Master if self.adver_at.is_some_and(|t| now >= t) => {
                 acts.push(Action::Send(self.priority));
@@ -276,6 +288,27 @@ impl Machine {
             self.go(State::Fault, &mut acts);
         } else {
             self.master_adver = self.p.advert_int;
+            self.become_backup(now, &mut acts);
+        }
+        acts
+    }
+
+    /// Whether we are BACKUP to a master whose adverts still arrive (what a sync group's
+    /// other members wait on).
+    pub fn sees_master(&self, now: Instant) -> bool {
+        self.state == State::Backup
+            && self.master_ip.is_some()
+            && self.down_at.is_some_and(|t| now < t)
+    }
+
+    /// The sync group holds us back (see LIFECYCLE): a master steps down.
+    pub fn set_hold(&mut self, hold: bool, now: Instant) -> Vec<Action> {
+        let mut acts = Vec::new();
+        if hold == self.held {
+            return acts;
+        }
+        self.held = hold;
+        if hold && self.state == State::Master {
             self.become_backup(now, &mut acts);
         }
         acts
@@ -509,6 +542,39 @@ mod tests {
             assert!(m.handle_timeout(now).is_empty());
         }
         assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn a_held_master_steps_down_and_a_held_backup_waits() {
+        let mut p = params(200, 1);
+        p.start_as_master = true;
+        let mut m = Machine::new(p);
+        let mut now = Instant::now();
+        m.start(now);
+        let acts = m.set_hold(true, now);
+        assert!(acts.contains(&Action::RemoveVips), "{acts:?}");
+        assert_eq!(m.state(), State::Backup);
+        // No adverts: the timer fires and re-arms while held.
+        for _ in 0..5 {
+            now = m.poll_timeout().unwrap();
+            assert!(m.handle_timeout(now).is_empty());
+            assert_eq!(m.state(), State::Backup);
+        }
+        m.handle_advert(&advert(100, 2, 100), now);
+        assert!(
+            !m.sees_master(now),
+            "a lower priority is ignored while preempting"
+        );
+        m.set_hold(false, now);
+        now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+        assert_eq!(m.state(), State::Master);
+        // A backup to a higher priority sees its master until the adverts stop.
+        let mut b = Machine::new(params(100, 2));
+        b.start(now);
+        b.handle_advert(&advert(200, 1, 100), now);
+        assert!(b.sees_master(now));
+        assert!(!b.sees_master(now + Duration::from_secs(4)));
     }
 
     #[test]

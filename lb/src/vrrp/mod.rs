@@ -10,10 +10,18 @@
 //! balancer that still has healthy edges holds the VIP), and keeps the counters /metrics and
 //! `lb status` show. The virtual servers' health comes through a [`Tracker`] given by whoever
 //! starts the instance: this room does not reach into the balancer's running state.
+//!
+//! - [`track`]: keepalived's `vrrp_script`s (run by a task per tracked script, rise/fall
+//!   counted sans-I/O) and the priority rule that turns what is tracked into (fault,
+//!   priority) — fed to the machine as `set_fault` / `set_priority` every tick.
+//! - [`sync`]: `vrrp_sync_group`, a coordinator shared by the group's instances; each tick an
+//!   instance reports to it and takes the group's fault and hold back as inputs.
 
 pub mod machine;
 pub mod net;
 pub mod packet;
+pub mod sync;
+pub mod track;
 
 use crate::config::VrrpConfig;
 use machine::{Action, Machine, Params, State};
@@ -66,16 +74,33 @@ impl VrrpStats {
 pub struct VrrpRuntime {
     pub cfg: VrrpConfig,
     pub stats: VrrpStats,
+    /// The tracked scripts' states, in `cfg.track_script` order.
+    pub scripts: Vec<Arc<track::ScriptStatus>>,
+    /// The sync group this instance is a member of.
+    pub group: Option<sync::GroupHandle>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl VrrpRuntime {
-    pub fn start(cfg: VrrpConfig, all_down: Tracker) -> Arc<VrrpRuntime> {
+    /// Starts the instance; `group`: the coordinator of its `vrrp_sync_group`, shared with
+    /// the other members (see [`sync`]).
+    pub fn start(
+        cfg: VrrpConfig,
+        all_down: Tracker,
+        group: Option<sync::GroupHandle>,
+    ) -> Arc<VrrpRuntime> {
         let (tx, rx) = oneshot::channel();
+        let scripts = cfg
+            .track_script
+            .iter()
+            .map(|t| Arc::new(track::ScriptStatus::new(t)))
+            .collect();
         let rt = Arc::new(VrrpRuntime {
             cfg,
             stats: VrrpStats::default(),
+            scripts,
+            group,
             stop: Mutex::new(Some(tx)),
             task: Mutex::new(None),
         });
@@ -246,26 +271,53 @@ impl Driver {
                 to.name()
             ));
         }
-        for c in cmds {
-            match tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&c)
-                .kill_on_drop(false)
-                .spawn()
-            {
-                Ok(mut child) => {
-                    tokio::spawn(async move {
-                        let _ = child.wait().await;
-                    });
-                }
-                Err(e) => warn!(script = %c, error = %e, "notify script failed to start"),
+        spawn_notify(cmds);
+    }
+}
+
+/// Runs notify commands through /bin/sh (they are shell lines, as keepalived's notify), without
+/// waiting for them.
+fn spawn_notify(cmds: Vec<String>) {
+    for c in cmds {
+        match tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&c)
+            .kill_on_drop(false)
+            .spawn()
+        {
+            Ok(mut child) => {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
             }
+            Err(e) => warn!(script = %c, error = %e, "notify script failed to start"),
         }
     }
 }
 
-/// Evaluates tracking: (fault, priority).
-fn track(cfg: &VrrpConfig, all_down: &Tracker) -> (Option<String>, u8) {
+/// The group's notify scripts when the group's state changed: notify_STATE as written,
+/// and `notify` with the arguments GROUP NAME STATE (keepalived's).
+fn notify_group(g: &crate::config::SyncGroupConfig, to: State) {
+    info!(group = %g.name, state = to.name(), "VRRP sync group transition");
+    let specific = match to {
+        State::Master => g.notify_master.clone(),
+        State::Backup => g.notify_backup.clone(),
+        State::Fault => g.notify_fault.clone(),
+        State::Init => None,
+    };
+    let mut cmds: Vec<String> = specific.into_iter().collect();
+    if let Some(n) = &g.notify {
+        cmds.push(format!("{n} GROUP {} {}", g.name, to.name()));
+    }
+    spawn_notify(cmds);
+}
+
+/// Evaluates tracking: (fault, priority); see [`track::effective`].
+fn track(
+    cfg: &VrrpConfig,
+    all_down: &Tracker,
+    scripts: &[Arc<track::ScriptStatus>],
+) -> (Option<String>, u8) {
     let mut fault = None;
     for name in std::iter::once(&cfg.interface).chain(cfg.track_interface.iter()) {
         match net::iface(name) {
@@ -274,21 +326,56 @@ fn track(cfg: &VrrpConfig, all_down: &Tracker) -> (Option<String>, u8) {
             None => fault = Some(format!("interface {name} does not exist")),
         }
     }
-    let mut priority = cfg.priority;
-    if cfg.track_virtual_servers && all_down() {
-        if cfg.track_weight == 0 {
-            fault.get_or_insert_with(|| {
-                "no real server of the tracked virtual servers is up".into()
-            });
-        } else {
-            priority = (cfg.priority as i32 + cfg.track_weight).clamp(1, 254) as u8;
+    let vs_down = (cfg.track_virtual_servers && all_down()).then_some(cfg.track_weight);
+    let inputs: Vec<track::ScriptInput> = scripts
+        .iter()
+        .map(|s| track::ScriptInput {
+            name: &s.name,
+            ok: s.ok(),
+            weight: s.weight,
+        })
+        .collect();
+    track::effective(cfg.priority, fault, vs_down, &inputs)
+}
+
+/// Aborts the script tasks when the instance's task ends (stopped, or aborted itself); their
+/// running commands are killed with them (`kill_on_drop`).
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
         }
     }
-    (fault, priority)
+}
+
+/// Leaves the sync group when the instance's task ends.
+struct Membership(Option<sync::GroupHandle>, String);
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            if let Ok(mut g) = g.lock() {
+                g.leave(&self.1);
+            }
+        }
+    }
 }
 
 async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receiver<()>) {
     let cfg = rt.cfg.clone();
+    let _membership = Membership(rt.group.clone(), cfg.name.clone());
+    let _scripts = Tasks(
+        cfg.track_script
+            .iter()
+            .zip(&rt.scripts)
+            .map(|(t, st)| {
+                let span = tracing::info_span!("vrrp_script", script = %t.script.name);
+                tokio::spawn(track::run_script(t.clone(), st.clone()).instrument(span))
+            })
+            .collect(),
+    );
     // Wait for the interface (it may come up after lb), then open the socket.
     let driver = loop {
         let attempt = (|| {
@@ -313,6 +400,16 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
         match attempt {
             Ok(d) => break d,
             Err(e) => {
+                if let Some(g) = &rt.group {
+                    let flip = g
+                        .lock()
+                        .unwrap()
+                        .report(&cfg.name, Some(e.clone()), State::Fault, false)
+                        .1;
+                    if let Some(to) = flip {
+                        notify_group(&g.lock().unwrap().cfg, to);
+                    }
+                }
                 if *rt.stats.last_error.lock().unwrap() != e {
                     error!(error = %e, "VRRP instance cannot start; retrying every second");
                     *rt.stats.last_error.lock().unwrap() = e;
@@ -341,7 +438,7 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
         interval_s: cfg.advert_int.as_secs().max(1) as u16,
     };
     let std_now = std::time::Instant::now;
-    let (fault, prio) = track(&cfg, &all_down);
+    let (fault, prio) = track(&cfg, &all_down, &rt.scripts);
     let mut fault_reason = fault.clone();
     m.set_priority(prio, std_now());
     m.set_fault(fault.is_some(), std_now());
@@ -394,7 +491,23 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
                 driver.exec(&m, acts).await;
             }
             _ = tick.tick() => {
-                let (fault, prio) = track(&cfg, &all_down);
+                let (own, prio) = track(&cfg, &all_down, &rt.scripts);
+                let now = std_now();
+                let (fault, hold) = match &rt.group {
+                    None => (own, false),
+                    Some(g) => {
+                        let (view, flip) = g.lock().unwrap().report(
+                            &cfg.name,
+                            own.clone(),
+                            m.state(),
+                            m.sees_master(now),
+                        );
+                        if let Some(to) = flip {
+                            notify_group(&g.lock().unwrap().cfg, to);
+                        }
+                        (own.or(view.fault), view.hold)
+                    }
+                };
                 if fault != fault_reason {
                     match &fault {
                         Some(f) => warn!(reason = %f, "VRRP fault"),
@@ -402,8 +515,9 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
                     }
                     fault_reason = fault.clone();
                 }
-                let mut acts = m.set_priority(prio, std_now());
-                acts.extend(m.set_fault(fault.is_some(), std_now()));
+                let mut acts = m.set_priority(prio, now);
+                acts.extend(m.set_fault(fault.is_some(), now));
+                acts.extend(m.set_hold(hold, now));
                 if !acts.is_empty() {
                     driver.exec(&m, acts).await;
                 }
