@@ -62,6 +62,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         publish,
         api,
         http,
+        cluster,
     } = new;
     if *mode != old.mode {
         return Err(vec![format!(
@@ -227,6 +228,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         "at once (the HTTP listener restarts; HLS keys apply to streams packaged from now on)",
     );
     diff(
+        "cluster",
+        format!("{:?}", old.cluster),
+        format!("{cluster:?}"),
+        "at once (an origin registers its streams in the new registry under a new lease; pulls look up from their next connect)",
+    );
+    diff(
         "publish.enabled",
         old.publish.enabled.to_string(),
         publish.enabled.to_string(),
@@ -308,6 +315,10 @@ mod tests {
             ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
             ("http", "[http]\nlisten = \"127.0.0.1:18080\""),
             ("static_pull", "static_pull = [\"live/cam\"]"),
+            (
+                "cluster",
+                "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]",
+            ),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

@@ -31,6 +31,8 @@ pub struct ServerState {
     /// HLS viewers per stream key, for streams being packaged (`crate::http::hls` writes it
     /// every second; the API reads it).
     pub hls_viewers: Mutex<std::collections::HashMap<String, usize>>,
+    /// The stream registry (`[cluster]`): configured by the server at start and reload.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -58,6 +60,7 @@ impl ServerState {
             totals: Default::default(),
             http_conns: Default::default(),
             hls_viewers: Default::default(),
+            registry: Default::default(),
         }
     }
 

@@ -84,6 +84,8 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         s.writer.flush().await?;
     }
     info!(stream = %key, "publish started");
+    // Registered while it lasts (in the background: the registry never delays a publish).
+    let registered = s.state.registry.published(&key);
     s.client.set(ClientKind::Publish, &key);
     let client = s.client.clone();
     let result = loop {
@@ -126,6 +128,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         }
     };
     info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
+    drop(registered);
     drop(source);
     result.map(|()| Ended::ByClient(Box::new(s)))
 }

@@ -1,0 +1,427 @@
+//! The stream registry (issue 13) against a real etcd (Debian's etcd-server) started by each
+//! test on loopback ports: origins register what is published to them, edges find streams
+//! through it, follow a publisher that moves, origins relay, and an etcd outage costs no
+//! viewer. Durations are printed, never asserted.
+
+use common::rtmp::chunk::msg_type;
+use common::rtmp::client::RtmpClient;
+use common::rtmp::url::RtmpUrl;
+use edge::registry::etcd::Etcd as EtcdClient;
+use edge::EdgeConfig;
+use edgefleet_tests::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn init() {
+    common::logging::init_for_tests();
+}
+
+const PREFIX: &str = "/edgefleet/streams/";
+
+/// An etcd on loopback with its own data directory; killed and removed when dropped.
+struct Etcd {
+    child: Option<Child>,
+    port: u16,
+    peer: u16,
+    dir: TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            port: free_port(),
+            peer: free_port(),
+            dir: TempDir::new("etcd"),
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("etcd.log"))
+            .unwrap();
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(self.dir.0.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> EtcdClient {
+        EtcdClient::new(vec![self.endpoint()], Duration::from_secs(2))
+    }
+
+    /// Waits (bounded) until etcd answers a range.
+    async fn ready(&self) {
+        let c = self.client();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            match c.range_prefix(b"/").await {
+                Ok(_) => return,
+                Err(e) if Instant::now() > end => panic!(
+                    "etcd did not answer within 20 s: {e}\n{}",
+                    std::fs::read_to_string(self.dir.0.join("etcd.log")).unwrap_or_default()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The `[cluster]` of a server using this etcd.
+    fn cluster(&self, lease_ttl: u64) -> edge::config::ClusterConfig {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\n[cluster]\nregistry = [\"http://{}\"]\nlease_ttl = {lease_ttl}\n",
+            self.endpoint()
+        );
+        EdgeConfig::parse(&toml).unwrap().cluster.unwrap()
+    }
+
+    /// The nodes that registered stream `key`.
+    async fn registered(&self, key: &str) -> Vec<String> {
+        let prefix = format!("{PREFIX}{key}/");
+        match self.client().range_prefix(prefix.as_bytes()).await {
+            Ok(kvs) => kvs
+                .iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) until `key` has `n` registrations.
+    async fn wait_registered(&self, key: &str, n: usize) -> bool {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if self.registered(key).await.len() == n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An origin on loopback with the registry.
+async fn origin_in(etcd: &Etcd) -> Running {
+    let cluster = etcd.cluster(2);
+    origin_with(|c| c.cluster = Some(cluster)).await
+}
+
+/// An edge with the registry and the static `origins` (possibly none).
+async fn edge_in(etcd: &Etcd, origins: &[std::net::SocketAddr]) -> Running {
+    let mut toml = format!(
+        "listen = \"127.0.0.1:0\"\nmode = \"remote\"\norigin_timeout = 2\n[cluster]\nregistry = [\"http://{}\"]\n",
+        etcd.endpoint()
+    );
+    if !origins.is_empty() {
+        let list: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+        toml = toml.replace(
+            "origin_timeout",
+            &format!("origin = [{}]\norigin_timeout", list.join(",")),
+        );
+    }
+    start(EdgeConfig::parse(&toml).unwrap()).await
+}
+
+/// What a background player saw.
+#[derive(Debug, Default)]
+struct Seen {
+    media: u64,
+    first_media: Option<Instant>,
+    last_media: Option<Instant>,
+    closed: Option<String>,
+}
+
+/// A player reading in the background until `limit`.
+fn watch(url: &str, limit: Duration) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = RtmpUrl::parse(url).unwrap();
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        let end = Instant::now() + limit;
+        let mut c = match RtmpClient::connect_url(&url, Duration::from_secs(5)).await {
+            Ok(c) => c,
+            Err(e) => {
+                s.lock().unwrap().closed = Some(format!("connect: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = c.play(&url.stream, Duration::from_secs(5)).await {
+            s.lock().unwrap().closed = Some(format!("play: {e}"));
+            return;
+        }
+        loop {
+            match tokio::time::timeout_at(end, c.read_message()).await {
+                Err(_) => return,
+                Ok(Err(e)) => {
+                    s.lock().unwrap().closed = Some(e.to_string());
+                    return;
+                }
+                Ok(Ok(m)) => {
+                    if matches!(m.type_id, msg_type::AUDIO | msg_type::VIDEO) {
+                        let mut g = s.lock().unwrap();
+                        g.media += 1;
+                        g.last_media = Some(Instant::now());
+                        g.first_media.get_or_insert(Instant::now());
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+fn media(seen: &Arc<Mutex<Seen>>) -> u64 {
+    seen.lock().unwrap().media
+}
+
+/// Waits (bounded) for media at the viewer after `t`; the time it took.
+async fn media_after(seen: &Arc<Mutex<Seen>>, t: Instant) -> Option<Duration> {
+    let ok = wait_until(Duration::from_secs(15), || {
+        seen.lock().unwrap().last_media.is_some_and(|m| m > t)
+    })
+    .await;
+    ok.then(|| {
+        let g = seen.lock().unwrap();
+        g.last_media.unwrap().saturating_duration_since(t)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_only_the_registry_follows_the_publisher_to_another_origin() {
+    init();
+    const T: &str = "an_edge_with_only_the_registry_follows_the_publisher_to_another_origin";
+    if !have("etcd", T) {
+        return;
+    }
+    let etcd = Etcd::start();
+    etcd.ready().await;
+    // Origin B is a process (killed with SIGKILL: no goodbye, its lease must expire);
+    // origin A runs here.
+    let mut b = EdgeProc::start(&format!(
+        "[cluster]\nregistry = [\"http://{}\"]\nlease_ttl = 2\n",
+        etcd.endpoint()
+    ));
+    let a = origin_in(&etcd).await;
+    let (stop_b_pub, _b_pub) = publish_clip(&b.url("cam"));
+    assert!(
+        etcd.wait_registered("live/cam", 1).await,
+        "B did not register live/cam:\n{}",
+        b.log()
+    );
+    assert_eq!(etcd.registered("live/cam").await, vec![b.addr.to_string()]);
+
+    let edge = edge_in(&etcd, &[]).await;
+    let asked = Instant::now();
+    let (seen, _viewer) = watch(&edge.url("cam"), Duration::from_secs(60));
+    assert!(wait_until(Duration::from_secs(10), || media(&seen) > 20).await);
+    let first = seen.lock().unwrap().first_media.unwrap() - asked;
+
+    // B crashes; the publisher republishes to A.
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    drop(stop_b_pub);
+    let (_stop_a_pub, _a_pub) = publish_clip(&a.url("cam"));
+    wait_published(&a.hub, "cam").await;
+    let republished = Instant::now();
+    let resumed = media_after(&seen, republished).await;
+    let closed = seen.lock().unwrap().closed.clone();
+    assert!(closed.is_none(), "the viewer was cut: {closed:?}");
+    let resumed = resumed.expect("media resumed at the viewer after the republish to A");
+    eprintln!(
+        "registry-only edge: first media {first:?} after play; republish on A -> media at the viewer {resumed:?}"
+    );
+    // B's registration goes with its lease (2 s): only A's stays.
+    assert!(
+        etcd.wait_registered("live/cam", 1).await,
+        "{:?}",
+        etcd.registered("live/cam").await
+    );
+    assert_eq!(etcd.registered("live/cam").await, vec![a.addr.to_string()]);
+    let before = media(&seen);
+    assert!(wait_until(Duration::from_secs(10), || media(&seen) > before + 20).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_relays_a_stream_published_on_another_origin() {
+    init();
+    const T: &str = "an_origin_relays_a_stream_published_on_another_origin";
+    if !have("etcd", T) {
+        return;
+    }
+    let etcd = Etcd::start();
+    etcd.ready().await;
+    let b = origin_in(&etcd).await;
+    let a = origin_in(&etcd).await;
+    // The seed's edge: one fixed upstream (origin A), no registry.
+    let edge = edge(&[a.addr]).await;
+    let (_stop, _pub) = publish_clip(&b.url("cam"));
+    wait_published(&b.hub, "cam").await;
+    assert!(etcd.wait_registered("live/cam", 1).await);
+
+    let asked = Instant::now();
+    let (seen, _viewer) = watch(&edge.url("cam"), Duration::from_secs(30));
+    assert!(
+        wait_until(Duration::from_secs(10), || media(&seen) > 20).await,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    eprintln!(
+        "edge -> origin A -> registry -> origin B: first media {:?} after play",
+        seen.lock().unwrap().first_media.unwrap() - asked
+    );
+    let relayed = a.hub.info("live/cam").expect("A has the stream");
+    assert!(relayed.pulling, "A pulls it: {relayed:?}");
+    // A relays but does not register: B alone holds the stream.
+    assert_eq!(etcd.registered("live/cam").await, vec![b.addr.to_string()]);
+
+    // A stream nobody publishes: answered not found, not relayed in a loop.
+    let url = a.rtmp_url("nobody");
+    let mut c = RtmpClient::connect_url(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let r = c.play("nobody", Duration::from_secs(5)).await;
+    assert!(r.is_err(), "a stream nobody has played: {r:?}");
+    assert!(etcd.registered("live/nobody").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_costs_no_viewer_and_lookups_recover() {
+    init();
+    const T: &str = "an_etcd_outage_costs_no_viewer_and_lookups_recover";
+    if !have("etcd", T) {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    etcd.ready().await;
+    let registered = origin_in(&etcd).await;
+    let listed = origin().await;
+    // The edge knows `listed` statically and finds `registered` through the registry.
+    let edge = edge_in(&etcd, &[listed.addr]).await;
+    let (_s1, _p1) = publish_clip(&registered.url("cam"));
+    assert!(etcd.wait_registered("live/cam", 1).await);
+    let (seen, _viewer) = watch(&edge.url("cam"), Duration::from_secs(90));
+    assert!(wait_until(Duration::from_secs(10), || media(&seen) > 20).await);
+
+    // etcd goes away: the viewer keeps playing.
+    etcd.stop();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(media_after(&seen, stopped).await.is_some());
+    assert!(seen.lock().unwrap().closed.is_none());
+    // A new stream is found through the static list.
+    let (_s2, _p2) = publish_clip(&listed.url("other"));
+    wait_published(&listed.hub, "other").await;
+    let asked = Instant::now();
+    let (other, _v2) = watch(&edge.url("other"), Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(10), || media(&other) > 20).await,
+        "{:?}",
+        other.lock().unwrap()
+    );
+    eprintln!(
+        "etcd down: first media of a statically listed stream {:?} after play",
+        other.lock().unwrap().first_media.unwrap() - asked
+    );
+
+    // etcd returns: a stream published on the registered origin during or after the outage
+    // is found through the registry again, nothing restarted.
+    etcd.spawn();
+    etcd.ready().await;
+    let (_s3, _p3) = publish_clip(&registered.url("third"));
+    assert!(
+        etcd.wait_registered("live/third", 1).await,
+        "the origin did not register again after etcd returned"
+    );
+    let asked = Instant::now();
+    let (third, _v3) = watch(&edge.url("third"), Duration::from_secs(30));
+    assert!(
+        wait_until(Duration::from_secs(10), || media(&third) > 20).await,
+        "{:?}",
+        third.lock().unwrap()
+    );
+    eprintln!(
+        "etcd back: first media through the registry {:?} after play",
+        third.lock().unwrap().first_media.unwrap() - asked
+    );
+    for s in [&seen, &other, &third] {
+        assert!(
+            s.lock().unwrap().closed.is_none(),
+            "{:?}",
+            s.lock().unwrap()
+        );
+    }
+}
+
+#[test]
+fn bad_registry_values_are_refused_naming_them() {
+    for (toml, says) in [
+        (
+            "[cluster]\nregistry = [\"etcd.example:2379\"]\n",
+            "cluster.registry[0]: \"etcd.example:2379\"",
+        ),
+        (
+            "[cluster]\nregistry = [\"http://etcd.example\"]\n",
+            "cluster.registry[0]: \"http://etcd.example\"",
+        ),
+        (
+            "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nlease_ttl = 1\n",
+            "cluster.lease_ttl: 1 is out of range",
+        ),
+        (
+            "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\ntimeout = -1\n",
+            "cluster.timeout: -1 is out of range",
+        ),
+        (
+            "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nprefix = \"streams\"\n",
+            "cluster.prefix: \"streams\"",
+        ),
+        (
+            "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nadvertise = \"origin.example\"\n",
+            "cluster.advertise: \"origin.example\"",
+        ),
+        ("[cluster]\nregistry = []\n", "cluster.registry:"),
+        (
+            "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nttl = 5\n",
+            "cluster: unknown field `ttl`",
+        ),
+    ] {
+        let toml = format!("listen = \"127.0.0.1:1935\"\n{toml}");
+        let e = EdgeConfig::parse(&toml).unwrap_err().to_string();
+        assert!(e.contains(says), "{toml}\n-> {e}");
+    }
+}
