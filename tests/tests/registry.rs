@@ -310,13 +310,14 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     assert_eq!(etcd.registered("live/cam").await, vec![b.addr.to_string()]);
 
     // A stream nobody publishes: answered not found, not relayed in a loop.
-    let url = a.rtmp_url("nobody");
-    let mut c = RtmpClient::connect_url(&url, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let r = c.play("nobody", Duration::from_secs(5)).await;
-    assert!(r.is_err(), "a stream nobody has played: {r:?}");
+    let (nobody, task) = watch(&a.url("nobody"), Duration::from_secs(10));
+    let _ = task.await;
+    {
+        let g = nobody.lock().unwrap();
+        assert!(g.closed.is_some() && g.media == 0, "{g:?}");
+    }
     assert!(etcd.registered("live/nobody").await.is_empty());
+    assert!(a.hub.info("live/nobody").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
