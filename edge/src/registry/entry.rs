@@ -119,7 +119,7 @@ mod tests {
         let a = reg("127.0.0.1:1001", 10);
         let b = reg("127.0.0.1:1002", 20);
         let c = reg("127.0.0.1:1000", 20);
-        assert_eq!(choose(&[a.clone()], &[]).unwrap().chosen, a);
+        assert_eq!(choose(std::slice::from_ref(&a), &[]).unwrap().chosen, a);
         let two = choose(&[a.clone(), b.clone()], &[]).unwrap();
         assert_eq!((two.chosen, two.registrations), (b.clone(), 2));
         // Same publish time: the smaller address, whatever the order found.
