@@ -45,7 +45,8 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     let hub = s.state.hub.clone();
     let shown = common::redact::query(&raw).into_owned();
     // An origin with a registry relays a stream published elsewhere (seeds/003's SP->SP).
-    let relay = s.mode() == Mode::Local && s.state.registry.is_on();
+    // (Not when it is published here: that is an ordinary local play.)
+    let relay = s.mode() == Mode::Local && s.state.registry.is_on() && !hub.has_source(&key);
     if s.mode() == Mode::Local && !relay && !hub.has_source(&key) {
         return not_found(s, stream_id, &key, &format!("{key} is not being published")).await;
     }

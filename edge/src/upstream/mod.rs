@@ -305,8 +305,27 @@ async fn pull_once(
     info!(%origin, "pull started");
     let mut last_media = Instant::now();
     loop {
-        match tokio::time::timeout(IDLE_CHECK, client.reader.read_message()).await {
-            Ok(Ok(msg)) => {
+        let read = tokio::time::timeout(IDLE_CHECK, client.reader.read_message());
+        // A registration change ends the wait at once (an origin whose publisher left
+        // sends nothing: the move must not wait for IDLE_CHECK).
+        let mut news = false;
+        let mut watch_gone = false;
+        let got = match moved.as_deref_mut() {
+            Some(rx) => tokio::select! {
+                r = read => r.ok(),
+                c = rx.changed() => {
+                    news = c.is_ok();
+                    watch_gone = c.is_err();
+                    None
+                }
+            },
+            None => read.await.ok(),
+        };
+        if watch_gone {
+            moved = None;
+        }
+        match got {
+            Some(Ok(msg)) => {
                 if let Err(e) = client.respond(&msg).await {
                     return Ok(PullEnd::Dropped(e));
                 }
@@ -332,14 +351,14 @@ async fn pull_once(
                     _ => {}
                 }
             }
-            Ok(Err(e)) => return Ok(PullEnd::Dropped(e)),
-            Err(_) => {}
+            Some(Err(e)) => return Ok(PullEnd::Dropped(e)),
+            None => {}
         }
         if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
             return Ok(PullEnd::Idle);
         }
         if let Some(rx) = moved.as_deref_mut() {
-            if rx.has_changed().unwrap_or(false) {
+            if news || rx.has_changed().unwrap_or(false) {
                 let to = rx
                     .borrow_and_update()
                     .as_ref()
