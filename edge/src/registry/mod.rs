@@ -492,3 +492,87 @@ async fn revoke(a: &Active, lease: Option<i64>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn edge_with_registry(endpoint: &str) -> EdgeConfig {
+        EdgeConfig::parse(&format!(
+            "mode = \"remote\"\n[cluster]\nregistry = [\"http://{endpoint}\"]\ntimeout = 0.3\n"
+        ))
+        .unwrap()
+    }
+
+    /// A server that answers every request with `answer` (None: accepts and stays silent).
+    async fn fake_etcd(answer: Option<&'static str>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            for _ in 0..16 {
+                let Ok((mut tcp, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = tcp.read(&mut buf).await;
+                    match answer {
+                        Some(body) => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = tcp.write_all(head.as_bytes()).await;
+                            let _ = tcp.write_all(body.as_bytes()).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(5)).await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_silent_etcd_costs_a_lookup_its_timeout_and_no_more() {
+        let ep = fake_etcd(None).await;
+        let r = Arc::new(Registry::default());
+        r.configure(&edge_with_registry(&ep), "127.0.0.1:1935".parse().unwrap());
+        let t0 = Instant::now();
+        let got = r.lookup("live/cam").await;
+        let took = t0.elapsed();
+        eprintln!("lookup against a silent etcd gave up after {took:?}");
+        match got {
+            Lookup::Failed(e) => assert!(e.contains(&ep) && e.contains("no answer"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let v = r.view().unwrap();
+        assert_eq!((v.up, v.fallbacks), (Some(false), 1));
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors_naming_what_is_wrong() {
+        for (answer, says) in [
+            ("hello", "not JSON"),
+            (r#"{"kvs":[{"key":"%%%","value":"eA=="}]}"#, "not base64"),
+            (r#"{"kvs":"nope"}"#, "kvs is not a list"),
+        ] {
+            let ep = fake_etcd(Some(answer)).await;
+            let r = Arc::new(Registry::default());
+            r.configure(&edge_with_registry(&ep), "127.0.0.1:1935".parse().unwrap());
+            match r.lookup("live/cam").await {
+                Lookup::Failed(e) => assert!(e.contains(&ep) && e.contains(says), "{answer}: {e}"),
+                other => panic!("{answer}: {other:?}"),
+            }
+        }
+        // A value that is not a registration: ignored (logged), the stream is not found.
+        let ep = fake_etcd(Some(
+            r#"{"header":{},"kvs":[{"key":"L2VkZ2VmbGVldC9zdHJlYW1zL2xpdmUvY2FtL24x","value":"Z2FyYmFnZQ=="}]}"#,
+        ))
+        .await;
+        let r = Arc::new(Registry::default());
+        r.configure(&edge_with_registry(&ep), "127.0.0.1:1935".parse().unwrap());
+        assert_eq!(r.lookup("live/cam").await, Lookup::Absent);
+    }
+}
