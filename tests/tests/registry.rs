@@ -168,7 +168,12 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     let etcd = Etcd::start();
     etcd.ready().await;
     let b = origin_in(&etcd).await;
-    let a = origin_in(&etcd).await;
+    let cluster = etcd.cluster(2);
+    let a = origin_with(|c| {
+        c.cluster = Some(cluster);
+        with_http(c);
+    })
+    .await;
     // The seed's edge: one fixed upstream (origin A), no registry.
     let edge = edge(&[a.addr]).await;
     let (_stop, _pub) = publish_clip(&b.url("cam"));
@@ -200,6 +205,20 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     }
     assert!(etcd.registered("live/nobody").await.is_empty());
     assert!(a.hub.info("live/nobody").is_none());
+
+    // HTTP-FLV on origin A relays too (a stream A is not relaying yet); a stream nobody has
+    // is a 404.
+    let (_stop2, _pub2) = publish_clip(&b.url("flvcam"));
+    assert!(etcd.wait_registered("live/flvcam", 1).await);
+    assert!(a.hub.info("live/flvcam").is_none());
+    let http = a.http.unwrap();
+    let head = flv_head(http, "/live/flvcam.flv").await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("video/x-flv"),
+        "{head}"
+    );
+    let (code, body) = edgefleet_tests::http(http, "GET", "/live/nobody.flv").await;
+    assert_eq!(code, 404, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,6 +287,24 @@ async fn an_etcd_outage_costs_no_viewer_and_lookups_recover() {
             s.lock().unwrap()
         );
     }
+}
+
+/// The head of an HTTP-FLV answer (and the start of its body), read within 10 s.
+async fn flv_head(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && !String::from_utf8_lossy(&got).contains("\r\n\r\nFLV") {
+        match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[test]
