@@ -176,7 +176,7 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     .await;
     // The seed's edge: one fixed upstream (origin A), no registry.
     let edge = edge(&[a.addr]).await;
-    let (_stop, _pub) = publish_clip(&b.url("cam"));
+    let (stop_b, _pub) = publish_clip(&b.url("cam"));
     wait_published(&b.hub, "cam").await;
     assert!(etcd.wait_registered("live/cam", 1).await);
 
@@ -219,6 +219,32 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     );
     let (code, body) = edgefleet_tests::http(http, "GET", "/live/nobody.flv").await;
     assert_eq!(code, 404, "{body}");
+
+    // The publisher moves from B to A, which is relaying the stream: it takes the stream
+    // over from the relay, registers it, and the edge's viewer goes on.
+    drop(stop_b);
+    let (_stop_a, pub_a) = publish_clip(&a.url("cam"));
+    let a_only = vec![a.addr.to_string()];
+    let end = Instant::now() + Duration::from_secs(20);
+    while etcd.registered("live/cam").await != a_only && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(etcd.registered("live/cam").await, a_only);
+    assert!(
+        !pub_a.is_finished(),
+        "the publish to A ended: {:?}",
+        pub_a.await
+    );
+    let registered = Instant::now();
+    let resumed = media_after(&seen, registered).await;
+    assert!(
+        seen.lock().unwrap().closed.is_none(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    eprintln!("publisher moved onto the relaying origin: media at the edge's viewer {resumed:?} after A registered it");
+    assert!(resumed.is_some());
+    assert!(!a.hub.info("live/cam").unwrap().pulling, "A still relays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,8 @@ enum PullEnd {
     Dropped(RtmpError),
     /// The stream's registration moved to this other origin: follow it now.
     Moved(String),
+    /// A publisher on this origin takes the stream over (relay only): the pull ends.
+    Yield,
 }
 
 /// Why one origin did not deliver.
@@ -148,6 +150,12 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
     info!("pull requested by first player");
     loop {
         let cfg = state.config();
+        if cfg.mode == Mode::Local && stream.info().has_source {
+            // A relay whose stream is now published here: nothing to pull.
+            info!("relay ended: the stream is published on this origin");
+            stream.pull_ended();
+            return;
+        }
         let mut delivered = false;
         let mut follow = false;
         let mut reasons = Vec::new();
@@ -163,6 +171,11 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
             match pull_once(&state, &stream, host, *port, &app, &raw, w).await {
                 Ok(PullEnd::Idle) => {
                     info!(%origin, "pull stopped: no players left");
+                    return;
+                }
+                Ok(PullEnd::Yield) => {
+                    info!(%origin, "relay ended: a publisher on this origin takes the stream over, players kept");
+                    stream.pull_ended();
                     return;
                 }
                 Ok(PullEnd::Moved(to)) => {
@@ -356,6 +369,9 @@ async fn pull_once(
         }
         if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
             return Ok(PullEnd::Idle);
+        }
+        if state.relay_yield.lock().unwrap().remove(&stream.key) {
+            return Ok(PullEnd::Yield);
         }
         if let Some(rx) = moved.as_deref_mut() {
             if news || rx.has_changed().unwrap_or(false) {
