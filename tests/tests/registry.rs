@@ -26,7 +26,7 @@ async fn origin_in(etcd: &Etcd) -> Running {
 /// An edge with the registry and the static `origins` (possibly none).
 async fn edge_in(etcd: &Etcd, origins: &[std::net::SocketAddr]) -> Running {
     let mut toml = format!(
-        "listen = \"127.0.0.1:0\"\nmode = \"remote\"\norigin_timeout = 2\n[cluster]\nregistry = [\"http://{}\"]\n",
+        "listen = \"127.0.0.1:0\"\nmode = \"remote\"\norigin_timeout = 2\n[api]\nlisten = \"127.0.0.1:0\"\n[cluster]\nregistry = [\"http://{}\"]\n",
         etcd.endpoint()
     );
     if !origins.is_empty() {
@@ -285,6 +285,24 @@ async fn an_etcd_outage_costs_no_viewer_and_lookups_recover() {
         "etcd down: first media of a statically listed stream {:?} after play",
         other.lock().unwrap().first_media.unwrap() - asked
     );
+    // The API and the metrics say so.
+    let api = edge.api.unwrap();
+    let (code, body) = edgefleet_tests::http(api, "GET", "/api/v1/registry").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["registry"]["up"], false, "{v}");
+    assert!(
+        v["registry"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&etcd.endpoint())),
+        "{v}"
+    );
+    assert!(v["registry"]["fallbacks"].as_u64() >= Some(1), "{v}");
+    let (_, metrics) = edgefleet_tests::http(api, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("edgefleet_edge_registry_up 0"),
+        "{metrics}"
+    );
 
     // etcd returns: a stream published on the registered origin during or after the outage
     // is found through the registry again, nothing restarted.
@@ -306,6 +324,9 @@ async fn an_etcd_outage_costs_no_viewer_and_lookups_recover() {
         "etcd back: first media through the registry {:?} after play",
         third.lock().unwrap().first_media.unwrap() - asked
     );
+    let (_, body) = edgefleet_tests::http(edge.api.unwrap(), "GET", "/api/v1/registry").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["registry"]["up"], true, "{v}");
     for s in [&seen, &other, &third] {
         assert!(
             s.lock().unwrap().closed.is_none(),
