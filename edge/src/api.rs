@@ -3,6 +3,7 @@
 //!
 //! - `GET /api/v1/streams[?start=N&count=M]`, `GET /api/v1/streams/{id}`
 //! - `GET /api/v1/clients[?start=N&count=M]`, `DELETE /api/v1/clients/{id}`
+//! - `GET /api/v1/registry`: the stream registry's state (`[cluster]`; 404 without it)
 //! - `GET /metrics`
 //!
 //! Reads only [`ServerState`] (a typed [`Snapshot`] that JSON, metrics and `edge status`
@@ -110,6 +111,8 @@ pub struct Snapshot {
     pub pulls_failed: u64,
     pub pulls_not_found: u64,
     pub queued_bytes: usize,
+    /// The stream registry (`[cluster]`), when configured.
+    pub registry: Option<crate::registry::RegistryView>,
 }
 
 fn kbps(bytes: u64, secs: f64) -> u64 {
@@ -210,6 +213,7 @@ impl Snapshot {
             pulls_failed: state.totals.pulls_failed.load(Ordering::Relaxed),
             pulls_not_found: state.totals.pulls_not_found.load(Ordering::Relaxed),
             queued_bytes: state.hub.queued_bytes(),
+            registry: state.registry.view(),
         }
     }
 
@@ -289,6 +293,56 @@ impl Snapshot {
             "Bytes held by every stream's queue.",
         );
         let _ = writeln!(o, "edgefleet_edge_queued_bytes {}", self.queued_bytes);
+        if let Some(r) = &self.registry {
+            family(
+                &mut o,
+                "edgefleet_edge_registry_up",
+                "gauge",
+                "Whether the stream registry (etcd) answered the last request (0 before the first).",
+            );
+            let _ = writeln!(
+                o,
+                "edgefleet_edge_registry_up {}",
+                u8::from(r.up == Some(true))
+            );
+            family(
+                &mut o,
+                "edgefleet_edge_registry_registered",
+                "gauge",
+                "Streams this origin has registered now.",
+            );
+            let _ = writeln!(o, "edgefleet_edge_registry_registered {}", r.registered);
+            for (name, v, help) in [
+                (
+                    "edgefleet_edge_registry_errors_total",
+                    r.errors,
+                    "Registry requests that failed (lookups, watches, registrations, keepalives).",
+                ),
+                (
+                    "edgefleet_edge_registry_lookups_total",
+                    r.lookups,
+                    "Registry lookups of a stream's origin.",
+                ),
+                (
+                    "edgefleet_edge_registry_fallbacks_total",
+                    r.fallbacks,
+                    "Lookups that failed: the pull used the static origin list.",
+                ),
+                (
+                    "edgefleet_edge_registry_moves_total",
+                    r.moves,
+                    "Pulls that followed a stream's registration to another origin.",
+                ),
+                (
+                    "edgefleet_edge_registry_splits_total",
+                    r.splits,
+                    "Lookups that found a stream registered by more than one origin (split publisher).",
+                ),
+            ] {
+                family(&mut o, name, "counter", help);
+                let _ = writeln!(o, "{name} {v}");
+            }
+        }
         type Field = fn(&StreamView) -> u64;
         let per_stream: [(&str, &str, &str, Field); 9] = [
             (
@@ -452,6 +506,13 @@ pub fn handle(
         (&Method::GET, "/api/v1/clients") => match paged(&Snapshot::take(state).clients, query) {
             Result::Ok(clients) => json(StatusCode::OK, &Clients { code: 0, clients }),
             Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        },
+        (&Method::GET, "/api/v1/registry") => match state.registry.view() {
+            Some(registry) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "code": 0, "registry": registry }),
+            ),
+            None => error(StatusCode::NOT_FOUND, "no [cluster] registry configured"),
         },
         (&Method::GET, p) if p.starts_with("/api/v1/streams/") => {
             let id = &p["/api/v1/streams/".len()..];

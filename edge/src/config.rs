@@ -43,6 +43,20 @@ pub struct RawConfig {
     pub api: Option<RawApi>,
     pub http: Option<RawHttp>,
     pub hls: Option<RawHls>,
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: the stream registry in etcd (issue 13). No SRS equivalent (SRS's `cluster`
+/// block is `mode` and `origin`, at the top level here).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub registry: Option<Vec<String>>,
+    pub lease_ttl: Option<i64>,
+    pub prefix: Option<String>,
+    pub advertise: Option<String>,
+    pub node: Option<String>,
+    pub timeout: Option<f64>,
 }
 
 /// `[http]` (SRS: `http_server` + `http_remux`): HTTP-FLV and HLS for browsers.
@@ -152,6 +166,27 @@ pub struct EdgeConfig {
     pub api: Option<SocketAddr>,
     /// HTTP delivery (`[http]`), when enabled.
     pub http: Option<HttpConfig>,
+    /// The stream registry (`[cluster]`), when configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd endpoints as "HOST:PORT" (from `http://HOST:PORT`), tried in order.
+    pub registry: Vec<String>,
+    /// The lease an origin's registrations live under: a dead origin's streams vanish this
+    /// long after its last keepalive.
+    pub lease_ttl: Duration,
+    /// Key prefix of the registrations (`PREFIX APP/STREAM/NODE`).
+    pub prefix: String,
+    /// The RTMP address an origin registers (what edges connect to); `None` = the address
+    /// the server listens on.
+    pub advertise: Option<(String, u16)>,
+    /// The name an origin registers under; `None` = its advertised address.
+    pub node: Option<String>,
+    /// Bound of one registry request: a lookup that takes longer falls back to `origin`.
+    pub timeout: Duration,
 }
 
 /// `[http]` and `[hls]`, validated.
@@ -356,6 +391,7 @@ const KEYS: &[&str] = &[
     "api",
     "http",
     "hls",
+    "cluster",
 ];
 
 /// srs.conf keys that mean nothing here, and what to do instead.
@@ -366,7 +402,6 @@ const SRS_ONLY: &[(&str, &str)] = &[
     ("srs_log_tank", "not needed: the log goes to stderr (journald under systemd)"),
     ("srs_log_level", "use log_level"),
     ("vhost", "there are no vhosts: put the vhost's keys (mode, origin, gop_cache, queue_length, ...) at the top level"),
-    ("cluster", "put mode and origin at the top level"),
     ("tcp_nodelay", "not needed: always on"),
     ("http_api", "use [api] listen = \"127.0.0.1:1985\""),
     ("http_server", "use [http] listen = \"0.0.0.0:8080\" (HTTP-FLV and HLS)"),
@@ -393,6 +428,18 @@ fn srs_habits(table: &mut toml::Table) -> Vec<ConfigError> {
     if let Some(toml::Value::String(one)) = table.get("origin") {
         let v = toml::Value::Array(vec![toml::Value::String(one.clone())]);
         table.insert("origin".into(), v);
+    }
+    // srs.conf's `cluster { mode remote; origin ...; }`: here these are top-level keys
+    // ([cluster] is the registry).
+    if let Some(toml::Value::Table(c)) = table.get_mut("cluster") {
+        for k in ["mode", "origin"] {
+            if c.remove(k).is_some() {
+                errs.push(ConfigError::new(
+                    format!("cluster.{k}"),
+                    format!("srs.conf's cluster block: put {k} at the top level ([cluster] holds the stream registry)"),
+                ));
+            }
+        }
     }
     let unknown: Vec<String> = table
         .keys()
@@ -494,10 +541,16 @@ impl RawConfig {
                 Err(e) => errs.push(ConfigError::new(format!("origin[{i}]"), e)),
             }
         }
-        if mode == Mode::Remote && self.origin.as_ref().map(|o| o.is_empty()).unwrap_or(true) {
+        let cluster = self
+            .cluster
+            .map(|c| validate_cluster(&mut errs, c, mode, listen));
+        if mode == Mode::Remote
+            && self.origin.as_ref().map(|o| o.is_empty()).unwrap_or(true)
+            && cluster.is_none()
+        {
             errs.push(ConfigError::new(
                 "origin",
-                "mode \"remote\" needs at least one origin \"HOST:PORT\"",
+                "mode \"remote\" needs at least one origin \"HOST:PORT\" (or a [cluster] registry)",
             ));
         }
         if mode == Mode::Local && self.origin.as_ref().map(|o| !o.is_empty()).unwrap_or(false) {
@@ -861,7 +914,108 @@ impl RawConfig {
             http_hooks,
             api,
             http,
+            cluster,
         })
+    }
+}
+
+/// `[cluster]`: every endpoint `http://HOST:PORT`, bounds of the lease and the timeout, a
+/// prefix that keeps the keys apart, and an address edges can reach.
+fn validate_cluster(
+    errs: &mut Vec<ConfigError>,
+    c: RawCluster,
+    mode: Mode,
+    listen: SocketAddr,
+) -> ClusterConfig {
+    let list = c.registry.unwrap_or_default();
+    if list.is_empty() {
+        errs.push(ConfigError::new(
+            "cluster.registry",
+            "[cluster] needs at least one etcd endpoint, as in registry = [\"http://127.0.0.1:2379\"]",
+        ));
+    }
+    let mut registry = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        let key = format!("cluster.registry[{i}]");
+        let Some(rest) = e.strip_prefix("http://") else {
+            let why = if e.starts_with("https://") {
+                format!("{e:?}: https is not supported (etcd's JSON gateway is reached over http:// on the fleet's own network)")
+            } else {
+                format!("{e:?} is not an etcd endpoint \"http://HOST:PORT\"")
+            };
+            errs.push(ConfigError::new(key, why));
+            continue;
+        };
+        let hostport = rest.strip_suffix('/').unwrap_or(rest);
+        let explicit_port = hostport.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.ends_with(':') && p.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if hostport.contains(['/', '?', '@', ' ']) || !explicit_port {
+            errs.push(ConfigError::new(
+                key,
+                format!("{e:?} is not \"http://HOST:PORT\" (a port, as in :2379, and no path)"),
+            ));
+            continue;
+        }
+        registry.push(hostport.to_string());
+    }
+    let lease_ttl = integer(errs, "cluster.lease_ttl", c.lease_ttl, 5, 2, 3600) as u64;
+    let timeout = seconds(errs, "cluster.timeout", c.timeout, 0.5, 0.05, 10.0);
+    let prefix = c.prefix.unwrap_or_else(|| "/edgefleet/streams/".into());
+    if !prefix.starts_with('/')
+        || !prefix.ends_with('/')
+        || prefix.len() < 2
+        || prefix.chars().any(|ch| ch.is_control())
+    {
+        errs.push(ConfigError::new(
+            "cluster.prefix",
+            format!("{prefix:?} must start and end with '/' (like \"/edgefleet/streams/\")"),
+        ));
+    }
+    let advertise = c
+        .advertise
+        .as_deref()
+        .and_then(|a| match parse_host_port(a) {
+            Ok(hp) if hp.1 != 0 && a.contains(':') => Some(hp),
+            _ => {
+                errs.push(ConfigError::new(
+                    "cluster.advertise",
+                    format!("{a:?} is not the \"HOST:PORT\" edges reach this origin's RTMP at"),
+                ));
+                None
+            }
+        });
+    if mode == Mode::Remote && (c.advertise.is_some() || c.node.is_some()) {
+        errs.push(ConfigError::new(
+            if c.advertise.is_some() {
+                "cluster.advertise"
+            } else {
+                "cluster.node"
+            },
+            "only used with mode = \"local\" (an origin registers the streams published to it)",
+        ));
+    }
+    if mode == Mode::Local && c.advertise.is_none() && listen.ip().is_unspecified() {
+        errs.push(ConfigError::new(
+            "cluster.advertise",
+            format!("needed: listen {listen} is not an address edges can reach; set advertise = \"HOST:{}\"", listen.port()),
+        ));
+    }
+    if let Some(n) = &c.node {
+        if n.is_empty() || n.contains('/') || n.chars().any(|ch| ch.is_control() || ch == ' ') {
+            errs.push(ConfigError::new(
+                "cluster.node",
+                format!("{n:?} must be a non-empty name without '/' or spaces"),
+            ));
+        }
+    }
+    ClusterConfig {
+        registry,
+        lease_ttl: Duration::from_secs(lease_ttl),
+        prefix,
+        advertise,
+        node: c.node,
+        timeout,
     }
 }
 
@@ -915,6 +1069,60 @@ mod tests {
         );
         let e = errors("static_pull = [\"live/cam\"]\n");
         assert!(e[0].contains("mode = \"remote\""), "{e:?}");
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_naming_the_value() {
+        let c = EdgeConfig::parse(
+            "mode = \"remote\"\n[cluster]\nregistry = [\"http://127.0.0.1:2379\", \"http://etcd2.example:2379/\"]\n",
+        )
+        .unwrap();
+        let k = c.cluster.unwrap();
+        assert_eq!(k.registry, vec!["127.0.0.1:2379", "etcd2.example:2379"]);
+        assert_eq!(k.lease_ttl, Duration::from_secs(5));
+        assert_eq!(k.prefix, "/edgefleet/streams/");
+        assert_eq!(k.timeout, Duration::from_millis(500));
+        assert!(c.origin.is_empty(), "an edge may have the registry alone");
+        let e = errors("listen = \"127.0.0.1:1935\"\n[cluster]\nregistry = [\"127.0.0.1:2379\", \"https://e:2379\", \"http://e\", \"http://e:2379/v3\"]\nlease_ttl = 0\nprefix = \"edgefleet\"\ntimeout = 30\n");
+        assert_eq!(e.len(), 7, "{e:?}");
+        for (key, value) in [
+            ("cluster.registry[0]", "\"127.0.0.1:2379\""),
+            ("cluster.registry[1]", "https is not supported"),
+            ("cluster.registry[2]", "\"http://e\""),
+            ("cluster.registry[3]", "\"http://e:2379/v3\""),
+            ("cluster.lease_ttl", "0 is out of range"),
+            ("cluster.prefix", "\"edgefleet\""),
+            ("cluster.timeout", "30 is out of range"),
+        ] {
+            assert!(
+                e.iter().any(|e| e.starts_with(key) && e.contains(value)),
+                "{key} {value}: {e:?}"
+            );
+        }
+        let e = errors("[cluster]\n");
+        assert!(e[0].starts_with("cluster.registry:"), "{e:?}");
+        let e = errors(
+            "listen = \"0.0.0.0:1935\"\n[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\n",
+        );
+        assert!(e[0].starts_with("cluster.advertise: needed"), "{e:?}");
+        let e = errors("[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nadvertise = \"origin-b\"\nnode = \"a/b\"\nzone = 1\n");
+        assert!(e.iter().any(|e| e.contains("cluster")), "{e:?}");
+        let e = errors("listen = \"127.0.0.1:1935\"\n[cluster]\nregistry = [\"http://127.0.0.1:2379\"]\nadvertise = \"origin-b\"\nnode = \"a/b\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("cluster.advertise") && e[0].contains("\"origin-b\""),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("cluster.node") && e[1].contains("\"a/b\""),
+            "{e:?}"
+        );
+        // srs.conf's cluster block: what to do instead.
+        let e = errors("[cluster]\nmode = \"remote\"\n");
+        assert!(
+            e[0].contains("cluster.mode") && e[0].contains("top level"),
+            "{e:?}"
+        );
     }
 
     #[test]

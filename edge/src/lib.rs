@@ -15,6 +15,8 @@
 //!   publish forwarded to the origin).
 //! - [`upstream`]: the edge's pull from origins (failover, not-found answers, fast resume,
 //!   idle stop); it reads [`state`] and feeds [`hub`], and imports nothing from [`session`].
+//! - [`registry`]: the stream registry in etcd (`[cluster]`): an origin registers what is
+//!   published to it under a lease; pulls look up and watch where a stream is.
 //! - [`hls`]: HLS / LL-HLS packaging of one stream (fMP4 segments and parts, playlist), no I/O.
 //! - [`http`]: HTTP-FLV and HLS / LL-HLS for browsers (`[http] listen`).
 //! - [`api`]: the HTTP API (SRS-shaped JSON of streams and clients, kicks, /metrics).
@@ -32,6 +34,7 @@ pub mod http;
 pub mod hub;
 pub mod import;
 pub mod output;
+pub mod registry;
 pub mod reload;
 pub mod session;
 pub mod state;

@@ -291,7 +291,39 @@ async fn run_status(api: Option<String>, config: Option<PathBuf>, json: bool) ->
         }
     };
     print!("{}", status_table(&v));
+    // With [cluster]: one line on the registry (the API answers 404 without it).
+    if let Ok(r) = edge::api::fetch(&addr, "/api/v1/registry").await {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r) {
+            print!("{}", registry_line(&v["registry"]));
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// `registry: up at HOST:PORT, ...` from /api/v1/registry.
+fn registry_line(r: &serde_json::Value) -> String {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let state = match r["up"].as_bool() {
+        Some(true) => "up",
+        Some(false) => "DOWN",
+        None => "not asked yet",
+    };
+    let mut line = format!(
+        "registry: {state} at {} ({} endpoints), {} streams registered here, {} lookups, {} fallbacks, {} moves, {} splits, {} errors",
+        r["endpoint"].as_str().unwrap_or("?"),
+        r["endpoints"].as_array().map(|a| a.len()).unwrap_or(0),
+        n("registered"),
+        n("lookups"),
+        n("fallbacks"),
+        n("moves"),
+        n("splits"),
+        n("errors"),
+    );
+    if let Some(e) = r["last_error"].as_str() {
+        line.push_str(&format!("; last error: {e}"));
+    }
+    line.push('\n');
+    line
 }
 
 /// The `edge status` table from /api/v1/streams.

@@ -64,6 +64,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         http_hooks,
         api,
         http,
+        cluster,
     } = new;
     if *mode != old.mode {
         return Err(vec![format!(
@@ -229,6 +230,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         "at once (the HTTP listener restarts; HLS keys apply to streams packaged from now on)",
     );
     diff(
+        "cluster",
+        format!("{:?}", old.cluster),
+        format!("{cluster:?}"),
+        "at once (an origin registers its streams in the new registry under a new lease; pulls look up from their next connect)",
+    );
+    diff(
         "publish.enabled",
         old.publish.enabled.to_string(),
         publish.enabled.to_string(),
@@ -354,6 +361,10 @@ mod tests {
             ("api.listen", "[api]\nlisten = \"127.0.0.1:19850\""),
             ("http", "[http]\nlisten = \"127.0.0.1:18080\""),
             ("static_pull", "static_pull = [\"live/cam\"]"),
+            (
+                "cluster",
+                "[cluster]\nregistry = [\"http://127.0.0.1:2379\"]",
+            ),
             ("publish.enabled", "[publish]\nenabled = true"),
             ("publish.allow", "[publish]\nallow = [\"198.18.0.1\"]"),
             ("publish.key", "[publish]\nkey = \"s3cret\""),

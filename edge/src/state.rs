@@ -31,6 +31,11 @@ pub struct ServerState {
     /// HLS viewers per stream key, for streams being packaged (`crate::http::hls` writes it
     /// every second; the API reads it).
     pub hls_viewers: Mutex<std::collections::HashMap<String, usize>>,
+    /// The stream registry (`[cluster]`): configured by the server at start and reload.
+    pub registry: Arc<crate::registry::Registry>,
+    /// Streams whose relay pull (an origin pulling from another origin) must give way to a
+    /// publisher that arrived here (`session::publish`; `upstream` reads it).
+    pub relay_yield: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -58,6 +63,8 @@ impl ServerState {
             totals: Default::default(),
             http_conns: Default::default(),
             hls_viewers: Default::default(),
+            registry: Default::default(),
+            relay_yield: Default::default(),
         }
     }
 

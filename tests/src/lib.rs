@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
+pub mod etcd;
 pub mod lab;
 
 /// The committed test clip (H.264 + AAC FLV, 1280x720, ~2.2 Mbit/s, 2 s GOP, 5 s).

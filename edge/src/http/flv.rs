@@ -65,11 +65,13 @@ pub(super) async fn serve(
         return a.write(&mut tcp, req, cors, false).await;
     }
     let hub = state.hub.clone();
-    if cfg.mode == Mode::Local && !hub.has_source(&key) {
+    // An origin with a registry relays a stream published elsewhere (as RTMP plays do).
+    let relay = cfg.mode == Mode::Local && state.registry.is_on() && !hub.has_source(&key);
+    if cfg.mode == Mode::Local && !relay && !hub.has_source(&key) {
         let a = refuse(404, format!("{key} is not being published"));
         return a.write(&mut tcp, req, cors, false).await;
     }
-    if cfg.mode == Mode::Remote
+    if (cfg.mode == Mode::Remote || relay)
         && state
             .not_found
             .lock()
@@ -82,7 +84,7 @@ pub(super) async fn serve(
     let entry = state.register(id, client, "http-flv", ClientKind::Play);
     entry.client.set(ClientKind::Play, &key);
     let origins = upstream::Origins(&state);
-    let pull = (cfg.mode == Mode::Remote).then(|| PullFrom {
+    let pull = (cfg.mode == Mode::Remote || relay).then(|| PullFrom {
         upstream: &origins,
         app,
         name: &raw,

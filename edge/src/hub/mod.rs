@@ -427,6 +427,15 @@ impl Stream {
         idle
     }
 
+    /// The pull ends and the stream goes on: another source (a publisher on this origin)
+    /// feeds it now.
+    pub fn pull_ended(self: &Arc<Self>) {
+        self.inner.lock().unwrap().pulling = false;
+        if let Some(hub) = self.hub.upgrade() {
+            hub.maybe_remove(self);
+        }
+    }
+
     /// Ends the stream for good: its players are told `reason` and close, the pull stops,
     /// and the stream leaves the hub at once (a later player starts afresh).
     pub fn end(self: &Arc<Self>, reason: String) {

@@ -202,6 +202,10 @@ impl EdgeServer {
                 "edge serving"
             );
         }
+        let rtmp_addr = listener.local_addr().ok();
+        if let Some(addr) = rtmp_addr {
+            state.registry.configure(&state.config(), addr);
+        }
         let mut static_pulls = std::collections::HashMap::new();
         sync_static_pulls(&state, &mut static_pulls);
         let mut sessions = JoinSet::new();
@@ -255,6 +259,12 @@ impl EdgeServer {
                         };
                         if result.as_ref().is_ok_and(|c| c.iter().any(|c| c.key == "static_pull")) {
                             sync_static_pulls(&state, &mut static_pulls);
+                        }
+                        let moved = result.as_ref().is_ok_and(|c| c.iter().any(|c| c.key == "cluster" || c.key == "listen"));
+                        if let (true, Some(l)) = (moved, listener.as_ref()) {
+                            if let Ok(addr) = l.local_addr() {
+                                state.registry.configure(&state.config(), addr);
+                            }
                         }
                         common::sd_notify::ready();
                         let _ = done.send(result);
@@ -337,6 +347,7 @@ impl EdgeServer {
         }
         sessions.shutdown().await;
         crate::upstream::stop_all(&state);
+        state.registry.stop().await;
     }
 }
 

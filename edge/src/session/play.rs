@@ -67,10 +67,13 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     let key = s.stream_key(&name);
     let hub = s.state.hub.clone();
     let shown = common::redact::query(&raw).into_owned();
-    if s.mode() == Mode::Local && !hub.has_source(&key) {
+    // An origin with a registry relays a stream published elsewhere (seeds/003's SP->SP).
+    // (Not when it is published here: that is an ordinary local play.)
+    let relay = s.mode() == Mode::Local && s.state.registry.is_on() && !hub.has_source(&key);
+    if s.mode() == Mode::Local && !relay && !hub.has_source(&key) {
         return not_found(s, stream_id, &key, &format!("{key} is not being published")).await;
     }
-    if s.mode() == Mode::Remote
+    if (s.mode() == Mode::Remote || relay)
         && s.state
             .not_found
             .lock()
@@ -81,7 +84,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     }
     let origins = upstream::Origins(&s.state);
     let upstream_name = name.without_param("token");
-    let pull = (s.mode() == Mode::Remote).then(|| PullFrom {
+    let pull = (s.mode() == Mode::Remote || relay).then(|| PullFrom {
         upstream: &origins,
         app: &s.app,
         name: &upstream_name,

@@ -78,7 +78,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 None => Ended::Close,
             });
     }
-    let source = match s.state.hub.start_source(&key, s.id) {
+    let source = match claim(&s, &key).await {
         Ok(src) => src,
         Err(e) => {
             warn!(stream = %key, "publish refused: already publishing");
@@ -109,6 +109,8 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         s.writer.flush().await?;
     }
     info!(stream = %key, "publish started");
+    // Registered while it lasts (in the background: the registry never delays a publish).
+    let registered = s.state.registry.published(&key);
     s.client.set(ClientKind::Publish, &key);
     let client = s.client.clone();
     let result = loop {
@@ -151,9 +153,36 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
         }
     };
     info!(stream = %key, frames = source.stream().info().frames_in, "publish stopped");
+    drop(registered);
     drop(source);
     s.hook_done(&name);
     result.map(|()| Ended::ByClient(Box::new(s)))
+}
+
+/// The stream for this publisher. On an origin that relays `key` from another origin (the
+/// registry's relay), the publisher here takes over: the relay is asked to give way, and the
+/// claim is retried for up to a second.
+async fn claim(s: &Session, key: &str) -> Result<crate::hub::Source, crate::hub::HubError> {
+    let first = s.state.hub.start_source(key, s.id);
+    let relaying = s.state.registry.is_on() && s.state.hub.info(key).is_some_and(|i| i.pulling);
+    if first.is_ok() || !relaying {
+        return first;
+    }
+    s.state.relay_yield.lock().unwrap().insert(key.to_string());
+    let end = Instant::now() + std::time::Duration::from_secs(1);
+    let result = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        match s.state.hub.start_source(key, s.id) {
+            Ok(src) => {
+                info!(stream = %key, "publish takes the stream over from this origin's relay");
+                break Ok(src);
+            }
+            Err(e) if Instant::now() >= end => break Err(e),
+            Err(_) => {}
+        }
+    };
+    s.state.relay_yield.lock().unwrap().remove(key);
+    result
 }
 
 /// The publish key, compared in constant time; a source that keeps failing is slowed down

@@ -16,10 +16,21 @@
 //!
 //! It ends `pull_idle_timeout` after the last player left. Origins and timeouts are read
 //! from the config in force at each attempt, so a reload applies at the next connect.
+//!
+//! With a registry (`[cluster]`), each round asks it first where the stream is published
+//! (bounded by `[cluster] timeout`) and tries that origin before the static list, which
+//! stays the fallback (the registry has no entry, or does not answer). The pull watches the
+//! stream's registrations: when they move to another origin, it leaves the current one and
+//! follows at once, its players kept (the hub rebases timestamps across the change). An
+//! origin (`mode = "local"`) pulls this way a stream published on another origin (relay),
+//! never from itself; it does not register what it relays.
 
 use crate::hub::Stream;
+use crate::registry::entry::Choice;
+use crate::registry::Lookup;
 use crate::state::ClientKind;
 use crate::state::ServerState;
+use crate::Mode;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::client::{is_command, RtmpClient};
 use common::rtmp::command;
@@ -67,6 +78,10 @@ enum PullEnd {
     Idle,
     /// The upstream ended after delivering media: retry soon, same origin first.
     Dropped(RtmpError),
+    /// The stream's registration moved to this other origin: follow it now.
+    Moved(String),
+    /// A publisher on this origin takes the stream over (relay only): the pull ends.
+    Yield,
 }
 
 /// Why one origin did not deliver.
@@ -79,6 +94,50 @@ enum Failed {
     Answered(RtmpError),
 }
 
+/// The origins of one round: the registry's choice first (when it has one), then the
+/// static list from `first` on (an edge's; an origin has none), each once.
+async fn round_origins(
+    state: &ServerState,
+    key: &str,
+    first: usize,
+    reasons: &mut Vec<String>,
+    last_choice: &mut Option<String>,
+) -> (Vec<(String, u16)>, usize) {
+    let cfg = state.config();
+    let mut list: Vec<(String, u16)> = Vec::new();
+    match state.registry.lookup(key).await {
+        Lookup::Found(c) => {
+            if c.registrations > 1 && last_choice.as_deref() != Some(c.chosen.origin.as_str()) {
+                warn!(
+                    registrations = c.registrations,
+                    chosen = %c.chosen.origin,
+                    node = %c.chosen.node,
+                    "stream registered by several origins (split publisher): pulling from the newest publish"
+                );
+            }
+            *last_choice = Some(c.chosen.origin.clone());
+            if let Ok(hp) = common::config::parse_host_port(&c.chosen.origin) {
+                list.push(hp);
+            }
+        }
+        Lookup::Failed(e) => reasons.push(format!("registry: {e}")),
+        Lookup::Absent | Lookup::Off => {}
+    }
+    let from_registry = list.len();
+    let statics = if cfg.mode == Mode::Remote {
+        &cfg.origin[..]
+    } else {
+        &[]
+    };
+    for i in 0..statics.len() {
+        let o = &statics[(first + i) % statics.len()];
+        if !list.contains(o) {
+            list.push(o.clone());
+        }
+    }
+    (list, from_registry)
+}
+
 async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, raw: String) {
     let mut first = 0;
     let mut retry = RETRY_MIN;
@@ -86,25 +145,60 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
     // is a few lines, not one per retry.
     let mut failures = 0u64;
     let mut last_log: Option<Instant> = None;
+    let mut watching = state.registry.watch(&stream.key);
+    let mut last_choice: Option<String> = None;
     info!("pull requested by first player");
     loop {
         let cfg = state.config();
-        let origins = &cfg.origin;
+        if cfg.mode == Mode::Local && stream.info().has_source {
+            // A relay whose stream is now published here: nothing to pull.
+            info!("relay ended: the stream is published on this origin");
+            stream.pull_ended();
+            return;
+        }
         let mut delivered = false;
+        let mut follow = false;
         let mut reasons = Vec::new();
-        for i in 0..origins.len() {
-            let idx = (first + i) % origins.len();
-            let (host, port) = &origins[idx];
+        let (origins, from_registry) =
+            round_origins(&state, &stream.key, first, &mut reasons, &mut last_choice).await;
+        if let Some(w) = watching.as_mut() {
+            // What the round just read is the news so far.
+            w.rx.mark_unchanged();
+        }
+        for (i, (host, port)) in origins.iter().enumerate() {
             let origin = format!("{host}:{port}");
-            match pull_once(&state, &stream, host, *port, &app, &raw).await {
+            let w = watching.as_mut().map(|w| &mut w.rx);
+            match pull_once(&state, &stream, host, *port, &app, &raw, w).await {
                 Ok(PullEnd::Idle) => {
                     info!(%origin, "pull stopped: no players left");
                     return;
                 }
+                Ok(PullEnd::Yield) => {
+                    info!(%origin, "relay ended: a publisher on this origin takes the stream over, players kept");
+                    stream.pull_ended();
+                    return;
+                }
+                Ok(PullEnd::Moved(to)) => {
+                    info!(from = %origin, %to, "stream registration moved: following it, players kept");
+                    state.registry.stats.moves.fetch_add(1, Ordering::Relaxed);
+                    stream.count_reconnect();
+                    delivered = true;
+                    failures = 0;
+                    last_log = None;
+                    // No pause: the next round starts with the new registration.
+                    follow = true;
+                    break;
+                }
                 Ok(PullEnd::Dropped(e)) => {
                     warn!(%origin, error = %e, "upstream dropped; reconnecting, players kept");
                     stream.count_reconnect();
-                    first = idx;
+                    if i >= from_registry {
+                        if let Some(idx) =
+                            cfg.origin.iter().position(|o| o.0 == *host && o.1 == *port)
+                        {
+                            first = idx;
+                        }
+                    }
                     delivered = true;
                     failures = 0;
                     last_log = None;
@@ -131,6 +225,9 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
         } else if !stream.ever_played() {
             state.totals.pulls_not_found.fetch_add(1, Ordering::Relaxed);
             // A stream nobody has: tell its players now rather than hold them forever.
+            if reasons.is_empty() {
+                reasons.push("not in the registry".into());
+            }
             let reason = format!("no origin has {}: {}", stream.key, reasons.join("; "));
             info!(%reason, "pull ended: stream not found");
             state
@@ -141,13 +238,22 @@ async fn pull_loop(state: Arc<ServerState>, stream: Arc<Stream>, app: String, ra
             stream.end(reason);
             return;
         }
-        let until = Instant::now() + retry;
+        let until = Instant::now() + if follow { Duration::ZERO } else { retry };
         while Instant::now() < until {
             if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
                 info!("pull stopped: no players left");
                 return;
             }
-            tokio::time::sleep(IDLE_CHECK.min(until - Instant::now())).await;
+            let pause = IDLE_CHECK.min(until - Instant::now());
+            match watching.as_mut() {
+                // A new registration ends the pause: the publisher is back somewhere.
+                Some(w) => match tokio::time::timeout(pause, w.rx.changed()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => tokio::time::sleep(pause).await,
+                    Err(_) => {}
+                },
+                None => tokio::time::sleep(pause).await,
+            }
         }
         if !delivered {
             retry = (retry * 2).min(RETRY_MAX);
@@ -163,6 +269,7 @@ async fn pull_once(
     port: u16,
     app: &str,
     raw: &str,
+    mut moved: Option<&mut tokio::sync::watch::Receiver<Option<Choice>>>,
 ) -> Result<PullEnd, Failed> {
     let cfg = state.config();
     let origin = format!("{host}:{port}");
@@ -211,8 +318,27 @@ async fn pull_once(
     info!(%origin, "pull started");
     let mut last_media = Instant::now();
     loop {
-        match tokio::time::timeout(IDLE_CHECK, client.reader.read_message()).await {
-            Ok(Ok(msg)) => {
+        let read = tokio::time::timeout(IDLE_CHECK, client.reader.read_message());
+        // A registration change ends the wait at once (an origin whose publisher left
+        // sends nothing: the move must not wait for IDLE_CHECK).
+        let mut news = false;
+        let mut watch_gone = false;
+        let got = match moved.as_deref_mut() {
+            Some(rx) => tokio::select! {
+                r = read => r.ok(),
+                c = rx.changed() => {
+                    news = c.is_ok();
+                    watch_gone = c.is_err();
+                    None
+                }
+            },
+            None => read.await.ok(),
+        };
+        if watch_gone {
+            moved = None;
+        }
+        match got {
+            Some(Ok(msg)) => {
                 if let Err(e) = client.respond(&msg).await {
                     return Ok(PullEnd::Dropped(e));
                 }
@@ -238,11 +364,25 @@ async fn pull_once(
                     _ => {}
                 }
             }
-            Ok(Err(e)) => return Ok(PullEnd::Dropped(e)),
-            Err(_) => {}
+            Some(Err(e)) => return Ok(PullEnd::Dropped(e)),
+            None => {}
         }
         if stream.stop_pull_if_idle(cfg.pull_idle_timeout, Instant::now()) {
             return Ok(PullEnd::Idle);
+        }
+        if state.relay_yield.lock().unwrap().remove(&stream.key) {
+            return Ok(PullEnd::Yield);
+        }
+        if let Some(rx) = moved.as_deref_mut() {
+            if news || rx.has_changed().unwrap_or(false) {
+                let to = rx
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|c| c.chosen.origin.clone());
+                if let Some(to) = to.filter(|to| *to != origin) {
+                    return Ok(PullEnd::Moved(to));
+                }
+            }
         }
         if last_media.elapsed() > cfg.origin_timeout {
             return Ok(PullEnd::Dropped(RtmpError::Timeout(
