@@ -93,6 +93,16 @@ impl ServerState {
 }
 
 impl ServerState {
+    /// Whether a play of `key` here pulls it: always on an edge; on an origin with a
+    /// registry, when it is published elsewhere (seeds/003's SP->SP relay). An origin with no
+    /// registry, or that holds the stream, pulls nothing.
+    pub fn pulls(&self, key: &str) -> bool {
+        match self.config().mode {
+            crate::Mode::Remote => true,
+            crate::Mode::Local => self.registry.is_on() && !self.hub.has_source(key),
+        }
+    }
+
     /// Whether `peer` may play `stream` (`APP/STREAM`) with `token` (`[play] token_keys`,
     /// see `crate::token`); a refusal is counted by reason and logged (rate-limited).
     pub fn play_allowed(

@@ -219,6 +219,15 @@ async fn an_origin_relays_a_stream_published_on_another_origin() {
     );
     let (code, body) = edgefleet_tests::http(http, "GET", "/live/nobody.flv").await;
     assert_eq!(code, 404, "{body}");
+    // And HLS: a playlist request on A for a stream only B has is packaged from the relay.
+    let (_stop3, _pub3) = publish_clip(&b.url("hlscam"));
+    assert!(etcd.wait_registered("live/hlscam", 1).await);
+    let (code, playlist) = edgefleet_tests::http(http, "GET", "/live/hlscam.m3u8").await;
+    assert_eq!(code, 200, "{playlist}");
+    assert!(playlist.contains("#EXTINF"), "{playlist}");
+    assert!(a.hub.info("live/hlscam").expect("A relays it").pulling);
+    let (code, body) = edgefleet_tests::http(http, "GET", "/live/nobody.m3u8").await;
+    assert_eq!(code, 404, "{body}");
 
     // The publisher moves from B to A, which is relaying the stream: it takes the stream
     // over from the relay, registers it, and the edge's viewer goes on.

@@ -12,7 +12,7 @@ use super::{response_head, Answer};
 use crate::hub::{PullFrom, SharedFrame};
 use crate::output::{self, flv, Delivery, Stop};
 use crate::state::ClientKind;
-use crate::{upstream, Mode};
+use crate::upstream;
 use bytes::Bytes;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::media::MediaKind;
@@ -54,10 +54,12 @@ pub(super) async fn serve(
     let cfg = state.config();
     let cors = super::cfg_cors(&state);
     let key = format!("{app}/{stream}");
-    let raw = if req.query.is_empty() {
+    // The pull outlives the viewer's play token, and the origin is not the viewer.
+    let upstream_query = super::request::query_without(&req.query, "token");
+    let raw = if upstream_query.is_empty() {
         stream.to_string()
     } else {
-        format!("{stream}?{}", req.query)
+        format!("{stream}?{upstream_query}")
     };
     let refuse = |status: u16, why: String| Answer::error(status, why);
     if !cfg.http.as_ref().is_some_and(|h| h.flv) {
@@ -66,12 +68,12 @@ pub(super) async fn serve(
     }
     let hub = state.hub.clone();
     // An origin with a registry relays a stream published elsewhere (as RTMP plays do).
-    let relay = cfg.mode == Mode::Local && state.registry.is_on() && !hub.has_source(&key);
-    if cfg.mode == Mode::Local && !relay && !hub.has_source(&key) {
+    let pulls = state.pulls(&key);
+    if !pulls && !hub.has_source(&key) {
         let a = refuse(404, format!("{key} is not being published"));
         return a.write(&mut tcp, req, cors, false).await;
     }
-    if (cfg.mode == Mode::Remote || relay)
+    if pulls
         && state
             .not_found
             .lock()
@@ -84,7 +86,7 @@ pub(super) async fn serve(
     let entry = state.register(id, client, "http-flv", ClientKind::Play);
     entry.client.set(ClientKind::Play, &key);
     let origins = upstream::Origins(&state);
-    let pull = (cfg.mode == Mode::Remote || relay).then(|| PullFrom {
+    let pull = pulls.then(|| PullFrom {
         upstream: &origins,
         app,
         name: &raw,

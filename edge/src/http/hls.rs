@@ -18,7 +18,7 @@ use crate::hls::{parse_blocking_query, HlsOptions, Packager};
 use crate::hub::PullFrom;
 use crate::output::{Delivery, Stop};
 use crate::state::ServerState;
-use crate::{upstream, Mode};
+use crate::upstream;
 use common::rtmp::chunk::msg_type;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -145,7 +145,8 @@ impl Registry {
         map.insert(key.clone(), hs.clone());
         drop(map);
         let origins = upstream::Origins(state);
-        let pull = (state.config().mode == Mode::Remote).then_some(PullFrom {
+        // An origin relays a stream published elsewhere, as RTMP and HTTP-FLV plays do.
+        let pull = state.pulls(&key).then_some(PullFrom {
             upstream: &origins,
             app,
             name: raw,
@@ -254,7 +255,7 @@ pub(super) async fn answer(
                         return Answer::error(404, format!("{file}: not a file of a stream"));
                     };
                     let key = format!("{app}/{stream}");
-                    if state.config().mode == Mode::Local && !state.hub.has_source(&key) {
+                    if !state.pulls(&key) && !state.hub.has_source(&key) {
                         return Answer::error(404, format!("{key} is not being published"));
                     }
                     let hs = reg.get_or_start(state, &cfg, &app, &stream, &stream);
@@ -330,10 +331,11 @@ async fn playlist(
         Err(why) => return Answer::error(400, why),
     };
     let conf = state.config();
-    if conf.mode == Mode::Local && !state.hub.has_source(&key) {
+    let pulls = state.pulls(&key);
+    if !pulls && !state.hub.has_source(&key) {
         return Answer::error(404, format!("{key} is not being published"));
     }
-    if conf.mode == Mode::Remote
+    if pulls
         && state
             .not_found
             .lock()

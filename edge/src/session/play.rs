@@ -17,7 +17,6 @@ use crate::hub::{PullFrom, SharedFrame};
 use crate::output::{self, rtmp, Delivery, Stop, WriteError};
 use crate::state::ClientKind;
 use crate::upstream;
-use crate::Mode;
 use bytes::Bytes;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control, Command};
@@ -69,11 +68,11 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     let shown = common::redact::query(&raw).into_owned();
     // An origin with a registry relays a stream published elsewhere (seeds/003's SP->SP).
     // (Not when it is published here: that is an ordinary local play.)
-    let relay = s.mode() == Mode::Local && s.state.registry.is_on() && !hub.has_source(&key);
-    if s.mode() == Mode::Local && !relay && !hub.has_source(&key) {
+    let pulls = s.state.pulls(&key);
+    if !pulls && !hub.has_source(&key) {
         return not_found(s, stream_id, &key, &format!("{key} is not being published")).await;
     }
-    if (s.mode() == Mode::Remote || relay)
+    if pulls
         && s.state
             .not_found
             .lock()
@@ -84,7 +83,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     }
     let origins = upstream::Origins(&s.state);
     let upstream_name = name.without_param("token");
-    let pull = (s.mode() == Mode::Remote || relay).then(|| PullFrom {
+    let pull = pulls.then(|| PullFrom {
         upstream: &origins,
         app: &s.app,
         name: &upstream_name,
