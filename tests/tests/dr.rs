@@ -34,6 +34,21 @@ fn fleet() -> Fleet {
 
 /// With `two_lbs`, a second balancer on .3 and no VIP set by hand: VRRP places it.
 fn fleet_of(two_lbs: bool) -> Fleet {
+    fleet_from(
+        two_lbs,
+        "listen = \"0.0.0.0:1935\"\nmode = \"local\"\n",
+        &|origin: &Host| {
+            // Listening on every address: the VIP (viewers) and its own (lb's health checks).
+            format!(
+                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\ndr_vip = [\"{VIP}\"]\n[http]\nlisten = \"0.0.0.0:8080\"\n",
+                origin.ip
+            )
+        },
+    )
+}
+
+/// The fleet with these origin and edge configs (the edges' from the origin host).
+fn fleet_from(two_lbs: bool, origin_toml: &str, edge_toml: &dyn Fn(&Host) -> String) -> Fleet {
     let mut lab = Lab::create();
     let origin = lab.host("origin", 10);
     let edges = vec![lab.host("edge1", 11), lab.host("edge2", 12)];
@@ -41,10 +56,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
     let lb2 = two_lbs.then(|| lab.host("lb2", 3));
     let client = lab.host("client", 50);
     let edge_bin = bin("edge");
-    let o = lab.file(
-        "origin.toml",
-        "listen = \"0.0.0.0:1935\"\nmode = \"local\"\n",
-    );
+    let o = lab.file("origin.toml", origin_toml);
     lab.spawn(
         &origin,
         "origin",
@@ -66,14 +78,7 @@ fn fleet_of(two_lbs: bool) -> Fleet {
             .expect("edge dr-setup");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("added 198.18.0.100/32 on lo"), "{text}");
-        // Listening on every address: the VIP (viewers) and its own (lb's health checks).
-        let cfg = lab.file(
-            &format!("edge{i}.toml"),
-            &format!(
-                "listen = \"0.0.0.0:1935\"\nmode = \"remote\"\norigin = [\"{}:1935\"]\nmax_handshakes_per_ip = 1000\ndr_vip = [\"{VIP}\"]\n[http]\nlisten = \"0.0.0.0:8080\"\n",
-                origin.ip
-            ),
-        );
+        let cfg = lab.file(&format!("edge{i}.toml"), &edge_toml(&origin));
         lab.spawn(
             e,
             &format!("edge{}", i + 1),
@@ -1124,5 +1129,99 @@ fn persistence_and_the_sorry_server_work_in_dr() {
     assert!(
         sorry_after - sorry_before < 50,
         "sorry kept taking flows: {st:#}"
+    );
+}
+
+/// seeds/002's own keepalived.conf, edge.conf and origin.conf (tests/fixtures/seeds002),
+/// imported by `lb import-keepalived` and `edge import-srs`, with only their addresses moved
+/// into the lab (the seed's VIP, real servers and origin to 198.18.0.x, eth2 to eth0) and the
+/// admin API named: the lb takes the VIP by VRRP and forwards by DR to the edges, which pull
+/// from the origin, and viewers play through the VIP.
+#[test]
+fn the_seeds_configs_imported_run_in_the_lab() {
+    let test = "the_seeds_configs_imported_run_in_the_lab";
+    if !available(test) {
+        return;
+    }
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/seeds002");
+    let import = |tool: &str, sub: &str, file: &str| -> String {
+        let out = std::process::Command::new(bin(tool))
+            .args([sub, fixtures.join(file).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {sub} {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let seed = std::fs::read_to_string(fixtures.join("keepalived.conf")).unwrap();
+    let seed_vip = seed
+        .split("virtual_ipaddress {")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the seed's VIP")
+        .to_string();
+    let seed_rs: Vec<String> = seed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("real_server "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(seed_rs.len(), 2);
+    let edge_conf = std::fs::read_to_string(fixtures.join("edge.conf")).unwrap();
+    let seed_origin = edge_conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("origin"))
+        .and_then(|r| r.trim().trim_end_matches(';').split(':').next())
+        .expect("the seed edge's origin")
+        .to_string();
+
+    let origin_toml = import("edge", "import-srs", "origin.conf");
+    let edge_toml = import("edge", "import-srs", "edge.conf");
+    let lb_toml = import("lb", "import-keepalived", "keepalived.conf");
+    let f = fleet_from(true, &origin_toml, &|origin: &Host| {
+        edge_toml.replace(&seed_origin, &origin.ip.to_string())
+    });
+    let mut lb_lab = lb_toml
+        .replace(&seed_vip, &VIP.to_string())
+        .replace(&seed_rs[0], &f.edges[0].ip.to_string())
+        .replace(&seed_rs[1], &f.edges[1].ip.to_string())
+        .replace("\"eth2\"", "\"eth0\"");
+    lb_lab.insert_str(0, "admin_listen = \"127.0.0.1:9180\"\n");
+    // Every seed address was moved: nothing of the seed's network is left.
+    for a in seed_rs.iter().chain([&seed_vip, &seed_origin]) {
+        assert!(!lb_lab.contains(a.as_str()), "{a} left in\n{lb_lab}");
+    }
+    println!("the seed's keepalived.conf, imported, in the lab:\n{lb_lab}");
+    start_lb(&f, "lb", &lb_lab);
+    assert!(
+        wait(Duration::from_secs(10), || f.lab.has_addr(&f.lb, VIP)).is_some(),
+        "the imported VRRP instance never held the VIP:\n{}",
+        f.lab.log("lb")
+    );
+    // The seed's checks run every 6 s (delay_loop 6): allow a few rounds.
+    let ok = wait(Duration::from_secs(30), || {
+        let st = status(&f);
+        st["virtual_servers"][0]["real_servers"]
+            .as_array()
+            .map(|a| a.iter().filter(|r| r["mac"].is_string()).count() == 2)
+            .unwrap_or(false)
+    });
+    assert!(
+        ok.is_some(),
+        "the seed's real servers never came up: {:#}\n{}",
+        status(&f),
+        f.lab.log("lb")
+    );
+    wait_stream(&f);
+    let s = play(&f, 10, 3.0);
+    assert_eq!(s["ok"], 10, "{s}");
+    assert_eq!(s["stalls"], 0, "{s}");
+    let st = status(&f);
+    assert_eq!(
+        st["vrrp_instances"][0]["state"].as_str(),
+        Some("MASTER"),
+        "{st:#}"
     );
 }
