@@ -17,6 +17,7 @@ pub mod confblock;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod nets;
 pub mod proxy_protocol;
 pub mod redact;
 pub mod rlimit;

@@ -222,14 +222,7 @@ pub struct PublishConfig {
     pub key: Option<String>,
 }
 
-/// `ip` in any of `nets` (an IPv4-mapped IPv6 address counts as its IPv4 address).
-pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    nets.iter().any(|n| n.contains(&ip))
-}
+pub use common::nets::in_networks;
 
 impl PublishConfig {
     pub fn allows(&self, ip: IpAddr) -> bool {

@@ -72,7 +72,7 @@ impl PlayConfig {
         peer: IpAddr,
         now_unix: u64,
     ) -> Result<(), TokenError> {
-        if !self.tokens_required() || crate::config::in_networks(&self.token_exempt, peer) {
+        if !self.tokens_required() || common::nets::in_networks(&self.token_exempt, peer) {
             return Ok(());
         }
         let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
@@ -89,7 +89,7 @@ impl PlayConfig {
             return Err(TokenError::Expired);
         }
         if let Some(net) = t.net {
-            if !crate::config::in_networks(&[net], peer) {
+            if !common::nets::in_networks(&[net], peer) {
                 return Err(TokenError::Network);
             }
         }
