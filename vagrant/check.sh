@@ -17,6 +17,7 @@
 # VIEWER_SECONDS (default 40), TAKEOVER_SECONDS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")"
+export VAGRANT_CHECKPOINT_DISABLE=1 # no version check against HashiCorp's service
 
 VIP=172.16.1.200
 ORIGIN=172.16.1.228
