@@ -54,10 +54,10 @@ fixtures=tests/fixtures/seeds002
 from_import() { sed -n '/^# lb config imported from keepalived.conf/,$p' "$1"; }
 before_added() { sed -n '/^# edge config imported from srs.conf/,/^# Added:/p' "$1" | sed '$d'; }
 imported=$(timeout 30 "$LB" import-keepalived "$fixtures/keepalived.conf") || fail "lb import-keepalived $fixtures/keepalived.conf"
-lb1=$(sed -e 's/^interface = "eth2"$/interface = "eth1"/' -e 's/^lb_algo = "rr"$/lb_algo = "mh"/' <<<"$imported")
+lb1=$(sed -e 's/^interface = "eth2"$/interface = "eth1"/' -e 's/^lb_algo = "rr"$/lb_algo = "sh"/' <<<"$imported")
 lb2=$(sed -e 's/^state = "MASTER"$/state = "BACKUP"/' -e 's/^priority = 100$/priority = 90/' <<<"$lb1")
 diff -u <(echo "$lb1") <(from_import vagrant/config/lb1.toml) ||
-  fail "vagrant/config/lb1.toml is not lb import-keepalived's output with interface eth1 and lb_algo mh (diff above: imported+edits vs file)"
+  fail "vagrant/config/lb1.toml is not lb import-keepalived's output with interface eth1 and lb_algo sh (diff above: imported+edits vs file)"
 diff -u <(echo "$lb2") <(from_import vagrant/config/lb2.toml) ||
   fail "vagrant/config/lb2.toml is not lb1's with state BACKUP and priority 90 (diff above)"
 for pair in origin:origin edge:edge; do

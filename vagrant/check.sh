@@ -10,7 +10,7 @@
 #      to 172.16.1.0/24 is cut (`ip link set IFACE down`; vagrant ssh goes over eth0);
 #   6. lb2 holds the VIP, lb1 no longer;
 #   7. a new play through the VIP works;
-#   8. the viewer of 4. played on through the failover (DR + mh: the flow stays on its edge);
+#   8. the viewer of 4. played on through the failover (DR + sh: the flow stays on its edge);
 #   9. lb1 is restored (service started or link up) and takes the VIP back (priority 100 > 90).
 # Every wait is bounded; each step prints what it saw; the first failure exits 1 (cleanup:
 # the publisher and the viewer stopped, lb1 restored). Tunables: STREAM, EDGEFLEET_FAILOVER,
