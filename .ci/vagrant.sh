@@ -64,6 +64,7 @@ for pair in origin:origin edge:edge; do
   conf=${pair%%:*} srs=${pair#*:}
   imported=$(timeout 30 "$EDGE" import-srs "$fixtures/$srs.conf") || fail "edge import-srs $fixtures/$srs.conf"
   # $(...) drops the blank lines before `# Added:`, as it drops the importer's last newline.
+  # shellcheck disable=SC2005
   diff -u <(echo "$imported") <(echo "$(before_added "vagrant/config/$conf.toml")") ||
     fail "vagrant/config/$conf.toml, up to its first '# Added:', is not edge import-srs $srs.conf's output (diff above)"
 done

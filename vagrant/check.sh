@@ -154,11 +154,12 @@ wait_for "$left" "the viewer finished" on client "test -s /tmp/check-viewer.rc" 
 rc=$(on client "cat /tmp/check-viewer.rc" | tr -d '\r')
 summary=$(on client "cat /tmp/check-viewer.json" | tr -d '\r')
 echo "check: viewer: exit $rc, $summary"
-failed=$(grep -o '"failed":[0-9]*' <<<"$summary" | cut -d: -f2)
-stopped=$(grep -o '"media_stopped":[0-9]*' <<<"$summary" | cut -d: -f2)
-gap=$(grep -o '"max_gap_ms":[0-9.]*' <<<"$summary" | cut -d: -f2)
-[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${stopped:-1}" = 0 ] ||
+failed=$(grep -o '"failed":[0-9]*' <<<"$summary" | cut -d: -f2 || true)
+stopped=$(grep -o '"media_stopped":[0-9]*' <<<"$summary" | cut -d: -f2 || true)
+gap=$(grep -o '"max_gap_ms":[0-9.]*' <<<"$summary" | cut -d: -f2 || true)
+if [ "$rc" != 0 ] || [ "${failed:-1}" != 0 ] || [ "${stopped:-1}" != 0 ]; then
   fail "the viewer did not survive the failover (exit $rc, failed ${failed:-?}, media stopped ${stopped:-?}; client: /tmp/check-viewer.log)"
+fi
 ok "the viewer played through the failover (longest media gap ${gap} ms)"
 
 step "9. restore lb1"
