@@ -707,3 +707,82 @@ pub async fn browser_play_async(
         .await
         .map_err(|e| format!("browser_play task: {e}"))?
 }
+
+/// What a background player saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub media: u64,
+    pub first_media: Option<tokio::time::Instant>,
+    pub pings: u64,
+    pub last_media: Option<tokio::time::Instant>,
+    pub closed: Option<String>,
+    pub statuses: Vec<String>,
+}
+
+/// A player reading in the background until `limit` (`RtmpClient` answers pings): media
+/// counts and times, pings, the status codes it got, and why it closed.
+pub fn watch(
+    url: &str,
+    limit: Duration,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Seen>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let url = common::rtmp::url::RtmpUrl::parse(url).unwrap();
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        let end = tokio::time::Instant::now() + limit;
+        let mut c =
+            match common::rtmp::client::RtmpClient::connect_url(&url, Duration::from_secs(5)).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    s.lock().unwrap().closed = Some(format!("connect: {e}"));
+                    return;
+                }
+            };
+        if let Err(e) = c.play(&url.stream, Duration::from_secs(5)).await {
+            s.lock().unwrap().closed = Some(format!("play: {e}"));
+            return;
+        }
+        loop {
+            match tokio::time::timeout_at(end, c.read_message()).await {
+                Err(_) => return,
+                Ok(Err(e)) => {
+                    s.lock().unwrap().closed = Some(e.to_string());
+                    return;
+                }
+                Ok(Ok(m)) => {
+                    let mut g = s.lock().unwrap();
+                    match m.type_id {
+                        common::rtmp::chunk::msg_type::AUDIO
+                        | common::rtmp::chunk::msg_type::VIDEO => {
+                            g.media += 1;
+                            g.last_media = Some(tokio::time::Instant::now());
+                            g.first_media.get_or_insert(tokio::time::Instant::now());
+                        }
+                        common::rtmp::chunk::msg_type::USER_CONTROL
+                            if m.payload.get(1) == Some(&6) =>
+                        {
+                            g.pings += 1
+                        }
+                        _ if common::rtmp::client::is_command(&m) => {
+                            if let Ok(cmd) = common::rtmp::command::parse_command(&m) {
+                                if let Some(code) = cmd.property("code") {
+                                    g.statuses.push(code.to_string());
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+pub fn media(seen: &std::sync::Arc<std::sync::Mutex<Seen>>) -> u64 {
+    seen.lock().unwrap().media
+}

@@ -9,76 +9,13 @@ use common::rtmp::url::RtmpUrl;
 use edgefleet_tests::*;
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 fn init() {
     common::logging::init_for_tests();
-}
-
-/// What a background player saw.
-#[derive(Debug, Default)]
-struct Seen {
-    media: u64,
-    pings: u64,
-    last_media: Option<Instant>,
-    closed: Option<String>,
-    statuses: Vec<String>,
-}
-
-/// A player reading in the background until `limit`, answering pings (RtmpClient does).
-fn watch(url: &str, limit: Duration) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let url = RtmpUrl::parse(url).unwrap();
-    let s = seen.clone();
-    let task = tokio::spawn(async move {
-        let end = Instant::now() + limit;
-        let mut c = match RtmpClient::connect_url(&url, Duration::from_secs(5)).await {
-            Ok(c) => c,
-            Err(e) => {
-                s.lock().unwrap().closed = Some(format!("connect: {e}"));
-                return;
-            }
-        };
-        if let Err(e) = c.play(&url.stream, Duration::from_secs(5)).await {
-            s.lock().unwrap().closed = Some(format!("play: {e}"));
-            return;
-        }
-        loop {
-            match tokio::time::timeout_at(end, c.read_message()).await {
-                Err(_) => return,
-                Ok(Err(e)) => {
-                    s.lock().unwrap().closed = Some(e.to_string());
-                    return;
-                }
-                Ok(Ok(m)) => {
-                    let mut g = s.lock().unwrap();
-                    match m.type_id {
-                        msg_type::AUDIO | msg_type::VIDEO => {
-                            g.media += 1;
-                            g.last_media = Some(Instant::now());
-                        }
-                        msg_type::USER_CONTROL if m.payload.get(1) == Some(&6) => g.pings += 1,
-                        _ if common::rtmp::client::is_command(&m) => {
-                            if let Ok(cmd) = common::rtmp::command::parse_command(&m) {
-                                if let Some(code) = cmd.property("code") {
-                                    g.statuses.push(code.to_string());
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    });
-    (seen, task)
-}
-
-fn media(seen: &Arc<Mutex<Seen>>) -> u64 {
-    seen.lock().unwrap().media
 }
 
 async fn try_publish(url: &str) -> Result<RtmpClient, RtmpError> {

@@ -3,9 +3,6 @@
 //! through it, follow a publisher that moves, origins relay, and an etcd outage costs no
 //! viewer. Durations are printed, never asserted.
 
-use common::rtmp::chunk::msg_type;
-use common::rtmp::client::RtmpClient;
-use common::rtmp::url::RtmpUrl;
 use edge::EdgeConfig;
 use edgefleet_tests::etcd::Etcd;
 use edgefleet_tests::*;
@@ -37,58 +34,6 @@ async fn edge_in(etcd: &Etcd, origins: &[std::net::SocketAddr]) -> Running {
         );
     }
     start(EdgeConfig::parse(&toml).unwrap()).await
-}
-
-/// What a background player saw.
-#[derive(Debug, Default)]
-struct Seen {
-    media: u64,
-    first_media: Option<Instant>,
-    last_media: Option<Instant>,
-    closed: Option<String>,
-}
-
-/// A player reading in the background until `limit`.
-fn watch(url: &str, limit: Duration) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let url = RtmpUrl::parse(url).unwrap();
-    let s = seen.clone();
-    let task = tokio::spawn(async move {
-        let end = Instant::now() + limit;
-        let mut c = match RtmpClient::connect_url(&url, Duration::from_secs(5)).await {
-            Ok(c) => c,
-            Err(e) => {
-                s.lock().unwrap().closed = Some(format!("connect: {e}"));
-                return;
-            }
-        };
-        if let Err(e) = c.play(&url.stream, Duration::from_secs(5)).await {
-            s.lock().unwrap().closed = Some(format!("play: {e}"));
-            return;
-        }
-        loop {
-            match tokio::time::timeout_at(end, c.read_message()).await {
-                Err(_) => return,
-                Ok(Err(e)) => {
-                    s.lock().unwrap().closed = Some(e.to_string());
-                    return;
-                }
-                Ok(Ok(m)) => {
-                    if matches!(m.type_id, msg_type::AUDIO | msg_type::VIDEO) {
-                        let mut g = s.lock().unwrap();
-                        g.media += 1;
-                        g.last_media = Some(Instant::now());
-                        g.first_media.get_or_insert(Instant::now());
-                    }
-                }
-            }
-        }
-    });
-    (seen, task)
-}
-
-fn media(seen: &Arc<Mutex<Seen>>) -> u64 {
-    seen.lock().unwrap().media
 }
 
 /// Waits (bounded) for media at the viewer after `t`; the time it took.
