@@ -11,6 +11,7 @@
 //! - [`redact`]: secrets (query values) masked before they are logged.
 //! - [`tomlout`]: the TOML the importers print (values by the toml crate, with comments).
 //! - [`rlimit`]: raising the open-files limit at start.
+//! - [`query`]: URL query strings (`?key=...&token=...`), read one way everywhere.
 #![forbid(unsafe_code)]
 
 pub mod confblock;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod logging;
 pub mod nets;
 pub mod proxy_protocol;
+pub mod query;
 pub mod redact;
 pub mod rlimit;
 pub mod rtmp;

@@ -451,8 +451,7 @@ fn error(code: StatusCode, why: &str) -> Response<Full<Bytes>> {
 fn page(query: Option<&str>) -> Result<(usize, usize), String> {
     let mut start = 0;
     let mut count = DEFAULT_COUNT;
-    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    for (k, v) in common::query::pairs(query.unwrap_or("")) {
         let n = || {
             v.parse::<usize>()
                 .map_err(|_| format!("{k}={v:?} is not a number"))

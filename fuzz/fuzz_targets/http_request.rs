@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = route(&req.path);
             let _ = byte_range(req.range.as_deref(), data.len());
             let _ = parse_blocking_query(&req.query);
-            let _ = edge::http::request::query_without(&req.query, "token");
+            let _ = common::query::without(&req.query, "token");
         }
         Parsed::Refused(_, len) => assert!(len <= data.len()),
         Parsed::Partial => {}

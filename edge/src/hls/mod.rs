@@ -147,8 +147,7 @@ pub fn file_prefix(name: &str) -> String {
 pub fn parse_blocking_query(query: &str) -> Result<Option<(u64, Option<u64>)>, String> {
     let query = query.strip_prefix('?').unwrap_or(query);
     let (mut msn, mut part) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in common::query::pairs(query) {
         let slot = match key {
             "_HLS_msn" => &mut msn,
             "_HLS_part" => &mut part,

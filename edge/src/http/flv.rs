@@ -55,7 +55,7 @@ pub(super) async fn serve(
     let cors = super::cfg_cors(&state);
     let key = format!("{app}/{stream}");
     // The pull outlives the viewer's play token, and the origin is not the viewer.
-    let upstream_query = super::request::query_without(&req.query, "token");
+    let upstream_query = common::query::without(&req.query, "token");
     let raw = if upstream_query.is_empty() {
         stream.to_string()
     } else {

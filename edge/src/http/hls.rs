@@ -345,7 +345,7 @@ async fn playlist(
         return Answer::error(404, format!("{key} is on no origin"));
     }
     // The pull outlives the viewer's play token, and the origin is not the viewer.
-    let upstream_query = super::request::query_without(&req.query, "token");
+    let upstream_query = common::query::without(&req.query, "token");
     let raw = match upstream_query.is_empty() {
         true => stream.to_string(),
         false => format!("{stream}?{upstream_query}"),
@@ -386,7 +386,7 @@ async fn playlist(
     // With play tokens, the segments and parts are fetched with the playlist's token.
     let text = match (
         conf.play.tokens_required(),
-        super::request::query_param(&req.query, "token"),
+        common::query::param(&req.query, "token"),
     ) {
         (true, Some(t)) => {
             text.map(|p| crate::token::playlist_with_query(&p, &format!("token={t}")))

@@ -195,7 +195,7 @@ async fn connection(
                     }
                     r => Some(r.key()),
                 };
-                let token = request::query_param(&req.query, "token");
+                let token = common::query::param(&req.query, "token");
                 let allowed = match &stream_key {
                     Some(k) => state.play_allowed(k, token, client),
                     None => false,

@@ -168,27 +168,6 @@ impl Route {
     }
 }
 
-/// The value of `key` in a query (`a=1&b=2`, without `?`), as sent (not %-decoded).
-pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
-/// The query without the `key` parameter.
-pub fn query_without<'a>(query: &'a str, key: &str) -> std::borrow::Cow<'a, str> {
-    if query_param(query, key).is_none() {
-        return std::borrow::Cow::Borrowed(query);
-    }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != key)
-        .collect();
-    std::borrow::Cow::Owned(kept.join("&"))
-}
-
 pub fn route(path: &str) -> Result<Route, Refuse> {
     let decoded = percent_decode_str(path)
         .decode_utf8()

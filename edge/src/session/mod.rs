@@ -601,24 +601,16 @@ impl StreamName {
     /// `name?query` without the `key` parameter (a viewer's play token is not passed
     /// upstream: the pull outlives it, and the origin is not the viewer).
     pub fn without_param(&self, key: &str) -> String {
-        let kept: Vec<&str> = self
-            .query
-            .split('&')
-            .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != key)
-            .collect();
+        let kept = common::query::without(&self.query, key);
         if kept.is_empty() {
             self.name.clone()
         } else {
-            format!("{}?{}", self.name, kept.join("&"))
+            format!("{}?{kept}", self.name)
         }
     }
 
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+        common::query::param(&self.query, key)
     }
 
     /// What nginx-rtmp accepts, minus what could harm. nginx-rtmp takes any bytes as a name

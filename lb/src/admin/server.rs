@@ -267,11 +267,7 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
 }
 
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
+    common::query::pairs(req.uri().query().unwrap_or(""))
         .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect()
 }
