@@ -36,6 +36,8 @@ pub struct ServerState {
     /// Streams whose relay pull (an origin pulling from another origin) must give way to a
     /// publisher that arrived here (`session::publish`; `upstream` reads it).
     pub relay_yield: Mutex<std::collections::HashSet<String>>,
+    /// The HLS players' `on_play` verdicts (`crate::http::play_hook`).
+    pub hls_plays: crate::http::play_hook::HlsPlays,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -63,6 +65,7 @@ impl ServerState {
             totals: Default::default(),
             http_conns: Default::default(),
             hls_viewers: Default::default(),
+            hls_plays: Default::default(),
             registry: Default::default(),
             relay_yield: Default::default(),
         }

@@ -1,7 +1,8 @@
 //! `[http_hooks]` end to end (issue 14): a real HTTP hook service (a small server here that
 //! decides by stream name) allows, renames and refuses publishes on an origin and plays on an
 //! edge, a hook that does not answer in time refuses, `on_done` arrives when sessions end, and
-//! play refusals read like every other play refusal and are counted in /metrics.
+//! play refusals read like every other play refusal and are counted in /metrics; HTTP-FLV and
+//! HLS players are put to on_play too (once per FLV connection, once per HLS player).
 
 use edgefleet_tests::*;
 use std::net::SocketAddr;
@@ -155,5 +156,133 @@ async fn hooks_allow_rename_and_refuse_publishes_and_plays() {
     assert!(
         metrics.contains("edgefleet_edge_refused_total{reason=\"hook_play\"} 2"),
         "{metrics}"
+    );
+}
+
+/// A GET's status line and headers, and the first body bytes it could read in `wait` (an
+/// HTTP-FLV body never ends: the connection is dropped after them).
+async fn get_head(addr: SocketAddr, path: &str, wait: Duration) -> (u16, String, usize) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let end = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 * 1024 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.len() - head.len().min(buf.len());
+    (status, head.to_string(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_play_covers_http_flv_and_hls_players() {
+    common::logging::init_for_tests();
+    let (hook, seen) = hook_service().await;
+    let origin = origin().await;
+    let edge = edge_with(&[origin.addr], |c| {
+        with_http(c);
+        c.http_hooks = hooks(hook);
+        c.api = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http_addr = edge.http.unwrap();
+    let (_stop, _cam) = publish_clip(&origin.url("cam"));
+    wait_published(&origin.hub, "cam").await;
+    let calls = |what: &str, name: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f.starts_with(&format!("call={what}&")) && f.contains(&format!("&name={name}&"))
+            })
+            .count()
+    };
+
+    // HTTP-FLV: allowed (the body flows), renamed (tv serves cam), refused with the token
+    // refusal's 403 and text, also for a stream that exists nowhere.
+    let (code, _, body) = get_head(http_addr, "/live/cam.flv?x=1", Duration::from_secs(3)).await;
+    assert_eq!(code, 200);
+    assert!(body > 1000, "cam.flv sent {body} body bytes");
+    let (code, _, body) = get_head(http_addr, "/live/tv.flv", Duration::from_secs(3)).await;
+    assert_eq!(code, 200, "tv.flv is renamed to cam by the hook");
+    assert!(body > 1000, "tv.flv sent {body} body bytes");
+    let (code, head, _) = get_head(http_addr, "/live/nosuch.flv", Duration::from_secs(3)).await;
+    assert_eq!(code, 403, "{head}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|f| f.starts_with("call=play&") && f.contains("&name=cam&") && f.contains("&x=1")),
+        "the FLV play's ?args reach the hook: {:?}",
+        seen.lock().unwrap()
+    );
+    // on_done once the FLV connections closed (cam, and tv under its new name).
+    let done = edgefleet_tests::lab::wait(Duration::from_secs(10), || calls("done", "cam") >= 2);
+    assert!(
+        done.is_some(),
+        "no on_done for FLV: {:?}",
+        seen.lock().unwrap()
+    );
+
+    // HLS: the playlist is asked about once per player, its reloads are not.
+    let before = calls("play", "cam");
+    let mut ok = false;
+    for _ in 0..40 {
+        let (code, _, _) = get_head(http_addr, "/live/cam.m3u8", Duration::from_secs(3)).await;
+        assert_ne!(code, 403);
+        if code == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "cam.m3u8 never answered 200");
+    for _ in 0..3 {
+        let (code, _, _) = get_head(http_addr, "/live/cam.m3u8", Duration::from_secs(3)).await;
+        assert_eq!(code, 200);
+    }
+    assert_eq!(
+        calls("play", "cam"),
+        before + 1,
+        "one hook call per HLS player"
+    );
+    // A renamed playlist is a redirect to the new name; a refused one a 403, whose reloads
+    // are refused without asking again.
+    let (code, head, _) = get_head(http_addr, "/live/tv.m3u8?x=2", Duration::from_secs(3)).await;
+    assert_eq!(code, 302, "{head}");
+    assert!(
+        head.contains("Location: /live/cam.m3u8?x=2"),
+        "renamed HLS playlist: {head}"
+    );
+    for _ in 0..3 {
+        let (code, head, _) =
+            get_head(http_addr, "/live/nosuch.m3u8", Duration::from_secs(3)).await;
+        assert_eq!(code, 403, "{head}");
+    }
+    assert_eq!(
+        calls("play", "nosuch"),
+        2,
+        "one FLV and one HLS call for nosuch"
+    );
+
+    let (code, metrics) = http(edge.api.unwrap(), "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("edgefleet_edge_refused_total{reason=\"hook_play\"} 4"),
+        "1 FLV and 3 HLS refusals: {metrics}"
     );
 }

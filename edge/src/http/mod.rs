@@ -15,6 +15,7 @@
 
 pub mod flv;
 pub mod hls;
+pub mod play_hook;
 pub mod request;
 
 use crate::guard::Refusal;
@@ -40,8 +41,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(state: Arc<ServerState>, hls: Arc<hls::Registry>, listener: TcpListener) {
     info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http serving (HTTP-FLV, HLS)");
     let mut backoff = Duration::from_millis(5);
+    // HLS viewers that left are found (and told to `on_done`) by this sweep.
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = sweep.tick() => {
+                state.hls_plays.sweep(&state, std::time::Instant::now());
+                continue;
+            }
+        };
+        let (tcp, peer) = match accepted {
             Ok(a) => {
                 backoff = Duration::from_millis(5);
                 a
@@ -209,6 +220,33 @@ async fn connection(
                     return Ok(());
                 }
             }
+            let local = tcp.local_addr().unwrap_or(client);
+            let (route, _done) =
+                match play_hook::check(&state, route, &req, client, id, local).await {
+                    play_hook::Checked::Go(route, done) => (route, done),
+                    play_hook::Checked::Redirect(location) => {
+                        let head = response_head(
+                            302,
+                            &[("Location", &location), ("Cache-Control", "no-cache")],
+                            Some(0),
+                            cfg_cors(&state),
+                            keep,
+                        );
+                        write_all(&mut tcp, &[head]).await?;
+                        if keep {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    play_hook::Checked::Refused => {
+                        let refuse = Refuse::new(403, crate::token::REFUSED);
+                        respond_error(&mut tcp, &refuse, cfg_cors(&state), keep).await?;
+                        if keep {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                };
             match route {
                 Route::Flv { app, stream } => {
                     return flv::serve(state, tcp, client, id, &req, &app, &stream).await;
@@ -270,6 +308,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         206 => "Partial Content",
+        302 => "Found",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
