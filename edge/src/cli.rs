@@ -60,6 +60,10 @@ pub enum Command {
         /// Print the summary as one JSON line on stdout (text goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Write one JSON line per client to FILE when the run ends: when it stopped, why,
+        /// frames and bytes received, its longest media gap and its gaps over 200 ms.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
     /// HLS load generator (rate) or LL-HLS latency probe (live) against URL.m3u8.
     HlsLoad {

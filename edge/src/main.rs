@@ -132,7 +132,8 @@ fn main() -> ExitCode {
             duration,
             ramp,
             json,
-        }) => rt.block_on(run_play(url, clients, duration, ramp, json)),
+            events,
+        }) => rt.block_on(run_play(url, clients, duration, ramp, json, events)),
         Some(Command::HlsLoad {
             url,
             connections,
@@ -432,6 +433,7 @@ async fn run_play(
     duration: f64,
     ramp: Option<f64>,
     json: bool,
+    events: Option<PathBuf>,
 ) -> ExitCode {
     let url = match play::PlayUrl::parse(&url) {
         Ok(u) => u,
@@ -451,7 +453,15 @@ async fn run_play(
         ramp: Duration::from_secs_f64(ramp.unwrap_or(clients as f64 / 500.0).clamp(0.0, 600.0)),
         connect_concurrency: 128,
     };
-    let summary = play::run_url(&url, &opts).await;
+    let (summary, lines) = play::run_url_events(&url, &opts).await;
+    if let Some(path) = &events {
+        let mut body = lines.join("\n");
+        body.push('\n');
+        if let Err(e) = std::fs::write(path, body) {
+            eprintln!("edge play: --events {}: {e}", path.display());
+            return ExitCode::from(74);
+        }
+    }
     if json {
         eprintln!("{}", summary.to_text());
         println!("{}", summary.to_json());

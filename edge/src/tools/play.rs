@@ -43,6 +43,52 @@ pub struct ClientResult {
     /// The media stopped more than [`STALL`] before the end, without an error: the
     /// connection is open but nothing arrives any more (e.g. its proxy went away).
     pub media_stopped: bool,
+    /// When the client stopped (an error, or the end of the run).
+    pub ended: Option<Instant>,
+    /// Media gaps longer than [`GAP_EVENT`]: when each began and how long it was (at most
+    /// [`MAX_GAP_EVENTS`] kept, the longest win).
+    pub gaps: Vec<(Instant, Duration)>,
+}
+
+/// A media gap at least this long is kept as an event (`edge play --events`).
+pub const GAP_EVENT: Duration = Duration::from_millis(200);
+/// At most this many gap events per client.
+pub const MAX_GAP_EVENTS: usize = 16;
+
+impl ClientResult {
+    /// One JSON line for `edge play --events`: times in ms since `start` (the run's start).
+    pub fn event_json(&self, client: usize, start: Instant) -> String {
+        let ms = |t: Instant| t.saturating_duration_since(start).as_secs_f64() * 1000.0;
+        let gaps: Vec<String> = self
+            .gaps
+            .iter()
+            .map(|(at, len)| format!("[{:.0},{:.0}]", ms(*at), len.as_secs_f64() * 1000.0))
+            .collect();
+        format!(
+            "{{\"client\":{client},\"end_ms\":{:.0},\"ok\":{},\"reason\":{},\"first_frame_ms\":{},\"frames\":{},\"bytes\":{},\"max_gap_ms\":{:.0},\"gaps\":[{}]}}",
+            self.ended.map(ms).unwrap_or(0.0),
+            self.error.is_none() && self.first_frame.is_some(),
+            serde_json::to_string(self.error.as_deref().unwrap_or(if self.first_frame.is_some() { "end" } else { "no keyframe received" })).unwrap_or_default(),
+            self.first_frame.map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "null".into()),
+            self.frames,
+            self.bytes,
+            self.max_gap.as_secs_f64() * 1000.0,
+            gaps.join(",")
+        )
+    }
+
+    fn note_gap(&mut self, at: Instant, len: Duration) {
+        if len < GAP_EVENT {
+            return;
+        }
+        if self.gaps.len() < MAX_GAP_EVENTS {
+            self.gaps.push((at, len));
+        } else if let Some(min) = self.gaps.iter_mut().min_by_key(|g| g.1) {
+            if min.1 < len {
+                *min = (at, len);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -132,6 +178,11 @@ pub async fn run(url: &RtmpUrl, opts: &PlayOptions) -> Summary {
 
 /// Plays `url` (RTMP or HTTP-FLV) with `opts.clients` clients and summarises.
 pub async fn run_url(url: &PlayUrl, opts: &PlayOptions) -> Summary {
+    run_url_events(url, opts).await.0
+}
+
+/// [`run_url`], plus one JSON line per client ([`ClientResult::event_json`]).
+pub async fn run_url_events(url: &PlayUrl, opts: &PlayOptions) -> (Summary, Vec<String>) {
     let start = Instant::now();
     let end = start + opts.ramp + opts.duration;
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
@@ -146,10 +197,12 @@ pub async fn run_url(url: &PlayUrl, opts: &PlayOptions) -> Summary {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            match &url {
+            let mut r = match &url {
                 PlayUrl::Rtmp(u) => play_one(u, end, gate).await,
                 PlayUrl::HttpFlv { host, path } => play_one_flv(host, path, end, gate).await,
-            }
+            };
+            r.ended.get_or_insert_with(Instant::now);
+            r
         }));
     }
     let mut results = Vec::with_capacity(tasks.len());
@@ -159,7 +212,12 @@ pub async fn run_url(url: &PlayUrl, opts: &PlayOptions) -> Summary {
             ..Default::default()
         }));
     }
-    summarize(&results, start.elapsed())
+    let events = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.event_json(i, start))
+        .collect();
+    (summarize(&results, start.elapsed()), events)
 }
 
 pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
@@ -223,6 +281,7 @@ fn count_media(
             r.stalls += 1;
         }
         r.max_gap = r.max_gap.max(now - prev);
+        r.note_gap(prev, now - prev);
     }
     *last_media = Some(now);
     r.frames += 1;
@@ -239,11 +298,14 @@ fn count_media(
 
 /// Media that stopped before the end is a stall too.
 fn count_end(r: &mut ClientResult, last_media: Option<Instant>, end: Instant) {
+    let now = Instant::now().min(end);
+    r.ended = Some(now);
     if let Some(prev) = last_media {
         if end.saturating_duration_since(prev) > STALL && r.error.is_none() {
             r.stalls += 1;
             r.media_stopped = true;
             r.max_gap = r.max_gap.max(end.saturating_duration_since(prev));
+            r.note_gap(prev, end.saturating_duration_since(prev));
         }
     }
 }
