@@ -36,8 +36,8 @@ pub struct ServerState {
     /// Streams whose relay pull (an origin pulling from another origin) must give way to a
     /// publisher that arrived here (`session::publish`; `upstream` reads it).
     pub relay_yield: Mutex<std::collections::HashSet<String>>,
-    /// The HLS players' `on_play` verdicts (`crate::http::play_hook`).
-    pub hls_plays: crate::http::play_hook::HlsPlays,
+    /// The HLS players' `on_play` verdicts (`crate::http::hls_plays`).
+    pub hls_plays: crate::http::hls_plays::HlsPlays,
 }
 
 /// Server-wide counters (Prometheus totals).

@@ -15,6 +15,7 @@
 
 pub mod flv;
 pub mod hls;
+pub mod hls_plays;
 pub mod play_hook;
 pub mod request;
 
@@ -48,7 +49,7 @@ pub async fn serve(state: Arc<ServerState>, hls: Arc<hls::Registry>, listener: T
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = sweep.tick() => {
-                state.hls_plays.sweep(&state, std::time::Instant::now());
+                state.hls_plays.sweep(&state.config().http_hooks, std::time::Instant::now());
                 continue;
             }
         };

@@ -14,22 +14,14 @@
 //! A refusal answers `403` with the same text as a refused play token and is counted as
 //! `hook_play`, whether or not the stream exists.
 
+use super::hls_plays::{HlsPlays, Kept, MAX_KEPT, REFUSAL_KEPT};
 use super::request::{Request, Route};
 use crate::guard::Refusal;
 use crate::hooks::{Call, HookUrl, Verdict};
 use crate::state::ServerState;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// An allowed HLS viewer with no request for this long has left (`on_done`).
-pub const HLS_IDLE: Duration = Duration::from_secs(30);
-/// How long a refused HLS player's verdict is kept before the hook is asked again.
-pub const REFUSAL_KEPT: Duration = Duration::from_secs(5);
-/// At most this many HLS players' verdicts are kept; beyond it the hook is asked on every
-/// request of a new player (nothing is dropped that is still in use).
-const MAX_KEPT: usize = 100_000;
 /// What a renamed stream's name is escaped for in a `Location` header.
 const NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
@@ -44,66 +36,6 @@ pub(super) enum Checked {
     Redirect(String),
     /// Answer `403`.
     Refused,
-}
-
-/// One HLS player's verdict.
-struct Kept {
-    allowed: bool,
-    since: Instant,
-    last: Instant,
-    client_id: u64,
-    tc_url: String,
-    query: String,
-}
-
-/// The HLS players' verdicts, by (address, `APP/STREAM`).
-#[derive(Default)]
-pub struct HlsPlays {
-    kept: Mutex<HashMap<(IpAddr, String), Kept>>,
-}
-
-impl HlsPlays {
-    /// Forgets idle viewers (sending their `on_done`) and old refusals.
-    pub fn sweep(&self, state: &ServerState, now: Instant) {
-        let mut left = Vec::new();
-        self.kept.lock().unwrap().retain(|(ip, key), k| {
-            let keep = if k.allowed {
-                now.duration_since(k.last) < HLS_IDLE
-            } else {
-                now.duration_since(k.since) < REFUSAL_KEPT
-            };
-            if !keep && k.allowed {
-                left.push((
-                    *ip,
-                    key.clone(),
-                    k.client_id,
-                    std::mem::take(&mut k.tc_url),
-                    std::mem::take(&mut k.query),
-                ));
-            }
-            keep
-        });
-        let cfg = state.config();
-        let Some(url) = &cfg.http_hooks.on_done else {
-            return;
-        };
-        for (ip, key, client_id, tc_url, query) in left {
-            let (app, name) = key.split_once('/').unwrap_or((&key, ""));
-            crate::hooks::done(
-                url.clone(),
-                cfg.http_hooks.timeout,
-                Call {
-                    call: "done",
-                    addr: ip,
-                    client_id,
-                    app,
-                    name,
-                    tc_url: &tc_url,
-                    query: &query,
-                },
-            );
-        }
-    }
 }
 
 /// `on_done` of an HTTP-FLV play, sent when dropped (the connection ended).
@@ -213,7 +145,7 @@ pub(super) async fn check(
     }
     // HLS: the kept verdict, or the hook's.
     let now = Instant::now();
-    let plays = &state.hls_plays;
+    let plays: &HlsPlays = &state.hls_plays;
     let key = (client.ip(), format!("{app}/{stream}"));
     if let Some(k) = plays.kept.lock().unwrap().get_mut(&key) {
         if k.allowed {
@@ -268,75 +200,5 @@ pub(super) async fn check(
             keep(&stream, false);
             refused(&why)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn an_idle_hls_viewer_gets_on_done_and_a_refusal_is_forgotten() {
-        let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/on_done", hook.local_addr().unwrap());
-        let mut cfg = crate::config::EdgeConfig::origin("127.0.0.1:0".parse().unwrap());
-        cfg.http_hooks.on_done = Some(HookUrl::parse(&url).unwrap());
-        let state = ServerState::new(cfg);
-        let t0 = Instant::now();
-        let kept = |allowed| Kept {
-            allowed,
-            since: t0,
-            last: t0,
-            client_id: 7,
-            tc_url: "http://127.0.0.1:8080/live".into(),
-            query: "x=1".into(),
-        };
-        {
-            let mut k = state.hls_plays.kept.lock().unwrap();
-            k.insert(
-                ("198.18.0.50".parse().unwrap(), "live/cam".into()),
-                kept(true),
-            );
-            k.insert(
-                ("198.18.0.51".parse().unwrap(), "live/no".into()),
-                kept(false),
-            );
-        }
-        // Within both bounds nothing goes; past REFUSAL_KEPT the refusal does, silently.
-        state.hls_plays.sweep(&state, t0 + Duration::from_secs(1));
-        assert_eq!(state.hls_plays.kept.lock().unwrap().len(), 2);
-        state
-            .hls_plays
-            .sweep(&state, t0 + REFUSAL_KEPT + Duration::from_secs(1));
-        assert_eq!(state.hls_plays.kept.lock().unwrap().len(), 1);
-        // Past HLS_IDLE the viewer has left: on_done is posted.
-        state
-            .hls_plays
-            .sweep(&state, t0 + HLS_IDLE + Duration::from_secs(1));
-        assert!(state.hls_plays.kept.lock().unwrap().is_empty());
-        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), hook.accept())
-            .await
-            .expect("on_done is posted")
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).contains("name=cam") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&got);
-        assert!(
-            text.contains("call=done&addr=198.18.0.50&clientid=7&app=live&name=cam"),
-            "{text}"
-        );
-        assert!(text.ends_with("&x=1"), "{text}");
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .await;
     }
 }
