@@ -127,7 +127,6 @@ impl DrForward {
             macs: HashMap::new(),
             device: None,
             last: None,
-            was_up: HashSet::new(),
             last_read: None,
             last_neigh: None,
             reader: None,
@@ -208,8 +207,6 @@ struct State {
     macs: HashMap<Ipv4Addr, Mac>,
     device: Option<(String, Mac)>,
     last: Option<Plan>,
-    /// Servers that were up at the last step (a DOWN flip removes their flows).
-    was_up: HashSet<SocketAddr>,
     last_read: Option<Instant>,
     /// When the neighbour table was last read (MACs change rarely: see [`NEIGH_EVERY`]).
     last_neigh: Option<Instant>,
@@ -356,27 +353,10 @@ impl State {
             self.turns = None;
             self.last = Some(plan.clone());
         }
-        // DOWN (not drained): its flows leave the connection table and move on their next
-        // packet (adopted by the Maglev map).
-        let down: Vec<Mac> = servers
-            .iter()
-            .filter(|(a, up, _)| !up && self.was_up.contains(a))
-            .filter_map(|(a, _, _)| self.macs.get(&v4(*a)?).copied())
-            .collect();
-        self.was_up = servers.iter().filter(|s| s.1).map(|s| s.0).collect();
-        if !down.is_empty() {
-            let r = self.reader().and_then(|r| forget(r, &plan.table, &down));
-            if r.is_err() {
-                self.reader = None;
-            }
-            match r {
-                Ok(n) => info!(
-                    flows = n,
-                    "DR: flows of DOWN real servers removed from the connection table"
-                ),
-                Err(e) => warn!(error = %e, "DR: could not remove the flows of a DOWN real server"),
-            }
-        }
+        // A real server that goes DOWN keeps its established flows in the connection table
+        // (LVS's default, expire_nodest_conn = 0): a check that fails once on a lossy link
+        // moves no viewer, and a dead edge's host answers its viewers' next packets with a
+        // reset. Only new flows follow the reprogrammed map.
         if self
             .last_read
             .map(|t| t.elapsed() >= READ_EVERY)
@@ -505,33 +485,6 @@ fn lost_servers(old: &Plan, new: &Plan) -> Vec<Mac> {
         .filter(|o| !new.servers.iter().any(|n| n.mac == o.mac && n.weight > 0))
         .map(|o| o.mac)
         .collect()
-}
-
-/// Deletes the conn entries pointing at `macs`; returns how many. One transaction; an entry
-/// that expired between the listing and the delete fails it, so list and try once more.
-fn forget(reader: &mut nl::Reader, table: &str, macs: &[Mac]) -> Result<usize, DrError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let keys: Vec<String> = reader
-            .conn(table)?
-            .iter()
-            .filter(|(_, m)| macs.contains(m))
-            .map(|(k, _)| k.to_string())
-            .collect();
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let text = format!(
-            "delete element netdev {table} conn {{ {} }}\n",
-            keys.join(", ")
-        );
-        match nft::nft(&["-f", "-"], Some(&text)) {
-            Ok(_) => return Ok(keys.len()),
-            Err(_) if attempt < 2 => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The interface every real server (and the sorry server) is reached on, directly.
