@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub mod etcd;
+pub mod fleet;
 pub mod lab;
 
 /// The committed test clip (H.264 + AAC FLV, 1280x720, ~2.2 Mbit/s, 2 s GOP, 5 s).
