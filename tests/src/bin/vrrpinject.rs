@@ -48,15 +48,16 @@ fn main() -> anyhow::Result<()> {
         "vrrpinject only sends to 224.0.0.18 or 198.18.0.0/15, not {}",
         a.dst
     );
+    let vips: Vec<std::net::IpAddr> = a.vip.iter().map(|v| (*v).into()).collect();
     let out = packet::Outgoing {
         version: a.version,
         vrid: a.vrid,
         priority: a.priority,
         interval_cs: a.interval_cs,
-        addrs: &a.vip,
+        addrs: &vips,
         auth_pass: a.pass.as_deref().map(packet::auth_bytes),
     };
-    let mut payload = packet::encode(&out, a.src, a.dst);
+    let mut payload = packet::encode(&out, a.src.into(), a.dst.into());
     if a.bad_checksum {
         payload[7] ^= 0x5a;
     }
