@@ -834,6 +834,27 @@ fn two_lbs_over_ipv6() {
         return;
     }
     let (lab, lb1, lb2) = v6_pair("lb1", "lb2");
+    // The new master's unsolicited Neighbor Advertisement, seen from the other host.
+    let tcpdump = edgefleet_tests::have("tcpdump", test);
+    if tcpdump {
+        lab.spawn(
+            &lb2,
+            "tcpdump",
+            std::path::Path::new("tcpdump"),
+            &[
+                "-l",
+                "-nn",
+                "-vv",
+                "-i",
+                "eth0",
+                "-c",
+                "1",
+                "icmp6 and ip6[40] = 136",
+            ],
+            &[],
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
     for (h, label, prio) in [(&lb1, "lb1", 150), (&lb2, "lb2", 100)] {
         let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, ""));
         lab.spawn(
@@ -874,6 +895,21 @@ fn two_lbs_over_ipv6() {
             .contains(&format!("{VIP6}/64")),
         "{st2}"
     );
+    if tcpdump {
+        let na = format!("neighbor advertisement, length 32, tgt is {VIP6}, Flags [override]");
+        assert!(
+            wait(Duration::from_secs(8), || lab.log("tcpdump").contains(&na)).is_some(),
+            "no unsolicited NA for the VIP:\n{}",
+            lab.log("tcpdump")
+        );
+        let log = lab.log("tcpdump");
+        let line = log.lines().find(|l| l.contains("hlim")).unwrap_or("");
+        println!("NA seen: {line}");
+        assert!(
+            line.contains("hlim 255") && log.contains("[icmp6 sum ok]"),
+            "{log}"
+        );
+    }
     let v2 = &st2["vrrp_instances"][0];
     assert!(v2["adverts_received"].as_u64().unwrap_or(0) > 0, "{st2}");
     for reason in ["checksum", "ttl", "length", "version"] {
@@ -978,4 +1014,81 @@ fn mixed_pair_with_keepalived_over_ipv6() {
             ctx()
         );
     }
+}
+
+#[test]
+fn ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted() {
+    let test = "ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted";
+    if !ipv6_lab(test) {
+        return;
+    }
+    let (lab, lb1, evil) = v6_pair("lb1", "evil");
+    let c = lab.file("lb1.toml", &lb_vrrp6(150, ""));
+    lab.spawn(
+        &lb1,
+        "lb1",
+        &bin("lb"),
+        &["--config", c.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    let src = lab.link_local(&evil).expect("link-local").to_string();
+    let vip = VIP6.to_string();
+    let injector = bin("vrrpinject");
+    let inject = |args: &[&str]| {
+        let mut full = vec![
+            injector.to_str().unwrap(),
+            "--src",
+            &src,
+            "--vrid",
+            "61",
+            "--vip",
+            &vip,
+        ];
+        full.extend_from_slice(args);
+        lab.exec(&evil, &full).expect("inject");
+    };
+    let drops = |reason: &str| {
+        lb_status(&lab, &lb1)["vrrp_instances"][0]["drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait(Duration::from_secs(5), || {
+            lb_status(&lab, &lb1)["vrrp_instances"][0]["state"] == "BACKUP"
+        })
+        .is_some(),
+        "{}",
+        lab.log("lb1")
+    );
+    // Each would win (priority 254 > 150) if it were accepted.
+    inject(&["--ttl", "64", "--count", "5", "--every-ms", "20"]);
+    inject(&["--bad-checksum", "--count", "5", "--every-ms", "20"]);
+    inject(&["--version", "2", "--count", "5", "--every-ms", "20"]);
+    assert!(
+        wait(Duration::from_secs(3), || drops("ttl") >= 5
+            && drops("checksum") >= 5
+            && drops("version") >= 5)
+        .is_some(),
+        "{}\n{}",
+        lb_status(&lab, &lb1),
+        lab.log("lb1")
+    );
+    println!(
+        "drops: ttl {} checksum {} version {}",
+        drops("ttl"),
+        drops("checksum"),
+        drops("version")
+    );
+    // lb1 is master alone; a valid higher-priority advert from the same host takes it over.
+    assert!(
+        wait(Duration::from_secs(6), || lab.has_addr6(&lb1, VIP6)).is_some(),
+        "{}",
+        lab.log("lb1")
+    );
+    inject(&["--count", "5", "--every-ms", "100"]);
+    let st = lb_status(&lab, &lb1);
+    println!("after valid adverts: {}", st["vrrp_instances"][0]);
+    assert_eq!(st["vrrp_instances"][0]["state"], "BACKUP", "{st}");
+    assert_eq!(st["vrrp_instances"][0]["master"], src, "{st}");
+    assert!(!lab.has_addr6(&lb1, VIP6), "a backup kept the VIP");
 }
