@@ -1092,3 +1092,43 @@ fn ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted() {
     assert_eq!(st["vrrp_instances"][0]["master"], src, "{st}");
     assert!(!lab.has_addr6(&lb1, VIP6), "a backup kept the VIP");
 }
+
+#[test]
+fn two_lbs_over_ipv6_unicast() {
+    let test = "two_lbs_over_ipv6_unicast";
+    if !ipv6_lab(test) {
+        return;
+    }
+    let (lab, lb1, lb2) = v6_pair("lb1", "lb2");
+    let (a1, a2) = (lab::lab_ip6(2), lab::lab_ip6(3));
+    for (h, label, prio, me, peer) in [(&lb1, "lb1", 150, a1, a2), (&lb2, "lb2", 100, a2, a1)] {
+        let extra = format!("unicast_src_ip = \"{me}\"\nunicast_peer = [\"{peer}\"]\n");
+        let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, &extra));
+        lab.spawn(
+            h,
+            label,
+            &bin("lb"),
+            &["--config", c.to_str().unwrap()],
+            &[("RUST_LOG", "info")],
+        );
+    }
+    let ctx = || format!("lb1 log:\n{}\nlb2 log:\n{}", lab.log("lb1"), lab.log("lb2"));
+    assert!(
+        wait(Duration::from_secs(10), || lab.has_addr6(&lb1, VIP6)
+            && lb_status(&lab, &lb2)["vrrp_instances"][0]["master"]
+                == a1.to_string())
+        .is_some(),
+        "election: {}",
+        ctx()
+    );
+    let st2 = lb_status(&lab, &lb2);
+    println!("lb2 status: {}", st2["vrrp_instances"][0]);
+    assert_eq!(st2["vrrp_instances"][0]["drops"]["checksum"], 0, "{st2}");
+    v6_failover_cycle(
+        &lab,
+        &lb1,
+        &lb2,
+        &|| lab.signal("lb1", nix::sys::signal::Signal::SIGTERM),
+        &ctx,
+    );
+}
