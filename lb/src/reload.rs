@@ -653,7 +653,7 @@ fn vrrp_instance(old: &VrrpConfig, new: &VrrpConfig, out: &mut Vec<Change>) {
     };
     let state = |m: bool| if m { "MASTER" } else { "BACKUP" }.to_string();
     let list = |l: &[String]| l.join(",");
-    let ips = |l: &[std::net::Ipv4Addr]| {
+    let ips = |l: &[std::net::IpAddr]| {
         l.iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
@@ -676,7 +676,7 @@ fn vrrp_instance(old: &VrrpConfig, new: &VrrpConfig, out: &mut Vec<Change>) {
         secs(old.preempt_delay),
         secs(*preempt_delay),
     );
-    let cidrs = |l: &[(std::net::Ipv4Addr, u8)]| {
+    let cidrs = |l: &[(std::net::IpAddr, u8)]| {
         l.iter()
             .map(|(ip, p)| format!("{ip}/{p}"))
             .collect::<Vec<_>>()

@@ -64,7 +64,7 @@ fn the_seed_keepalived_conf_imports_with_its_values() {
     assert_eq!((v.vrid, v.priority, v.version), (51, 100, 2));
     assert_eq!(v.advert_int.as_secs(), 1);
     let vip: std::net::Ipv4Addr = seed_arg("virtual_ipaddress").parse().unwrap();
-    assert_eq!(v.vips, [(vip, 32)]);
+    assert_eq!(v.vips, [(std::net::IpAddr::from(vip), 32)]);
     assert_eq!(v.auth_pass.as_deref(), Some("1111"));
     let vs = &c.virtual_servers[0];
     assert_eq!(

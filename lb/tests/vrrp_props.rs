@@ -147,7 +147,7 @@ impl Sim {
                     preempt: r.preempt,
                     preempt_delay: Duration::ZERO,
                     start_as_master: r.start_as_master,
-                    primary_ip: ip(i),
+                    primary_ip: ip(i).into(),
                 })
             })
             .collect();
@@ -253,8 +253,8 @@ impl Sim {
                         vrid: 7,
                         priority,
                         interval_cs: (self.sc.advert_ms / 10) as u16,
-                        addrs: vec![Ipv4Addr::new(198, 18, 0, 100)],
-                        src: ip(from),
+                        addrs: vec![Ipv4Addr::new(198, 18, 0, 100).into()],
+                        src: ip(from).into(),
                     };
                     let acts = self.m[to].handle_advert(&adv, now);
                     self.exec(to, now_us, acts);

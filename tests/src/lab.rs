@@ -5,10 +5,14 @@
 //! removed when the [`Lab`] is dropped — also when the test fails or panics — and labs left
 //! by a killed test run are swept at the next start.
 //!
+//! IPv6: every host's eth0 has IPv6 on and duplicate address detection off (so its link-local
+//! address is usable as soon as the link is up); [`Lab::add_ipv6`] gives it 2001:2::N/64
+//! (RFC 5180's benchmarking range, `nodad`). Still no route to the outside.
+//!
 //! Names carry the test process id and a counter, so labs of tests running in parallel never
 //! meet (each has its own switch; the same addresses in two labs do not collide).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +24,25 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// The lab's subnet: 198.18.0.0/24.
 pub fn lab_ip(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, host)
+}
+
+/// The lab's IPv6 subnet: 2001:2::/64 (inside RFC 5180's 2001:2::/48).
+pub fn lab_ip6(host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, host as u16)
+}
+
+/// Whether this kernel has IPv6 (for the IPv6 lab tests); prints a skip otherwise, or panics
+/// under `EDGEFLEET_REQUIRE_ALL=1`.
+pub fn ipv6_available(test: &str) -> bool {
+    if Path::new("/proc/sys/net/ipv6").exists() {
+        return true;
+    }
+    let w = "needs IPv6 in the kernel (/proc/sys/net/ipv6 is missing)";
+    if crate::require_all() {
+        panic!("{test}: {w}, required under EDGEFLEET_REQUIRE_ALL=1");
+    }
+    crate::skip(test, w);
+    false
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +189,16 @@ impl Lab {
             &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
         )
         .unwrap();
+        // IPv6 on, DAD off before the link comes up: the link-local address (VRRPv3 over IPv6
+        // sends from it) is then usable at once. Best effort: a kernel without IPv6 has no
+        // such keys, and IPv4 tests do not need them.
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.eth0.disable_ipv6=0",
+            "net.ipv6.conf.eth0.accept_dad=0",
+        ] {
+            let _ = self.ns_run(&ns, &["sysctl", "-qw", key]);
+        }
         self.ns_run(&ns, &["ip", "link", "set", "eth0", "up"])
             .unwrap();
         self.ns_run(&ns, &["ip", "link", "set", "lo", "up"])
@@ -299,6 +332,65 @@ impl Lab {
                     .any(|w| w.split('/').next() == Some(&ip.to_string()))
             })
             .unwrap_or(false)
+    }
+
+    /// Gives the host 2001:2::`n`/64 on its eth0, without duplicate address detection.
+    pub fn add_ipv6(&self, host: &Host, n: u8) -> Ipv6Addr {
+        let ip = lab_ip6(n);
+        self.exec(
+            host,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .expect("add the lab IPv6 address");
+        ip
+    }
+
+    /// Whether the IPv6 address `ip` is configured on the host's eth0 (and not tentative).
+    pub fn has_addr6(&self, host: &Host, ip: Ipv6Addr) -> bool {
+        self.addrs6(host, "global")
+            .iter()
+            .any(|(a, tentative)| *a == ip && !tentative)
+    }
+
+    /// Whether `ip` (either family) is configured on the host's eth0.
+    pub fn has_ip(&self, host: &Host, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.has_addr(host, a),
+            IpAddr::V6(a) => self.has_addr6(host, a),
+        }
+    }
+
+    /// The host's eth0 link-local address (the source of its VRRPv3-over-IPv6 adverts).
+    pub fn link_local(&self, host: &Host) -> Option<Ipv6Addr> {
+        self.addrs6(host, "link").first().map(|(a, _)| *a)
+    }
+
+    fn addrs6(&self, host: &Host, scope: &str) -> Vec<(Ipv6Addr, bool)> {
+        let Ok(o) = self.exec(
+            host,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", scope,
+            ],
+        ) else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace().skip_while(|w| *w != "inet6");
+                let a = w.nth(1)?.split('/').next()?.parse().ok()?;
+                Some((a, l.contains("tentative")))
+            })
+            .collect()
     }
 
     /// Writes a file in the lab's directory and returns its path.

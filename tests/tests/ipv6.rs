@@ -1,7 +1,7 @@
 //! IPv6 (issue 14, first part): an origin, an edge pulling from it and an lb virtual server
 //! with its health checks, all on `[::1]`: viewers play RTMP and HTTP-FLV over IPv6 through the
-//! balancer, and the edge's logs and API see IPv6 clients. (VRRP stays IPv4: VRRPv3 over IPv6
-//! is not done.)
+//! balancer, and the edge's logs and API see IPv6 clients. VRRPv3 over IPv6 is tested in the
+//! namespace lab, in `tests/vrrp.rs` (the tests named `*ipv6*`).
 
 use edgefleet_tests::*;
 use std::net::SocketAddr;

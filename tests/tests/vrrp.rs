@@ -1,12 +1,14 @@
 //! VRRP in the network-namespace lab: two balancers (and keepalived) on a bridge, edges, an
-//! origin and a client host, all on 198.18.0.0/24. Needs root; skipped with a printed reason
-//! otherwise (a failure under EDGEFLEET_REQUIRE_ALL=1).
+//! origin and a client host, all on 198.18.0.0/24; the IPv6 tests (VRRPv3 over IPv6, lb with
+//! lb and lb with keepalived) on 2001:2::/64 and the links' own link-local addresses. Needs
+//! root; skipped with a printed reason otherwise (a failure under EDGEFLEET_REQUIRE_ALL=1).
 
 use edgefleet_tests::lab::{self, bin, lab_ip, wait, Host, Lab};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 
 struct Fleet {
     lab: Lab,
@@ -418,15 +420,24 @@ struct Overlap {
 
 impl Overlap {
     fn start(a: &Host, b: &Host) -> Overlap {
+        Overlap::start_for(a, b, VIP.into())
+    }
+
+    fn start_for(a: &Host, b: &Host, vip: IpAddr) -> Overlap {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (na, nb) = (a.ns.clone(), b.ns.clone());
         let s = stop.clone();
+        let family = if vip.is_ipv6() { "-6" } else { "-4" };
         let thread = std::thread::spawn(move || {
             let has = |ns: &str| {
                 std::process::Command::new("ip")
-                    .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+                    .args(["-n", ns, family, "-o", "addr", "show", "dev", "eth0"])
                     .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .split_whitespace()
+                            .any(|w| w.starts_with(&format!("{vip}/")))
+                    })
                     .unwrap_or(false)
             };
             let mut longest = Duration::ZERO;
@@ -719,5 +730,405 @@ fn a_sync_group_fails_over_together() {
         .is_some(),
         "{}",
         status(&f, &f.lb1)
+    );
+}
+
+// ---- VRRPv3 over IPv6 ----
+
+fn lb_vrrp6(prio: u8, extra: &str) -> String {
+    format!(
+        "admin_listen = \"127.0.0.1:9180\"\n[[vrrp_instance]]\nname = \"VI_6\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\nvirtual_router_id = 61\npriority = {prio}\nadvert_int = 1\nvirtual_ipaddress = [\"{VIP6}/64\"]\n{extra}"
+    )
+}
+
+fn keepalived_conf6(prio: u8) -> String {
+    format!(
+        "global_defs {{\n    router_id ka6\n    script_user root\n}}\nvrrp_instance VI_6 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 61\n    priority {prio}\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP6}/64\n    }}\n}}\n"
+    )
+}
+
+fn ipv6_lab(test: &str) -> bool {
+    lab::available(test) && lab::ipv6_available(test)
+}
+
+/// Two hosts on the lab's IPv6 subnet (2001:2::2 and ::3).
+fn v6_pair(a: &str, b: &str) -> (Lab, Host, Host) {
+    let mut lab = Lab::create();
+    let ha = lab.host(a, 2);
+    let hb = lab.host(b, 3);
+    lab.add_ipv6(&ha, 2);
+    lab.add_ipv6(&hb, 3);
+    (lab, ha, hb)
+}
+
+fn start_keepalived(lab: &Lab, host: &Host, conf: &std::path::Path) {
+    let d = lab.dir.clone();
+    let pid = |n: &str| d.join(n).to_string_lossy().into_owned();
+    lab.spawn(
+        host,
+        "keepalived",
+        std::path::Path::new("/usr/sbin/keepalived"),
+        &[
+            "-n",
+            "-l",
+            "-D",
+            "-P",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            &pid("ka.pid"),
+            "-r",
+            &pid("ka-vrrp.pid"),
+        ],
+        &[],
+    );
+}
+
+/// Election, link cut, preemption back and a clean stop of the master, with one VIP
+/// 2001:2::100/64: `stop_master` stops whichever program runs on the master.
+fn v6_failover_cycle(
+    lab: &Lab,
+    master: &Host,
+    backup: &Host,
+    stop_master: &dyn Fn(),
+    ctx: &dyn Fn() -> String,
+) {
+    let held = |h: &Host| lab.has_addr6(h, VIP6);
+    let took = wait(Duration::from_secs(10), || held(master) && !held(backup));
+    assert!(took.is_some(), "election: {}", ctx());
+    println!("election: {:?}", took.unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        held(master) && !held(backup),
+        "unstable election: {}",
+        ctx()
+    );
+    lab.cut(master);
+    let took = wait(Duration::from_secs(6), || held(backup));
+    assert!(took.is_some(), "failover on link cut: {}", ctx());
+    println!("failover after link cut: {:?}", took.unwrap());
+    lab.restore(master);
+    let took = wait(Duration::from_secs(10), || held(master) && !held(backup));
+    assert!(took.is_some(), "preempt back: {}", ctx());
+    println!("preempted back: {:?}", took.unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    stop_master();
+    let took = wait(Duration::from_secs(5), || held(backup));
+    assert!(
+        took.is_some(),
+        "takeover after the master stopped: {}",
+        ctx()
+    );
+    println!("takeover after the master stopped: {:?}", took.unwrap());
+    assert!(
+        wait(Duration::from_secs(3), || !held(master)).is_some(),
+        "the stopped master kept the VIP: {}",
+        ctx()
+    );
+}
+
+#[test]
+fn two_lbs_over_ipv6() {
+    let test = "two_lbs_over_ipv6";
+    if !ipv6_lab(test) {
+        return;
+    }
+    let (lab, lb1, lb2) = v6_pair("lb1", "lb2");
+    // The new master's unsolicited Neighbor Advertisement, seen from the other host.
+    let tcpdump = edgefleet_tests::have("tcpdump", test);
+    if tcpdump {
+        lab.spawn(
+            &lb2,
+            "tcpdump",
+            std::path::Path::new("tcpdump"),
+            &[
+                "-l",
+                "-nn",
+                "-vv",
+                "-i",
+                "eth0",
+                "-c",
+                "1",
+                "icmp6 and ip6[40] = 136",
+            ],
+            &[],
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    for (h, label, prio) in [(&lb1, "lb1", 150), (&lb2, "lb2", 100)] {
+        let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, ""));
+        lab.spawn(
+            h,
+            label,
+            &bin("lb"),
+            &["--config", c.to_str().unwrap()],
+            &[("RUST_LOG", "info")],
+        );
+    }
+    let ctx = || format!("lb1 log:\n{}\nlb2 log:\n{}", lab.log("lb1"), lab.log("lb2"));
+    let overlap = Overlap::start_for(&lb1, &lb2, VIP6.into());
+    let held = |h: &Host| lab.has_addr6(h, VIP6);
+    assert!(
+        wait(Duration::from_secs(10), || held(&lb1) && !held(&lb2)).is_some(),
+        "election: {}",
+        ctx()
+    );
+    // lb status shows the v6 instance as a v4 one: state, the master (lb1's link-local
+    // address: adverts come from it), the VIP, and no advert dropped.
+    assert!(
+        wait(Duration::from_secs(3), || {
+            lb_status(&lab, &lb2)["vrrp_instances"][0]["state"] == "BACKUP"
+        })
+        .is_some(),
+        "{}",
+        ctx()
+    );
+    let st1 = lb_status(&lab, &lb1);
+    let st2 = lb_status(&lab, &lb2);
+    println!("lb2 status: {}", st2["vrrp_instances"][0]);
+    assert_eq!(st1["vrrp_instances"][0]["state"], "MASTER", "{st1}");
+    let ll1 = lab.link_local(&lb1).expect("lb1 link-local");
+    assert_eq!(st2["vrrp_instances"][0]["master"], ll1.to_string(), "{st2}");
+    assert!(
+        st2["vrrp_instances"][0]
+            .to_string()
+            .contains(&format!("{VIP6}/64")),
+        "{st2}"
+    );
+    if tcpdump {
+        let na = format!("neighbor advertisement, length 32, tgt is {VIP6}, Flags [override]");
+        assert!(
+            wait(Duration::from_secs(8), || lab.log("tcpdump").contains(&na)).is_some(),
+            "no unsolicited NA for the VIP:\n{}",
+            lab.log("tcpdump")
+        );
+        let log = lab.log("tcpdump");
+        let line = log.lines().find(|l| l.contains("hlim")).unwrap_or("");
+        println!("NA seen: {line}");
+        assert!(
+            line.contains("hlim 255") && log.contains("[icmp6 sum ok]"),
+            "{log}"
+        );
+    }
+    let v2 = &st2["vrrp_instances"][0];
+    assert!(v2["adverts_received"].as_u64().unwrap_or(0) > 0, "{st2}");
+    for reason in ["checksum", "ttl", "length", "version"] {
+        assert_eq!(v2["drops"][reason], 0, "{reason}: {st2}");
+    }
+    v6_failover_cycle(
+        &lab,
+        &lb1,
+        &lb2,
+        &|| lab.signal("lb1", nix::sys::signal::Signal::SIGTERM),
+        &ctx,
+    );
+    let st2 = lb_status(&lab, &lb2);
+    println!("lb2 status at the end: {}", st2["vrrp_instances"][0]);
+    let longest = overlap.finish();
+    assert!(
+        longest <= Duration::from_secs(1),
+        "two masters for {longest:?}: {}",
+        ctx()
+    );
+}
+
+#[test]
+fn mixed_pair_with_keepalived_over_ipv6() {
+    let test = "mixed_pair_with_keepalived_over_ipv6";
+    if !ipv6_lab(test) || !edgefleet_tests::have("keepalived", test) {
+        return;
+    }
+    for lb_is_master in [true, false] {
+        let (lab, ours, theirs) = v6_pair("lb", "ka");
+        let (lb_prio, ka_prio) = if lb_is_master { (150, 100) } else { (100, 150) };
+        let lbc = lab.file("lb.toml", &lb_vrrp6(lb_prio, ""));
+        let kac = lab.file("keepalived.conf", &keepalived_conf6(ka_prio));
+        lab.spawn(
+            &ours,
+            "lb",
+            &bin("lb"),
+            &["--config", lbc.to_str().unwrap()],
+            &[("RUST_LOG", "info")],
+        );
+        start_keepalived(&lab, &theirs, &kac);
+        let (master, backup) = if lb_is_master {
+            (&ours, &theirs)
+        } else {
+            (&theirs, &ours)
+        };
+        let overlap = Overlap::start_for(&ours, &theirs, VIP6.into());
+        let ctx = || {
+            format!(
+                "lb master: {lb_is_master}\nlb log:\n{}\nkeepalived log:\n{}",
+                lab.log("lb"),
+                lab.log("keepalived")
+            )
+        };
+        println!("lb is master: {lb_is_master}");
+        let stop = || {
+            if lb_is_master {
+                lab.signal("lb", nix::sys::signal::Signal::SIGTERM);
+            } else {
+                lab.signal("keepalived", nix::sys::signal::Signal::SIGTERM);
+            }
+        };
+        // Every advert keepalived sent passed our checks (hop limit, checksum over the IPv6
+        // pseudo-header, length with 16-byte addresses); lb's view of the master agrees.
+        assert!(
+            wait(Duration::from_secs(10), || lab.has_addr6(master, VIP6)).is_some(),
+            "election: {}",
+            ctx()
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        let st = lb_status(&lab, &ours);
+        println!("lb status: {}", st["vrrp_instances"][0]);
+        let v = &st["vrrp_instances"][0];
+        // (A keepalived that starts as backup under an lb master sends nothing: then its
+        // staying backup is what shows it accepted lb's adverts.)
+        if !lb_is_master {
+            assert!(v["adverts_received"].as_u64().unwrap_or(0) > 0, "{st}");
+        }
+        for reason in ["checksum", "ttl", "length", "version"] {
+            assert_eq!(v["drops"][reason], 0, "{reason}: {st}\n{}", ctx());
+        }
+        let want = if lb_is_master {
+            ("MASTER", lab.link_local(&ours))
+        } else {
+            ("BACKUP", lab.link_local(&theirs))
+        };
+        assert_eq!(v["state"], want.0, "{st}");
+        assert_eq!(v["master"], want.1.unwrap().to_string(), "{st}");
+        v6_failover_cycle(&lab, master, backup, &stop, &ctx);
+        if !lb_is_master {
+            let st = lb_status(&lab, &ours);
+            println!(
+                "lb status after keepalived stopped: {}",
+                st["vrrp_instances"][0]
+            );
+            assert_eq!(st["vrrp_instances"][0]["state"], "MASTER", "{st}");
+        }
+        let longest = overlap.finish();
+        assert!(
+            longest <= Duration::from_secs(1),
+            "two masters for {longest:?}: {}",
+            ctx()
+        );
+    }
+}
+
+#[test]
+fn ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted() {
+    let test = "ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted";
+    if !ipv6_lab(test) {
+        return;
+    }
+    let (lab, lb1, evil) = v6_pair("lb1", "evil");
+    let c = lab.file("lb1.toml", &lb_vrrp6(150, ""));
+    lab.spawn(
+        &lb1,
+        "lb1",
+        &bin("lb"),
+        &["--config", c.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    let src = lab.link_local(&evil).expect("link-local").to_string();
+    let vip = VIP6.to_string();
+    let injector = bin("vrrpinject");
+    let inject = |args: &[&str]| {
+        let mut full = vec![
+            injector.to_str().unwrap(),
+            "--src",
+            &src,
+            "--vrid",
+            "61",
+            "--vip",
+            &vip,
+        ];
+        full.extend_from_slice(args);
+        lab.exec(&evil, &full).expect("inject");
+    };
+    let drops = |reason: &str| {
+        lb_status(&lab, &lb1)["vrrp_instances"][0]["drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait(Duration::from_secs(5), || {
+            lb_status(&lab, &lb1)["vrrp_instances"][0]["state"] == "BACKUP"
+        })
+        .is_some(),
+        "{}",
+        lab.log("lb1")
+    );
+    // Each would win (priority 254 > 150) if it were accepted.
+    inject(&["--ttl", "64", "--count", "5", "--every-ms", "20"]);
+    inject(&["--bad-checksum", "--count", "5", "--every-ms", "20"]);
+    inject(&["--version", "2", "--count", "5", "--every-ms", "20"]);
+    assert!(
+        wait(Duration::from_secs(3), || drops("ttl") >= 5
+            && drops("checksum") >= 5
+            && drops("version") >= 5)
+        .is_some(),
+        "{}\n{}",
+        lb_status(&lab, &lb1),
+        lab.log("lb1")
+    );
+    println!(
+        "drops: ttl {} checksum {} version {}",
+        drops("ttl"),
+        drops("checksum"),
+        drops("version")
+    );
+    // lb1 is master alone; a valid higher-priority advert from the same host takes it over.
+    assert!(
+        wait(Duration::from_secs(6), || lab.has_addr6(&lb1, VIP6)).is_some(),
+        "{}",
+        lab.log("lb1")
+    );
+    inject(&["--count", "5", "--every-ms", "100"]);
+    let st = lb_status(&lab, &lb1);
+    println!("after valid adverts: {}", st["vrrp_instances"][0]);
+    assert_eq!(st["vrrp_instances"][0]["state"], "BACKUP", "{st}");
+    assert_eq!(st["vrrp_instances"][0]["master"], src, "{st}");
+    assert!(!lab.has_addr6(&lb1, VIP6), "a backup kept the VIP");
+}
+
+#[test]
+fn two_lbs_over_ipv6_unicast() {
+    let test = "two_lbs_over_ipv6_unicast";
+    if !ipv6_lab(test) {
+        return;
+    }
+    let (lab, lb1, lb2) = v6_pair("lb1", "lb2");
+    let (a1, a2) = (lab::lab_ip6(2), lab::lab_ip6(3));
+    for (h, label, prio, me, peer) in [(&lb1, "lb1", 150, a1, a2), (&lb2, "lb2", 100, a2, a1)] {
+        let extra = format!("unicast_src_ip = \"{me}\"\nunicast_peer = [\"{peer}\"]\n");
+        let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, &extra));
+        lab.spawn(
+            h,
+            label,
+            &bin("lb"),
+            &["--config", c.to_str().unwrap()],
+            &[("RUST_LOG", "info")],
+        );
+    }
+    let ctx = || format!("lb1 log:\n{}\nlb2 log:\n{}", lab.log("lb1"), lab.log("lb2"));
+    assert!(
+        wait(Duration::from_secs(10), || lab.has_addr6(&lb1, VIP6)
+            && lb_status(&lab, &lb2)["vrrp_instances"][0]["master"]
+                == a1.to_string())
+        .is_some(),
+        "election: {}",
+        ctx()
+    );
+    let st2 = lb_status(&lab, &lb2);
+    println!("lb2 status: {}", st2["vrrp_instances"][0]);
+    assert_eq!(st2["vrrp_instances"][0]["drops"]["checksum"], 0, "{st2}");
+    v6_failover_cycle(
+        &lab,
+        &lb1,
+        &lb2,
+        &|| lab.signal("lb1", nix::sys::signal::Signal::SIGTERM),
+        &ctx,
     );
 }

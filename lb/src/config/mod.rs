@@ -90,11 +90,12 @@ pub struct VrrpConfig {
     pub version: u8,
     pub nopreempt: bool,
     pub preempt_delay: Duration,
-    /// Addresses with their prefix length.
-    pub vips: Vec<(Ipv4Addr, u8)>,
+    /// Addresses with their prefix length: all IPv4 or all IPv6 (then VRRPv3 over IPv6).
+    pub vips: Vec<(IpAddr, u8)>,
     pub auth_pass: Option<String>,
-    pub unicast_src_ip: Option<Ipv4Addr>,
-    pub unicast_peer: Vec<Ipv4Addr>,
+    /// Of the instance's family.
+    pub unicast_src_ip: Option<IpAddr>,
+    pub unicast_peer: Vec<IpAddr>,
     pub garp_master_delay: Duration,
     pub garp_master_repeat: u32,
     pub track_interface: Vec<String>,
@@ -663,10 +664,11 @@ impl RawConfig {
                         format!("{:?} is used by another vrrp_instance", c.name),
                     );
                 }
-                if vrrps
-                    .iter()
-                    .any(|o| o.vrid == c.vrid && o.interface == c.interface)
-                {
+                // An IPv4 and an IPv6 instance may share a VRID: they are different routers
+                // (RFC 5798 5.2.3; keepalived allows it).
+                if vrrps.iter().any(|o| {
+                    o.vrid == c.vrid && o.interface == c.interface && o.is_v6() == c.is_v6()
+                }) {
                     v.err(
                         "virtual_router_id",
                         format!("{} is used by another instance on {}", c.vrid, c.interface),
@@ -805,19 +807,52 @@ impl RawVrrp {
         }
         for (i, a) in raw_vips.iter().enumerate() {
             let parsed = match a.split_once('/') {
-                Some((ip, len)) => ip
-                    .parse::<Ipv4Addr>()
+                Some((ip, len)) => ip.parse::<IpAddr>().ok().and_then(|ip| {
+                    let max = if ip.is_ipv6() { 128 } else { 32 };
+                    len.parse::<u8>()
+                        .ok()
+                        .filter(|l| *l <= max)
+                        .map(|l| (ip, l))
+                }),
+                None => a
+                    .parse::<IpAddr>()
                     .ok()
-                    .zip(len.parse::<u8>().ok().filter(|l| *l <= 32)),
-                None => a.parse::<Ipv4Addr>().ok().map(|ip| (ip, 32)),
+                    .map(|ip| (ip, if ip.is_ipv6() { 128 } else { 32 })),
             };
             match parsed {
-                Some(p) => vips.push(p),
+                Some((ip, _)) if ip.is_multicast() || ip.is_unspecified() => v.err(
+                    &format!("virtual_ipaddress[{i}]"),
+                    format!("{a:?} is not a unicast address"),
+                ),
+                Some(p) => match vips.first() {
+                    Some(&(first, _)) if IpAddr::is_ipv6(&first) != p.0.is_ipv6() => v.err(
+                        &format!("virtual_ipaddress[{i}]"),
+                        format!(
+                            "instance {name:?}: {a:?} is {} but {first} is {}: an instance's \
+                             addresses are all IPv4 or all IPv6 (as in keepalived); put the \
+                             others in a second [[vrrp_instance]]",
+                            family(p.0),
+                            family(first)
+                        ),
+                    ),
+                    _ => vips.push(p),
+                },
                 None => v.err(
                     &format!("virtual_ipaddress[{i}]"),
-                    format!("{a:?} is not an IPv4 address or CIDR"),
+                    format!("{a:?} is not an IPv4 or IPv6 address or CIDR"),
                 ),
             }
+        }
+        let v6 = vips.first().is_some_and(|(ip, _)| ip.is_ipv6());
+        if v6 && version == 2 {
+            v.err(
+                "version",
+                format!(
+                    "instance {name:?}: 2 has no IPv6 (VRRPv2, RFC 3768, is IPv4 only) and \
+                     virtual_ipaddress {} is IPv6: use version = 3",
+                    vips[0].0
+                ),
+            );
         }
         if vips.len() > 20 {
             v.err("virtual_ipaddress", "at most 20 addresses per instance");
@@ -849,11 +884,22 @@ impl RawVrrp {
                 }
             }
         };
-        let ip4 = |v: &mut V, key: &str, s: &str| -> Option<Ipv4Addr> {
-            match s.parse::<Ipv4Addr>() {
-                Ok(a) => Some(a),
+        let want = if v6 { "IPv6" } else { "IPv4" };
+        let ip4 = |v: &mut V, key: &str, s: &str| -> Option<IpAddr> {
+            match s.parse::<IpAddr>() {
+                Ok(a) if a.is_ipv6() == v6 => Some(a),
+                Ok(_) => {
+                    v.err(
+                        key,
+                        format!(
+                            "instance {name:?}: {s:?} is not {want}, the family of its \
+                             virtual_ipaddress"
+                        ),
+                    );
+                    None
+                }
                 Err(_) => {
-                    v.err(key, format!("{s:?} is not an IPv4 address"));
+                    v.err(key, format!("{s:?} is not an {want} address"));
                     None
                 }
             }
@@ -922,6 +968,21 @@ impl RawVrrp {
             notify_stop: self.notify_stop,
             notify: self.notify,
         })
+    }
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+impl VrrpConfig {
+    /// VRRPv3 over IPv6 (its virtual addresses are IPv6).
+    pub fn is_v6(&self) -> bool {
+        self.vips.first().is_some_and(|(ip, _)| ip.is_ipv6())
     }
 }
 
@@ -1546,6 +1607,88 @@ delay_before_retry = 3
         let e = errors(&base.replace("virtual_router_id = 51\n", ""));
         assert!(
             e[0].starts_with("vrrp_instance[0].virtual_router_id: is required"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn vrrp_over_ipv6() {
+        let base =
+            "[[vrrp_instance]]\nname = \"VI_6\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n";
+        let c = LbConfig::parse(&format!(
+            "{base}virtual_ipaddress = [\"2001:2::100/64\", \"2001:2::101\"]\nunicast_src_ip = \"2001:2::2\"\nunicast_peer = [\"2001:2::3\"]\n"
+        ))
+        .unwrap();
+        let v = &c.vrrp_instances[0];
+        assert!(v.is_v6());
+        assert_eq!(v.version, 3);
+        assert_eq!(
+            v.vips,
+            vec![
+                ("2001:2::100".parse().unwrap(), 64),
+                ("2001:2::101".parse().unwrap(), 128)
+            ]
+        );
+        assert_eq!(v.unicast_peer, vec!["2001:2::3".parse::<IpAddr>().unwrap()]);
+        // An IPv4 and an IPv6 instance may share VRID and interface.
+        let both = format!(
+            "{base}virtual_ipaddress = [\"2001:2::100/64\"]\n{}",
+            base.replace("VI_6", "VI_4") + "virtual_ipaddress = [\"198.18.0.100/24\"]\n"
+        );
+        let c = LbConfig::parse(&both).unwrap();
+        assert_eq!(
+            c.vrrp_instances
+                .iter()
+                .map(|v| v.is_v6())
+                .collect::<Vec<_>>(),
+            vec![true, false]
+        );
+        let e = errors(&format!(
+            "{base}virtual_ipaddress = [\"198.18.0.100/24\", \"2001:2::100/64\"]\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("vrrp_instance[0].virtual_ipaddress[1]: instance \"VI_6\": \"2001:2::100/64\" is IPv6 but 198.18.0.100 is IPv4"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}virtual_ipaddress = [\"2001:2::100/64\"]\nversion = 2\n"
+        ));
+        assert!(
+            e[0].starts_with("vrrp_instance[0].version: instance \"VI_6\": 2 has no IPv6"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}virtual_ipaddress = [\"2001:2::100/64\"]\nunicast_peer = [\"198.18.0.3\"]\n"
+        ));
+        assert!(
+            e[0].starts_with(
+                "vrrp_instance[0].unicast_peer[0]: instance \"VI_6\": \"198.18.0.3\" is not IPv6"
+            ),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}virtual_ipaddress = [\"198.18.0.100\"]\nunicast_src_ip = \"2001:2::2\"\n"
+        ));
+        assert!(
+            e[0].starts_with(
+                "vrrp_instance[0].unicast_src_ip: instance \"VI_6\": \"2001:2::2\" is not IPv4"
+            ),
+            "{e:?}"
+        );
+        for bad in ["2001:2::100/129", "ff02::12", "::", "2001:2::zz"] {
+            let e = errors(&format!("{base}virtual_ipaddress = [\"{bad}\"]\n"));
+            assert!(
+                e[0].starts_with("vrrp_instance[0].virtual_ipaddress[0]"),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = errors(&format!(
+            "{base}virtual_ipaddress = [\"2001:2::100\"]\n{base}virtual_ipaddress = [\"2001:2::101\"]\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("virtual_router_id: 51 is used by another instance")),
             "{e:?}"
         );
     }

@@ -22,7 +22,7 @@
 //!   through `set_fault` like any other fault.
 
 use super::packet::Advert;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct Params {
     pub preempt_delay: Duration,
     pub start_as_master: bool,
     /// Our address in adverts (ties between equal priorities go to the higher address).
-    pub primary_ip: Ipv4Addr,
+    pub primary_ip: IpAddr,
 }
 
 pub struct Machine {
@@ -79,7 +79,7 @@ pub struct Machine {
     adver_at: Option<Instant>,
     down_at: Option<Instant>,
     started: Option<Instant>,
-    master_ip: Option<Ipv4Addr>,
+    master_ip: Option<IpAddr>,
     faulted: bool,
     held: bool,
 }
@@ -111,7 +111,7 @@ impl Machine {
     }
 
     /// The master as far as we know (ourselves when master).
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         match self.state {
             State::Master => Some(self.p.primary_ip),
             State::Backup => self.master_ip,
@@ -330,6 +330,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn params(prio: u8, ip: u8) -> Params {
         Params {
@@ -339,7 +340,7 @@ mod tests {
             preempt: true,
             preempt_delay: Duration::ZERO,
             start_as_master: false,
-            primary_ip: Ipv4Addr::new(198, 18, 0, ip),
+            primary_ip: Ipv4Addr::new(198, 18, 0, ip).into(),
         }
     }
 
@@ -350,7 +351,7 @@ mod tests {
             priority: prio,
             interval_cs,
             addrs: vec![],
-            src: Ipv4Addr::new(198, 18, 0, ip),
+            src: Ipv4Addr::new(198, 18, 0, ip).into(),
         }
     }
 
@@ -383,7 +384,10 @@ mod tests {
             for a in acts {
                 match a {
                     Action::Send(prio) if self.link => {
-                        let ip = self.m[from].p.primary_ip.octets()[3];
+                        let ip = match self.m[from].p.primary_ip {
+                            IpAddr::V4(a) => a.octets()[3],
+                            IpAddr::V6(a) => a.octets()[15],
+                        };
                         let adv = advert(
                             prio,
                             ip,

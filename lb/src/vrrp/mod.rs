@@ -1,8 +1,15 @@
 //! VRRP: two balancers (or an lb and a keepalived) own the viewers' virtual IP together.
 //!
-//! - [`packet`]: adverts on the wire (v3 and v2), with every validity check counted.
-//! - [`machine`]: the sans-I/O state machine (election, preemption, timers).
-//! - [`net`]: raw socket, netlink addresses, gratuitous ARP, interface state.
+//! - [`packet`]: adverts on the wire (v3 over IPv4 or IPv6, v2 over IPv4), with every validity
+//!   check counted.
+//! - [`machine`]: the sans-I/O state machine (election, preemption, timers); family-blind.
+//! - [`net`]: raw socket, netlink addresses, gratuitous ARP / unsolicited Neighbor
+//!   Advertisements, interface state.
+//!
+//! An instance whose `virtual_ipaddress` are IPv6 speaks VRRPv3 over IPv6 (RFC 5798): adverts
+//! to ff02::12 from the interface's link-local address (or `unicast_src_ip` to
+//! `unicast_peer`s), hop limit 255, and announces a VIP it takes with unsolicited Neighbor
+//! Advertisements instead of gratuitous ARP.
 //!
 //! This module runs one task per `[[vrrp_instance]]`: it feeds the machine, executes its
 //! actions, tracks interfaces and the health of the virtual servers (when none of their real
@@ -25,8 +32,8 @@ pub mod track;
 
 use crate::config::VrrpConfig;
 use machine::{Action, Machine, Params, State};
-use packet::{Drop as DropReason, Expect, MULTICAST};
-use std::net::Ipv4Addr;
+use packet::{Drop as DropReason, Expect, MULTICAST_V6};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +52,7 @@ pub type Tracker = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct VrrpStats {
     pub state: Mutex<Option<State>>,
     pub priority: AtomicU64,
-    pub master: Mutex<Option<Ipv4Addr>>,
+    pub master: Mutex<Option<IpAddr>>,
     pub transitions: AtomicU64,
     pub adverts_sent: AtomicU64,
     pub adverts_received: AtomicU64,
@@ -143,11 +150,11 @@ struct Driver {
     sock: net::VrrpSocket,
     addrs: net::Addresses,
     iface: net::Iface,
-    src: Ipv4Addr,
+    src: IpAddr,
 }
 
 impl Driver {
-    fn vip_list(&self) -> Vec<Ipv4Addr> {
+    fn vip_list(&self) -> Vec<IpAddr> {
         self.rt.cfg.vips.iter().map(|v| v.0).collect()
     }
 
@@ -158,8 +165,8 @@ impl Driver {
                 Action::Send(prio) => {
                     let interval_cs = (cfg.advert_int.as_millis() / 10) as u16;
                     let auth = cfg.auth_pass.as_deref().map(packet::auth_bytes);
-                    let dsts: Vec<Ipv4Addr> = if cfg.unicast_peer.is_empty() {
-                        vec![MULTICAST]
+                    let dsts: Vec<IpAddr> = if cfg.unicast_peer.is_empty() {
+                        vec![packet::group_of(self.src)]
                     } else {
                         cfg.unicast_peer.clone()
                     };
@@ -201,7 +208,7 @@ impl Driver {
                     }
                 }
                 Action::Garp => {
-                    let (name, vips) = (self.iface.name.clone(), self.vip_list());
+                    let (iface, vips) = (self.iface.clone(), self.vip_list());
                     let (repeat, delay) = (cfg.garp_master_repeat.max(1), cfg.garp_master_delay);
                     let rt = Arc::downgrade(&self.rt);
                     tokio::spawn(async move {
@@ -220,9 +227,11 @@ impl Driver {
                                 }
                             }
                             for _ in 0..repeat {
-                                let (n, v) = (name.clone(), vips.clone());
-                                match tokio::task::spawn_blocking(move || net::garp(&n, &v)).await {
-                                    Ok(Err(e)) => warn!(error = %e, "gratuitous ARP failed"),
+                                let (i, v) = (iface.clone(), vips.clone());
+                                match tokio::task::spawn_blocking(move || announce(&i, &v)).await {
+                                    Ok(Err(e)) => {
+                                        warn!(error = %e, "gratuitous ARP / unsolicited NA failed")
+                                    }
                                     Err(e) => warn!(error = %e, "gratuitous ARP task failed"),
                                     Ok(Ok(())) => {}
                                 }
@@ -273,6 +282,25 @@ impl Driver {
         }
         spawn_notify(cmds);
     }
+}
+
+/// Tells the link the VIPs moved here: gratuitous ARP for IPv4, unsolicited Neighbor
+/// Advertisements for IPv6.
+fn announce(iface: &net::Iface, vips: &[IpAddr]) -> Result<(), String> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for ip in vips {
+        match ip {
+            IpAddr::V4(a) => v4.push(*a),
+            IpAddr::V6(a) => v6.push(*a),
+        }
+    }
+    if !v4.is_empty() {
+        net::garp(&iface.name, &v4)?;
+    }
+    if !v6.is_empty() {
+        net::unsolicited_na(iface, &v6)?;
+    }
+    Ok(())
 }
 
 /// Runs notify commands through /bin/sh (they are shell lines, as keepalived's notify), without
@@ -381,13 +409,30 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
         let attempt = (|| {
             let iface = net::iface(&cfg.interface)
                 .ok_or_else(|| format!("interface {} does not exist", cfg.interface))?;
-            let src = cfg
-                .unicast_src_ip
-                .or(iface.primary)
-                .ok_or_else(|| format!("interface {} has no IPv4 address", cfg.interface))?;
-            let sock =
-                net::VrrpSocket::open(&iface, cfg.unicast_src_ip, cfg.unicast_peer.is_empty())
-                    .map_err(|e| e.to_string())?;
+            let multicast = cfg.unicast_peer.is_empty();
+            let (src, sock) = if cfg.is_v6() {
+                // RFC 5798 5.1.2.1: the source of IPv6 adverts is the link-local address.
+                let src = match cfg.unicast_src_ip {
+                    Some(IpAddr::V6(a)) => a,
+                    _ => iface.link_local.ok_or_else(|| {
+                        format!("interface {} has no IPv6 link-local address", cfg.interface)
+                    })?,
+                };
+                let sock =
+                    net::VrrpSocket::open_v6(&iface, src, multicast).map_err(|e| e.to_string())?;
+                (IpAddr::V6(src), sock)
+            } else {
+                let ip4 = match cfg.unicast_src_ip {
+                    Some(IpAddr::V4(a)) => Some(a),
+                    _ => None,
+                };
+                let src = ip4
+                    .or(iface.primary)
+                    .ok_or_else(|| format!("interface {} has no IPv4 address", cfg.interface))?;
+                let sock =
+                    net::VrrpSocket::open(&iface, ip4, multicast).map_err(|e| e.to_string())?;
+                (IpAddr::V4(src), sock)
+            };
             let addrs = net::Addresses::new().map_err(|e| format!("netlink: {e}"))?;
             Ok::<_, String>(Driver {
                 rt: rt.clone(),
@@ -461,15 +506,27 @@ async fn run(rt: Arc<VrrpRuntime>, all_down: Tracker, mut stop: oneshot::Receive
                 return;
             }
             r = driver.sock.recv(&mut buf) => {
-                let n = match r {
-                    Ok(n) => n,
+                let got = match r {
+                    Ok(got) => got,
                     Err(e) => {
                         warn!(error = %e, "VRRP receive failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
-                match packet::parse(&buf[..n], &expect) {
+                let data = &buf[..got.len];
+                let parsed = match (got.src, driver.src) {
+                    (Some(from), IpAddr::V6(_)) => packet::parse_v6(
+                        data,
+                        from,
+                        got.dst.unwrap_or(MULTICAST_V6),
+                        got.hop_limit,
+                        &expect,
+                    ),
+                    (None, IpAddr::V6(_)) => Err(DropReason::Truncated),
+                    (_, IpAddr::V4(_)) => packet::parse(data, &expect),
+                };
+                match parsed {
                     Ok(adv) if adv.src == driver.src => {}
                     Ok(adv) => {
                         rt.stats.adverts_received.fetch_add(1, Ordering::Relaxed);

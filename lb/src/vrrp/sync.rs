@@ -195,7 +195,7 @@ mod tests {
                 preempt: true,
                 preempt_delay: Duration::ZERO,
                 start_as_master: true,
-                primary_ip: Ipv4Addr::new(198, 18, 0, ip),
+                primary_ip: Ipv4Addr::new(198, 18, 0, ip).into(),
             })
         };
         let mut g = SyncGroup::new(cfg());
@@ -211,7 +211,7 @@ mod tests {
             priority: prio,
             interval_cs: 100,
             addrs: vec![],
-            src: Ipv4Addr::new(198, 18, 0, 9),
+            src: Ipv4Addr::new(198, 18, 0, 9).into(),
         };
         let mut removed = [false, false];
         let t0 = now;
