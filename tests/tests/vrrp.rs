@@ -103,8 +103,13 @@ virtual_ipaddress = ["{VIP}/24"]
 }
 
 fn start_lb(f: &Fleet, host: &Host, label: &str, cfg: &str) {
-    let path = f.lab.file(&format!("{label}.toml"), cfg);
-    f.lab.spawn(
+    spawn_lb(&f.lab, host, label, cfg);
+}
+
+/// Runs `lb` with `cfg` (written to `<label>.toml`) on `host` as the program `label`.
+fn spawn_lb(lab: &Lab, host: &Host, label: &str, cfg: &str) {
+    let path = lab.file(&format!("{label}.toml"), cfg);
+    lab.spawn(
         host,
         label,
         &bin("lb"),
@@ -856,14 +861,7 @@ fn two_lbs_over_ipv6() {
         std::thread::sleep(Duration::from_millis(700));
     }
     for (h, label, prio) in [(&lb1, "lb1", 150), (&lb2, "lb2", 100)] {
-        let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, ""));
-        lab.spawn(
-            h,
-            label,
-            &bin("lb"),
-            &["--config", c.to_str().unwrap()],
-            &[("RUST_LOG", "info")],
-        );
+        spawn_lb(&lab, h, label, &lb_vrrp6(prio, ""));
     }
     let ctx = || format!("lb1 log:\n{}\nlb2 log:\n{}", lab.log("lb1"), lab.log("lb2"));
     let overlap = Overlap::start_for(&lb1, &lb2, VIP6.into());
@@ -1023,14 +1021,7 @@ fn ipv6_adverts_with_a_wrong_hop_limit_or_checksum_are_dropped_and_counted() {
         return;
     }
     let (lab, lb1, evil) = v6_pair("lb1", "evil");
-    let c = lab.file("lb1.toml", &lb_vrrp6(150, ""));
-    lab.spawn(
-        &lb1,
-        "lb1",
-        &bin("lb"),
-        &["--config", c.to_str().unwrap()],
-        &[("RUST_LOG", "info")],
-    );
+    spawn_lb(&lab, &lb1, "lb1", &lb_vrrp6(150, ""));
     let src = lab.link_local(&evil).expect("link-local").to_string();
     let vip = VIP6.to_string();
     let injector = bin("vrrpinject");
@@ -1103,14 +1094,7 @@ fn two_lbs_over_ipv6_unicast() {
     let (a1, a2) = (lab::lab_ip6(2), lab::lab_ip6(3));
     for (h, label, prio, me, peer) in [(&lb1, "lb1", 150, a1, a2), (&lb2, "lb2", 100, a2, a1)] {
         let extra = format!("unicast_src_ip = \"{me}\"\nunicast_peer = [\"{peer}\"]\n");
-        let c = lab.file(&format!("{label}.toml"), &lb_vrrp6(prio, &extra));
-        lab.spawn(
-            h,
-            label,
-            &bin("lb"),
-            &["--config", c.to_str().unwrap()],
-            &[("RUST_LOG", "info")],
-        );
+        spawn_lb(&lab, h, label, &lb_vrrp6(prio, &extra));
     }
     let ctx = || format!("lb1 log:\n{}\nlb2 log:\n{}", lab.log("lb1"), lab.log("lb2"));
     assert!(
