@@ -335,3 +335,28 @@ pub fn admin_post_on(f: &Fleet, host: &Host, path: &str, rs: &str) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
+
+/// Starts the two lbs of a `fleet_of(true)` fleet — `lb` with `master_cfg`, `lb2` with
+/// `backup_cfg` — and waits until `lb` holds the VIP, both have programmed `n` real servers,
+/// and the stream plays through the VIP. The two config paths (a reload rewrites them).
+pub fn start_lb_pair(
+    f: &Fleet,
+    master_cfg: &str,
+    backup_cfg: &str,
+    n: usize,
+) -> [std::path::PathBuf; 2] {
+    let lb2 = f.lb2.as_ref().expect("a fleet with two lbs");
+    let paths = [
+        start_lb_on(f, &f.lb, "lb", master_cfg),
+        start_lb_on(f, lb2, "lb2", backup_cfg),
+    ];
+    assert!(
+        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb, VIP)).is_some(),
+        "lb never became master:\n{}",
+        f.lab.log("lb")
+    );
+    wait_programmed_on(f, &f.lb, "lb", n);
+    wait_programmed_on(f, lb2, "lb2", n);
+    wait_stream(f);
+    paths
+}

@@ -430,16 +430,7 @@ fn two_lbs_share_the_vip_and_viewers_survive_a_master_link_cut() {
             lb_config("mh", &[&f.edges[0], &f.edges[1]])
         )
     };
-    start_lb_on(&f, &f.lb, "lb", &vrrp("MASTER", 150));
-    start_lb_on(&f, &lb2, "lb2", &vrrp("BACKUP", 100));
-    assert!(
-        wait(Duration::from_secs(8), || f.lab.has_addr(&f.lb, VIP)).is_some(),
-        "lb never became master:\n{}",
-        f.lab.log("lb")
-    );
-    wait_programmed_on(&f, &f.lb, "lb", 2);
-    wait_programmed_on(&f, &lb2, "lb2", 2);
-    wait_stream(&f);
+    start_lb_pair(&f, &vrrp("MASTER", 150), &vrrp("BACKUP", 100), 2);
     // 50 viewers: 46 `edge play` clients and, when installed, 4 ffmpeg players (else 50
     // `edge play` clients). Each ffmpeg plays 20 s of media and reports its exit status and
     // how long it ran (it must outlast the cut).
