@@ -38,6 +38,8 @@ pub struct ServerState {
     pub relay_yield: Mutex<std::collections::HashSet<String>>,
     /// The HLS players' `on_play` verdicts (`crate::http::hls_plays`).
     pub hls_plays: crate::http::hls_plays::HlsPlays,
+    /// The merged-write clocks players wait on (`crate::output::Ticks`).
+    pub ticks: crate::output::Ticks,
 }
 
 /// Server-wide counters (Prometheus totals).
@@ -68,6 +70,7 @@ impl ServerState {
             hls_plays: Default::default(),
             registry: Default::default(),
             relay_yield: Default::default(),
+            ticks: Default::default(),
         }
     }
 
@@ -167,6 +170,12 @@ impl Client {
 
     pub fn add_out(&self, n: u64) {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl crate::output::fanout::Meter for Client {
+    fn add_out(&self, n: u64) {
+        Client::add_out(self, n)
     }
 }
 

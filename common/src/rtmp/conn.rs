@@ -213,6 +213,10 @@ impl<W: AsyncWrite + Unpin> RtmpWriter<W> {
         &mut self.io
     }
 
+    pub fn get_ref(&self) -> &W {
+        &self.io
+    }
+
     /// Queues a Set Chunk Size and applies it to everything queued after it.
     pub fn queue_set_chunk_size(&mut self, size: u32) {
         self.queue(

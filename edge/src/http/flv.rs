@@ -10,6 +10,7 @@
 
 use super::{response_head, Answer};
 use crate::hub::{PullFrom, SharedFrame};
+use crate::output::fanout::{Encoding, Release, Sub};
 use crate::output::{self, flv, Delivery, Stop};
 use crate::state::ClientKind;
 use crate::upstream;
@@ -136,10 +137,16 @@ pub(super) async fn serve(
         flv::encode(&f, &mut batch);
     }
     let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
-    let (mut r, mut w) = tcp.split();
-    let why: String = loop {
+    // mw_latency > 0: the viewer is written by its clock's shard writer while it keeps up
+    // (`output::fanout`); its task then only watches the connection.
+    let tick = state.ticks.get(cfg.mw_latency);
+    let (mut r, w) = tcp.into_split();
+    let mut w = output::SharedWriter::new(w);
+    // Bytes of `batch` already on the wire (the merged writer's partial write).
+    let mut written = 0;
+    let why: String = 'play: loop {
         if !batch.is_empty() {
-            match output::write_batch(&mut w, &batch, cfg.queue_length).await {
+            match output::write_from(&mut w, &batch, written, cfg.queue_length).await {
                 Ok(n) => {
                     entry.client.add_out(n);
                     delivery.player.stream.add_out(n);
@@ -147,9 +154,38 @@ pub(super) async fn serve(
                 Err(e) => break e.to_string(),
             }
             batch.clear();
-            if !cfg.mw_latency.is_zero() {
-                tokio::time::sleep(cfg.mw_latency).await;
+            written = 0;
+        }
+        if let Some(tick) = &tick {
+            let sub = Sub::new(delivery, &w, Encoding::Flv, entry.client.clone());
+            let mut attached = tick.attach(&key, sub);
+            // A player sends nothing more; what it sends is read and ignored (the writer
+            // goes on meanwhile), and its close ends the play.
+            let (sub, release) = loop {
+                tokio::select! {
+                    back = attached.released() => break back,
+                    _ = entry.client.kick.notified() => break 'play "disconnected by the operator".into(),
+                    n = r.read(&mut probe) => match n {
+                        Ok(0) => break 'play "client closed".into(),
+                        Err(e) => break 'play format!("client: {e}"),
+                        Ok(_) => continue,
+                    },
+                }
+            };
+            delivery = sub.delivery;
+            match release {
+                Release::Slow {
+                    pending,
+                    written: n,
+                } => {
+                    batch = pending;
+                    written = n;
+                }
+                Release::Stopped(Stop::Ended(why)) => break format!("stream ended: {why}"),
+                Release::Stopped(Stop::Behind) => break "player stayed behind queue_length".into(),
+                Release::Failed(e) => break e.to_string(),
             }
+            continue;
         }
         tokio::select! {
             next = delivery.next(&mut frames) => match next {

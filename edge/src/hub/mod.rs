@@ -677,6 +677,11 @@ impl Player {
         max_frames: usize,
         max_bytes: usize,
     ) -> PlayerEvent {
+        // Frames are usually there already (a player waits for the merged-write tick, not
+        // for each frame): take them without touching the stream's waiter list.
+        if let Some(ev) = self.try_next(out, max_frames, max_bytes) {
+            return ev;
+        }
         let stream = self.stream.clone();
         loop {
             let notified = stream.changed.notified();

@@ -196,7 +196,9 @@ impl Ring {
             .gop_start
             .map(|g| (g - self.head) as usize)
             .unwrap_or(self.entries.len());
-        self.entries.iter().skip(skip).map(|e| &e.frame)
+        self.entries
+            .range(skip.min(self.entries.len())..)
+            .map(|e| &e.frame)
     }
 
     /// Appends frames from `cursor` on to `out`, at most `max_frames` of them and, past the
@@ -216,7 +218,9 @@ impl Ring {
         let start = (*cursor - self.head) as usize;
         let mut n = 0;
         let mut bytes = 0;
-        for e in self.entries.iter().skip(start) {
+        // `range`, not `iter().skip()`: skipping walks every entry before the cursor (the
+        // whole queue_length window for a player that keeps up), the range starts at it.
+        for e in self.entries.range(start.min(self.entries.len())..) {
             if n == max_frames || (n > 0 && bytes + e.size > max_bytes) {
                 break;
             }

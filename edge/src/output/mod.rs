@@ -11,8 +11,11 @@
 //!
 //! Owns no sockets beyond the writer it is handed; does not know the hub's internals.
 
+pub mod fanout;
 pub mod flv;
 pub mod rtmp;
+
+pub use fanout::{SharedWriter, Ticks};
 
 use crate::hub::{Player, PlayerEvent, SharedFrame, Skipper};
 use bytes::Bytes;
@@ -76,10 +79,35 @@ impl Delivery {
     /// Waits for frames and appends to `out` those to send (at most one batch). Cancel-safe:
     /// the only wait is the hub's, and frames are taken only when it returns.
     pub async fn next(&mut self, out: &mut Vec<SharedFrame>) -> Result<(), Stop> {
-        let mut event = self
+        let event = self
             .player
             .next(&mut self.frames, MAX_BATCH, MAX_BATCH_BYTES)
             .await;
+        self.admit(event, out, Instant::now())
+    }
+
+    /// Appends to `out` what is ready now (perhaps nothing; at most one batch), without
+    /// waiting: the merged writer's read (`fanout`).
+    pub fn take_ready(&mut self, out: &mut Vec<SharedFrame>, now: Instant) -> Result<(), Stop> {
+        match self
+            .player
+            .try_next(&mut self.frames, MAX_BATCH, MAX_BATCH_BYTES)
+        {
+            Some(event) => self.admit(event, out, now),
+            None => {
+                self.caught_up_at = now;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads on from `event` up to one batch and applies the lag policy and pause.
+    fn admit(
+        &mut self,
+        mut event: PlayerEvent,
+        out: &mut Vec<SharedFrame>,
+        now: Instant,
+    ) -> Result<(), Stop> {
         let mut ended = None;
         loop {
             match event {
@@ -108,7 +136,7 @@ impl Delivery {
             {
                 Some(ev) => event = ev,
                 None => {
-                    self.caught_up_at = Instant::now();
+                    self.caught_up_at = now;
                     break;
                 }
             }
@@ -130,25 +158,94 @@ impl Delivery {
         if let Some(reason) = ended {
             return Err(Stop::Ended(reason));
         }
-        if self.caught_up_at.elapsed() > self.queue_length {
+        if now.saturating_duration_since(self.caught_up_at) > self.queue_length {
             return Err(Stop::Behind);
         }
         Ok(())
     }
 }
 
+/// A socket a batch can be tried on without waiting (tokio's TCP halves).
+pub trait TryWriteVectored {
+    /// One non-blocking writev: the bytes taken, or `WouldBlock`.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
+}
+
+impl TryWriteVectored for tokio::net::TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        tokio::net::TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
+impl TryWriteVectored for tokio::net::tcp::OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        tokio::net::tcp::OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
+impl TryWriteVectored for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
 /// Writes `bufs` with writev within `timeout` (a player whose socket takes nothing for that
-/// long is stalled) and returns the bytes written.
-pub async fn write_batch<W: AsyncWrite + Unpin>(
+/// long is stalled) and returns the bytes written. The first writev is tried at once: a
+/// player that keeps up takes the whole batch there, and no timer is armed for it; only a
+/// partial or refused write waits, bounded by `timeout`.
+pub async fn write_batch<W: AsyncWrite + TryWriteVectored + Unpin>(
     w: &mut W,
     bufs: &[Bytes],
     timeout: Duration,
 ) -> Result<u64, WriteError> {
-    tokio::time::timeout(timeout, write_all_vectored(w, bufs))
+    write_from(w, bufs, 0, timeout).await
+}
+
+/// [`write_batch`] of what is left of `bufs` past the first `written` bytes (the rest of a
+/// partial write); returns the batch's whole size.
+pub async fn write_from<W: AsyncWrite + TryWriteVectored + Unpin>(
+    w: &mut W,
+    bufs: &[Bytes],
+    written: usize,
+    timeout: Duration,
+) -> Result<u64, WriteError> {
+    if written > 0 {
+        return write_rest(w, bufs, written, timeout).await;
+    }
+    let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    let done = match w.try_write_vectored(&slices(bufs)) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(WriteError::Io(e)),
+    };
+    if done as u64 == total {
+        return Ok(total);
+    }
+    write_rest(w, bufs, done, timeout).await
+}
+
+/// The buffers of one writev (at most as many as [`write_batch`] takes at once).
+pub fn slices(bufs: &[Bytes]) -> Vec<IoSlice<'_>> {
+    bufs.iter()
+        .take(MAX_BATCH * 3)
+        .map(|b| IoSlice::new(b))
+        .collect()
+}
+
+/// Writes what is left of `bufs` past the first `written` bytes, waiting for the socket,
+/// within `timeout`, and returns the batch's whole size.
+async fn write_rest<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bufs: &[Bytes],
+    written: usize,
+    timeout: Duration,
+) -> Result<u64, WriteError> {
+    let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    tokio::time::timeout(timeout, write_all_vectored(w, bufs, written))
         .await
         .map_err(|_| WriteError::Stalled)?
         .map_err(WriteError::Io)?;
-    Ok(bufs.iter().map(|b| b.len() as u64).sum())
+    Ok(total)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,16 +256,19 @@ pub enum WriteError {
     Io(std::io::Error),
 }
 
-/// Writes all buffers with writev, resuming after partial writes.
+/// Writes all buffers past the first `skip` bytes with writev, resuming after partial
+/// writes.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     bufs: &[Bytes],
+    mut skip: usize,
 ) -> std::io::Result<()> {
     let mut idx = 0;
-    let mut off = 0;
-    while idx < bufs.len() && bufs[idx].len() == off {
+    while idx < bufs.len() && bufs[idx].len() <= skip {
+        skip -= bufs[idx].len();
         idx += 1;
     }
+    let mut off = skip;
     while idx < bufs.len() {
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity((bufs.len() - idx).min(MAX_BATCH));
         slices.push(IoSlice::new(&bufs[idx][off..]));
@@ -204,6 +304,13 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An in-memory pipe takes nothing without waiting: every batch goes the slow way.
+    impl TryWriteVectored for tokio::io::DuplexStream {
+        fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
 
     #[tokio::test]
     async fn writes_every_buffer_in_order_through_partial_writes() {

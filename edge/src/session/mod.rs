@@ -35,7 +35,7 @@ use common::shutdown::Shutdown;
 use rml_amf0::Amf0Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -322,12 +322,13 @@ impl EdgeServer {
                     let id = st.next_id();
                     st.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
-                    sessions.spawn(async move {
+                    let fut = async move {
                         let entry = st.register(id, peer, "rtmp", ClientKind::Connecting);
                         let client = entry.client.clone();
                         let result = serve(st, tcp, peer, id, slot, trusted, client.clone()).await;
                         log_end(&client, result);
-                    }.instrument(span));
+                    };
+                    sessions.spawn(fut.instrument(span));
                 }
             }
         }
@@ -500,7 +501,8 @@ pub(crate) struct Session {
     pub id: u64,
     pub peer: SocketAddr,
     pub reader: RtmpReader<OwnedReadHalf>,
-    pub writer: RtmpWriter<OwnedWriteHalf>,
+    /// Shared with the merged writer while playing (`output::fanout`).
+    pub writer: RtmpWriter<crate::output::SharedWriter>,
     pub app: String,
     pub tc_url: String,
     /// The config in force when the session started.
@@ -656,17 +658,19 @@ async fn serve(
     }
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let mut buf = BytesMut::with_capacity(2048);
-    let client =
-        match tokio::time::timeout_at(deadline, proxy_header(&mut tcp, &mut buf, peer, trusted))
-            .await
-            .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))?
-        {
-            Err(RtmpError::Protocol(why)) => {
-                state.refuse(Refusal::ProxyHeader, peer, &why);
-                return Err(RtmpError::Protocol(why));
-            }
-            other => other?,
-        };
+    let client = match tokio::time::timeout_at(
+        deadline,
+        Box::pin(proxy_header(&mut tcp, &mut buf, peer, trusted)),
+    )
+    .await
+    .map_err(|_| RtmpError::Timeout("waiting for the first bytes"))?
+    {
+        Err(RtmpError::Protocol(why)) => {
+            state.refuse(Refusal::ProxyHeader, peer, &why);
+            return Err(RtmpError::Protocol(why));
+        }
+        other => other?,
+    };
     tracing::Span::current().record("client", tracing::field::display(client));
     if trusted {
         if let Err(why) = slot.bind_ip(client.ip(), cfg.max_handshakes_per_ip) {
@@ -678,7 +682,10 @@ async fn serve(
             return Ok(());
         }
     }
-    tokio::time::timeout_at(deadline, handshake_server(&mut tcp, &mut buf))
+    // Boxed here and below: what a step holds (the handshake's buffers, a hook call's
+    // request) is freed when the step ends, instead of sizing every connection's task for
+    // the largest step for its whole life.
+    tokio::time::timeout_at(deadline, Box::pin(handshake_server(&mut tcp, &mut buf)))
         .await
         .map_err(|_| RtmpError::Timeout("in the handshake"))??;
     let (r, w) = tcp.into_split();
@@ -687,7 +694,7 @@ async fn serve(
         id,
         peer: client,
         reader: RtmpReader::new(r, buf, PRE_PUBLISH_MAX_MESSAGE),
-        writer: RtmpWriter::new(w),
+        writer: RtmpWriter::new(crate::output::SharedWriter::new(w)),
         app: String::new(),
         tc_url: String::new(),
         config: cfg.clone(),
@@ -696,7 +703,7 @@ async fn serve(
         client: client_info,
         fc_publish: false,
     };
-    let mut next = tokio::time::timeout_at(deadline, s.negotiate())
+    let mut next = tokio::time::timeout_at(deadline, Box::pin(s.negotiate()))
         .await
         .map_err(|_| RtmpError::Timeout("waiting for play or publish"))??;
     match state.slots.establish(slot, cfg.max_connections) {
@@ -708,8 +715,8 @@ async fn serve(
     }
     loop {
         let ended = match next {
-            Next::Play(cmd, stream_id) => play::run(s, cmd, stream_id).await?,
-            Next::Publish(cmd, stream_id) => publish::run(s, cmd, stream_id).await?,
+            Next::Play(cmd, stream_id) => Box::pin(play::run(s, cmd, stream_id)).await?,
+            Next::Publish(cmd, stream_id) => Box::pin(publish::run(s, cmd, stream_id)).await?,
         };
         s = match ended {
             Ended::ByClient(s) => *s,
@@ -719,7 +726,7 @@ async fn serve(
         // clients do next) or to play or publish again, as long as a new connection may.
         s.fc_publish = false;
         let deadline = tokio::time::Instant::now() + s.config.handshake_timeout;
-        next = tokio::time::timeout_at(deadline, s.negotiate())
+        next = tokio::time::timeout_at(deadline, Box::pin(s.negotiate()))
             .await
             .map_err(|_| RtmpError::Timeout("idle after its stream ended"))??;
     }

@@ -1,9 +1,9 @@
 //! A player: subscribe to the hub (starting the edge's pull if it is the first), send the
 //! stream's start (status, metadata, sequence headers, GOP), then the live ring.
 //!
-//! Writes are merged: after each write the player sleeps `mw_latency` and then sends every
-//! message that arrived meanwhile in one `writev`, which is what keeps the cost per viewer
-//! low. A player that falls behind the ring skips to the next keyframe; one whose socket does
+//! Writes are merged: after each write the player waits for the next tick of the server's
+//! `mw_latency` clock (`output::Tick`, one for all players) and then sends every message
+//! that arrived meanwhile in one `writev`, which is what keeps the cost per viewer low. A player that falls behind the ring skips to the next keyframe; one whose socket does
 //! not take a write for `queue_length`, or that stays behind that long, is disconnected.
 //! A stream that no origin has ends its players with `StreamNotFound`.
 //!
@@ -14,7 +14,8 @@
 use super::{Ended, Session, StreamName};
 use crate::guard::Refusal;
 use crate::hub::{PullFrom, SharedFrame};
-use crate::output::{self, rtmp, Delivery, Stop, WriteError};
+use crate::output::fanout::{Encoding, Release, Sub};
+use crate::output::{self, Delivery, Stop, WriteError};
 use crate::state::ClientKind;
 use crate::upstream;
 use bytes::Bytes;
@@ -124,27 +125,33 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     w.flush().await?;
 
     let cfg = s.config.clone();
-    let encode = |f: &SharedFrame| rtmp::encode(f, stream_id, chunk_size);
+    let encoding = Encoding::Rtmp {
+        stream_id,
+        chunk_size,
+    };
     let mut delivery = Delivery::new(player, cfg.queue_length);
-    let mut batch: Vec<Bytes> = delivery.initial().iter().map(encode).collect();
+    let mut batch: Vec<Bytes> = Vec::new();
+    for f in delivery.initial() {
+        encoding.encode(&f, &mut batch);
+    }
+    // Bytes of `batch` already on the wire (the merged writer's partial write).
+    let mut written = 0;
     let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
     let mut ended: Option<String> = None;
-    // Ok(true): the client ended the play and keeps its connection.
+    // mw_latency > 0: the player is written by its clock's shard writer while it keeps up.
+    let tick = s.state.ticks.get(cfg.mw_latency);
+    // Ok(true): the client ended the play and keeps its connection. The player (in
+    // `delivery`) moves into this block and leaves the stream when it ends.
     let result: Result<bool, RtmpError> = async {
         loop {
             if !batch.is_empty() {
-                let n = output::write_batch(s.writer.get_mut(), &batch, cfg.queue_length)
+                let n = output::write_from(s.writer.get_mut(), &batch, written, cfg.queue_length)
                     .await
-                    .map_err(|e| match e {
-                        WriteError::Stalled => RtmpError::Timeout("writing to a stalled player"),
-                        WriteError::Io(e) => RtmpError::Io(e),
-                    })?;
+                    .map_err(write_error)?;
                 s.client.add_out(n);
                 delivery.player.stream.add_out(n);
                 batch.clear();
-                if !cfg.mw_latency.is_zero() {
-                    tokio::time::sleep(cfg.mw_latency).await;
-                }
+                written = 0;
             }
             if let Some(reason) = ended.take() {
                 s.status(stream_id, "error", "NetStream.Play.StreamNotFound", &reason)
@@ -153,53 +160,70 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 return Ok(false);
             }
-            // Wait for the next frames, reading the client's commands meanwhile.
-            tokio::select! {
-                next = delivery.next(&mut frames) => match next {
-                    Ok(()) => {}
-                    Err(Stop::Ended(reason)) => ended = Some(reason),
-                    Err(Stop::Behind) => {
-                        return Err(RtmpError::Timeout(
-                            "catching up: player stayed behind queue_length",
-                        ))
+            let msg = if let Some(tick) = &tick {
+                // Until the writer hands the player back, or a message comes in (detached
+                // first: the answer must not interleave with the writer's bytes).
+                let sub = Sub::new(delivery, s.writer.get_ref(), encoding, s.client.clone());
+                let mut attached = tick.attach(&key, sub);
+                let (sub, release, msg) = tokio::select! {
+                    (sub, release) = attached.released() => (sub, Some(release), None),
+                    _ = s.client.kick.notified() => return Err(kicked()),
+                    msg = s.reader.read_message() => {
+                        let (sub, release) = attached.detach();
+                        (sub, release, Some(msg))
                     }
-                },
-                _ = s.client.kick.notified() => {
-                    return Err(RtmpError::Protocol("disconnected by the operator".into()));
+                };
+                delivery = sub.delivery;
+                match release {
+                    Some(Release::Slow {
+                        pending,
+                        written: n,
+                    }) => {
+                        batch = pending;
+                        written = n;
+                    }
+                    Some(Release::Stopped(Stop::Ended(reason))) => ended = Some(reason),
+                    Some(Release::Stopped(Stop::Behind)) => return Err(behind()),
+                    Some(Release::Failed(e)) => return Err(RtmpError::Io(e)),
+                    None => {}
                 }
-                msg = s.reader.read_message() => {
-                    let msg = msg?;
-                    s.ack_if_due().await?;
-                    if common::rtmp::client::is_command(&msg) {
-                        if let Ok(c) = command::parse_command(&msg) {
-                            match c.name.as_str() {
-                                "deleteStream" | "closeStream" => return Ok(true),
-                                "pause" => {
-                                    let pause = matches!(c.args.first(), Some(rml_amf0::Amf0Value::Boolean(true)));
-                                    // Live goes on meanwhile: an unpause resumes at a keyframe.
-                                    delivery.set_paused(pause);
-                                    let (code, desc) = match pause {
-                                        true => ("NetStream.Pause.Notify", "Paused live"),
-                                        false => ("NetStream.Unpause.Notify", "Unpaused live"),
-                                    };
-                                    debug!(stream = %key, paused = pause, "pause");
-                                    s.status(stream_id, "status", code, desc).await?;
-                                }
-                                "seek" => {
-                                    s.status(stream_id, "status", "NetStream.Seek.Notify", "live: the stream goes on").await?;
-                                }
-                                _ => s.on_other_command(&c).await?,
-                            }
+                let Some(msg) = msg else { continue };
+                if !batch.is_empty() {
+                    let n =
+                        output::write_from(s.writer.get_mut(), &batch, written, cfg.queue_length)
+                            .await
+                            .map_err(write_error)?;
+                    s.client.add_out(n);
+                    delivery.player.stream.add_out(n);
+                    batch.clear();
+                    written = 0;
+                }
+                msg
+            } else {
+                // mw_latency = 0: every message is written as it comes, from here.
+                tokio::select! {
+                    next = delivery.next(&mut frames) => {
+                        match next {
+                            Ok(()) => {}
+                            Err(Stop::Ended(reason)) => ended = Some(reason),
+                            Err(Stop::Behind) => return Err(behind()),
                         }
+                        for f in frames.drain(..) {
+                            encoding.encode(&f, &mut batch);
+                        }
+                        continue;
                     }
-                    continue;
+                    _ = s.client.kick.notified() => return Err(kicked()),
+                    msg = s.reader.read_message() => msg,
                 }
             };
-            batch.extend(frames.drain(..).map(|f| encode(&f)));
+            let msg = msg?;
+            if let Some(keep) = on_message(&mut s, &msg, &mut delivery, stream_id, &key).await? {
+                return Ok(keep);
+            }
         }
     }
     .await;
-    let player = delivery.player;
     debug!(stream = %key, name = %shown, "play stopped");
     s.hook_done(&name);
     s.client
@@ -208,7 +232,6 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     match result {
         Ok(true) => {
             info!(stream = %key, "play ended by the client");
-            drop(player);
             Ok(Ended::ByClient(Box::new(s)))
         }
         other => {
@@ -216,6 +239,64 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             other.map(|_| Ended::Close)
         }
     }
+}
+
+fn write_error(e: WriteError) -> RtmpError {
+    match e {
+        WriteError::Stalled => RtmpError::Timeout("writing to a stalled player"),
+        WriteError::Io(e) => RtmpError::Io(e),
+    }
+}
+
+fn kicked() -> RtmpError {
+    RtmpError::Protocol("disconnected by the operator".into())
+}
+
+fn behind() -> RtmpError {
+    RtmpError::Timeout("catching up: player stayed behind queue_length")
+}
+
+/// A message from a playing client: `Some(true)` when it ends the play and keeps the
+/// connection (`deleteStream`, `closeStream`); pause, seek and other commands are answered.
+async fn on_message(
+    s: &mut Session,
+    msg: &common::rtmp::chunk::Message,
+    delivery: &mut Delivery,
+    stream_id: u32,
+    key: &str,
+) -> Result<Option<bool>, RtmpError> {
+    s.ack_if_due().await?;
+    if !common::rtmp::client::is_command(msg) {
+        return Ok(None);
+    }
+    let Ok(c) = command::parse_command(msg) else {
+        return Ok(None);
+    };
+    match c.name.as_str() {
+        "deleteStream" | "closeStream" => return Ok(Some(true)),
+        "pause" => {
+            let pause = matches!(c.args.first(), Some(rml_amf0::Amf0Value::Boolean(true)));
+            // Live goes on meanwhile: an unpause resumes at a keyframe.
+            delivery.set_paused(pause);
+            let (code, desc) = match pause {
+                true => ("NetStream.Pause.Notify", "Paused live"),
+                false => ("NetStream.Unpause.Notify", "Unpaused live"),
+            };
+            debug!(stream = %key, paused = pause, "pause");
+            s.status(stream_id, "status", code, desc).await?;
+        }
+        "seek" => {
+            s.status(
+                stream_id,
+                "status",
+                "NetStream.Seek.Notify",
+                "live: the stream goes on",
+            )
+            .await?;
+        }
+        _ => s.on_other_command(&c).await?,
+    }
+    Ok(None)
 }
 
 /// Answers a play with `StreamNotFound` and closes after a moment (so the client reads it).

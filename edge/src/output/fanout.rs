@@ -1,0 +1,341 @@
+//! Merged writes from one place (`mw_latency` > 0): every interval, one writer task per
+//! shard reads each attached player's new frames and tries one non-blocking writev on its
+//! socket — what the writev floor (`tests/bench/floor.c`) does, and nothing per player
+//! besides: no task woken, no timer, no waiter list touched per player and write.
+//!
+//! A player is attached ([`Tick::attach`]) while it keeps up. The writer hands it back to its
+//! own session task ([`Attached::released`]) when the socket did not take a whole batch (the
+//! session writes the rest within `queue_length`, the slow-viewer bound, and attaches
+//! again), when the stream ended, when the player stayed behind, or on a socket error. A
+//! session detaches its player ([`Attached::detach`]) before it writes anything itself (a
+//! command's answer): the writer writes only under its shard's lock, and detaching takes the
+//! lock, so the two never interleave bytes on one socket.
+//!
+//! The players of one stream share a shard (by stream key), so its frames' reference counts
+//! and encodings stay on one core; shards run on the runtime's workers in parallel.
+//!
+//! Latency: a frame waits for the next tick, at most `mw_latency`; a joining player's start
+//! (GOP cache) is written at once by its session, before it attaches.
+
+use super::{Delivery, Stop, TryWriteVectored};
+use crate::hub::SharedFrame;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
+
+/// How an attached player's frames are put on the wire.
+#[derive(Debug, Clone, Copy)]
+pub enum Encoding {
+    /// RTMP chunks for message stream `stream_id` (`output::rtmp`).
+    Rtmp { stream_id: u32, chunk_size: usize },
+    /// FLV tags (`output::flv`).
+    Flv,
+}
+
+impl Encoding {
+    pub fn encode(&self, f: &SharedFrame, out: &mut Vec<Bytes>) {
+        match *self {
+            Encoding::Rtmp {
+                stream_id,
+                chunk_size,
+            } => out.push(super::rtmp::encode(f, stream_id, chunk_size)),
+            Encoding::Flv => super::flv::encode(f, out),
+        }
+    }
+}
+
+/// Where an attached player's written bytes are counted (the API's per-client record).
+pub trait Meter: Send + Sync {
+    fn add_out(&self, n: u64);
+}
+
+/// A player as the writer holds it.
+pub struct Sub {
+    pub delivery: Delivery,
+    writer: Arc<OwnedWriteHalf>,
+    encoding: Encoding,
+    meter: Arc<dyn Meter>,
+}
+
+impl Sub {
+    pub fn new(
+        delivery: Delivery,
+        writer: &SharedWriter,
+        encoding: Encoding,
+        meter: Arc<dyn Meter>,
+    ) -> Sub {
+        Sub {
+            delivery,
+            writer: writer.0.clone(),
+            encoding,
+            meter,
+        }
+    }
+
+    /// Counts a batch of `n` bytes written to this player.
+    pub fn count(&self, n: u64) {
+        self.meter.add_out(n);
+        self.delivery.player.stream.add_out(n);
+    }
+}
+
+/// Why the writer handed a player back.
+#[derive(Debug)]
+pub enum Release {
+    /// The socket took `written` bytes of `pending` (perhaps none): the rest goes out
+    /// before anything else.
+    Slow { pending: Vec<Bytes>, written: usize },
+    /// The stream ended or the player stayed behind (after what was due was written).
+    Stopped(Stop),
+    /// The socket failed.
+    Failed(std::io::Error),
+}
+
+struct Slot {
+    id: u64,
+    sub: Sub,
+    done: oneshot::Sender<(Sub, Release)>,
+}
+
+#[derive(Default)]
+struct Shard {
+    slots: Mutex<Vec<Slot>>,
+}
+
+/// Reused by a shard's writer from tick to tick.
+#[derive(Default)]
+struct Scratch {
+    frames: Vec<SharedFrame>,
+    batch: Vec<Bytes>,
+}
+
+impl Shard {
+    /// One tick: every attached player gets what arrived for it since the last.
+    fn write_all(&self, scratch: &mut Scratch) {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap();
+        let mut i = 0;
+        while i < slots.len() {
+            match write_one(&mut slots[i].sub, scratch, now) {
+                None => i += 1,
+                Some(release) => {
+                    let slot = slots.swap_remove(i);
+                    // A session that is gone has dropped its receiver: the player goes too.
+                    let _ = slot.done.send((slot.sub, release));
+                }
+            }
+        }
+    }
+}
+
+fn write_one(sub: &mut Sub, scratch: &mut Scratch, now: Instant) -> Option<Release> {
+    let stop = sub.delivery.take_ready(&mut scratch.frames, now).err();
+    for f in scratch.frames.drain(..) {
+        sub.encoding.encode(&f, &mut scratch.batch);
+    }
+    if !scratch.batch.is_empty() {
+        let total: usize = scratch.batch.iter().map(|b| b.len()).sum();
+        let wrote = sub
+            .writer
+            .try_write_vectored(&super::slices(&scratch.batch));
+        match wrote {
+            Ok(n) if n == total => {
+                sub.count(total as u64);
+                scratch.batch.clear();
+            }
+            Ok(n) => {
+                return Some(Release::Slow {
+                    pending: std::mem::take(&mut scratch.batch),
+                    written: n,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Some(Release::Slow {
+                    pending: std::mem::take(&mut scratch.batch),
+                    written: 0,
+                })
+            }
+            Err(e) => {
+                scratch.batch.clear();
+                return Some(Release::Failed(e));
+            }
+        }
+    }
+    stop.map(Release::Stopped)
+}
+
+/// The merged-write clock of one `mw_latency` value and its writers.
+pub struct Tick {
+    shards: Vec<Arc<Shard>>,
+}
+
+impl Tick {
+    /// Hands `sub` to the writer of `stream`'s shard: from the next tick on, its frames are
+    /// written from there.
+    pub fn attach(&self, stream: &str, sub: Sub) -> Attached {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        stream.hash(&mut h);
+        let shard = self.shards[(h.finish() % self.shards.len() as u64) as usize].clone();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (done, rx) = oneshot::channel();
+        shard.slots.lock().unwrap().push(Slot { id, sub, done });
+        Attached { shard, id, rx }
+    }
+}
+
+/// A player attached to a writer; dropping it detaches (and drops) the player.
+pub struct Attached {
+    shard: Arc<Shard>,
+    id: u64,
+    rx: oneshot::Receiver<(Sub, Release)>,
+}
+
+impl Attached {
+    /// Resolves when the writer hands the player back, and why. Cancel-safe.
+    pub async fn released(&mut self) -> (Sub, Release) {
+        match (&mut self.rx).await {
+            Ok(back) => back,
+            // The writer never drops a slot without sending it; only a runtime shutting down
+            // does (then nothing waits for this either).
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Takes the player back now; once this returns, the writer no longer writes to its
+    /// socket. With the release, if the writer had handed it back meanwhile.
+    pub fn detach(mut self) -> (Sub, Option<Release>) {
+        let mut slots = self.shard.slots.lock().unwrap();
+        if let Some(i) = slots.iter().position(|s| s.id == self.id) {
+            let slot = slots.swap_remove(i);
+            return (slot.sub, None);
+        }
+        drop(slots);
+        match self.rx.try_recv() {
+            Ok((sub, release)) => (sub, Some(release)),
+            Err(_) => unreachable!("a slot is either in its shard or sent to its session"),
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let mut slots = self.shard.slots.lock().unwrap();
+        if let Some(i) = slots.iter().position(|s| s.id == self.id) {
+            slots.swap_remove(i);
+        }
+    }
+}
+
+/// The clocks in use, by interval; a clock's writers end when its last player drops it.
+#[derive(Default)]
+pub struct Ticks {
+    clocks: Mutex<HashMap<Duration, Weak<Tick>>>,
+}
+
+impl Ticks {
+    /// The clock of `interval`, started if none runs; `None` for 0 (every message is written
+    /// at once by its player's task). Call from within the runtime.
+    pub fn get(&self, interval: Duration) -> Option<Arc<Tick>> {
+        if interval.is_zero() {
+            return None;
+        }
+        let mut clocks = self.clocks.lock().unwrap();
+        if let Some(t) = clocks.get(&interval).and_then(Weak::upgrade) {
+            return Some(t);
+        }
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let tick = Arc::new(Tick {
+            shards: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+        });
+        clocks.retain(|_, w| w.strong_count() > 0);
+        clocks.insert(interval, Arc::downgrade(&tick));
+        for shard in &tick.shards {
+            let weak = Arc::downgrade(&tick);
+            let shard = Arc::downgrade(shard);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut scratch = Scratch::default();
+                loop {
+                    every.tick().await;
+                    let (Some(_tick), Some(shard)) = (weak.upgrade(), shard.upgrade()) else {
+                        break;
+                    };
+                    shard.write_all(&mut scratch);
+                }
+            });
+        }
+        Some(tick)
+    }
+}
+
+/// A connection's write half, shared by its session and the merged writer (each writes only
+/// while the other does not: see the module doc).
+#[derive(Clone)]
+pub struct SharedWriter(Arc<OwnedWriteHalf>);
+
+impl SharedWriter {
+    pub fn new(w: OwnedWriteHalf) -> SharedWriter {
+        SharedWriter(Arc::new(w))
+    }
+}
+
+impl TryWriteVectored for SharedWriter {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+}
+
+impl AsyncWrite for SharedWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let tcp: &tokio::net::TcpStream = (*self.0).as_ref();
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let tcp: &tokio::net::TcpStream = (*self.0).as_ref();
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let tcp: &tokio::net::TcpStream = (*self.0).as_ref();
+        Poll::Ready(socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write))
+    }
+}
