@@ -112,11 +112,12 @@ pub struct RtmpReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> RtmpReader<R> {
-    /// `buf` holds bytes already read past the handshake.
+    /// `buf` holds bytes already read past the handshake (only they are kept, not the
+    /// handshake's buffer).
     pub fn new(io: R, buf: BytesMut, max_message_size: usize) -> Self {
         RtmpReader {
             io,
-            buf,
+            buf: BytesMut::from(&buf[..]),
             decoder: ChunkDecoder::new(max_message_size),
             bytes_in: 0,
             ack_window: 0,
@@ -152,8 +153,14 @@ impl<R: AsyncRead + Unpin> RtmpReader<R> {
                 self.apply_control(&msg)?;
                 return Ok(msg);
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(4096);
+            // Small reads until the peer has sent much: a player sends a few commands and
+            // acknowledgements, and a thousand idle players should not hold 4 KiB each.
+            let (low, grow) = match self.bytes_in < 65536 {
+                true => (128, 512),
+                false => (1024, 4096),
+            };
+            if self.buf.capacity() - self.buf.len() < low {
+                self.buf.reserve(grow);
             }
             let n = self.io.read_buf(&mut self.buf).await?;
             if n == 0 {
@@ -254,7 +261,9 @@ impl<W: AsyncWrite + Unpin> RtmpWriter<W> {
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), RtmpError> {
         if !self.out.is_empty() {
-            let out = self.out.split();
+            // Taken, not split: the buffer is freed once written (a player's writer is idle
+            // after its start).
+            let out = std::mem::take(&mut self.out);
             self.io.write_all(&out).await?;
         }
         Ok(())

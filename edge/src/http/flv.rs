@@ -136,7 +136,7 @@ pub(super) async fn serve(
     for f in start.drain(..) {
         flv::encode(&f, &mut batch);
     }
-    let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
+    let mut frames: Vec<SharedFrame> = Vec::new();
     // mw_latency > 0: the viewer is written by its clock's shard writer while it keeps up
     // (`output::fanout`); its task then only watches the connection.
     let tick = state.ticks.get(cfg.mw_latency);
@@ -153,7 +153,9 @@ pub(super) async fn serve(
                 }
                 Err(e) => break e.to_string(),
             }
-            batch.clear();
+            // Freed, not cleared: the start (a whole GOP) made it large, and with merged
+            // writes the batches are the shard writer's.
+            batch = Vec::new();
             written = 0;
         }
         if let Some(tick) = &tick {

@@ -105,7 +105,7 @@ pub(super) async fn check(
                 tc_url: &tc_url,
                 query: &req.query,
             };
-            crate::hooks::ask(&url, timeout, &call).await
+            Box::pin(crate::hooks::ask(&url, timeout, &call)).await
         }
     };
     let refused = |why: &str| {

@@ -55,7 +55,7 @@ impl Delivery {
     pub fn new(player: Player, queue_length: Duration) -> Delivery {
         Delivery {
             player,
-            frames: Vec::with_capacity(MAX_BATCH),
+            frames: Vec::new(),
             skipper: Skipper::default(),
             caught_up_at: Instant::now(),
             queue_length,

@@ -544,7 +544,8 @@ impl Session {
         refusal: crate::guard::Refusal,
     ) -> Result<Option<StreamName>, ()> {
         let timeout = self.config.http_hooks.timeout;
-        match crate::hooks::ask(url, timeout, &self.hook_call(call, name)).await {
+        // Boxed: the HTTP call's state would otherwise size every player's play state.
+        match Box::pin(crate::hooks::ask(url, timeout, &self.hook_call(call, name))).await {
             crate::hooks::Verdict::Allow => Ok(None),
             crate::hooks::Verdict::Rename(n) => {
                 tracing::info!(from = %name.name, to = %n, hook = %url, "{call} renamed by the hook");

@@ -28,6 +28,7 @@ use tracing::{debug, info};
 
 pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<Ended, RtmpError> {
     let raw = cmd.first_string_arg().unwrap_or("").to_string();
+    drop(cmd);
     let mut name = StreamName::parse(&raw);
     if !name.is_valid() {
         s.status(
@@ -71,7 +72,13 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     // (Not when it is published here: that is an ordinary local play.)
     let pulls = s.state.pulls(&key);
     if !pulls && !hub.has_source(&key) {
-        return not_found(s, stream_id, &key, &format!("{key} is not being published")).await;
+        return Box::pin(not_found(
+            s,
+            stream_id,
+            &key,
+            &format!("{key} is not being published"),
+        ))
+        .await;
     }
     if pulls
         && s.state
@@ -80,7 +87,13 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             .unwrap()
             .contains(&key, Instant::now())
     {
-        return not_found(s, stream_id, &key, &format!("{key} is on no origin")).await;
+        return Box::pin(not_found(
+            s,
+            stream_id,
+            &key,
+            &format!("{key} is on no origin"),
+        ))
+        .await;
     }
     let origins = upstream::Origins(&s.state);
     let upstream_name = name.without_param("token");
@@ -136,28 +149,34 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     }
     // Bytes of `batch` already on the wire (the merged writer's partial write).
     let mut written = 0;
-    let mut frames: Vec<SharedFrame> = Vec::with_capacity(output::MAX_BATCH);
+    let mut frames: Vec<SharedFrame> = Vec::new();
     let mut ended: Option<String> = None;
     // mw_latency > 0: the player is written by its clock's shard writer while it keeps up.
     let tick = s.state.ticks.get(cfg.mw_latency);
     // Ok(true): the client ended the play and keeps its connection. The player (in
-    // `delivery`) moves into this block and leaves the stream when it ends.
+    // `delivery`) moves into this block and leaves the stream when it ends. The rare steps
+    // (a partial write's rest, a command, the end) are boxed: a player's state for its
+    // whole play is then only what waiting needs.
     let result: Result<bool, RtmpError> = async {
         loop {
             if !batch.is_empty() {
-                let n = output::write_from(s.writer.get_mut(), &batch, written, cfg.queue_length)
-                    .await
-                    .map_err(write_error)?;
+                let n = Box::pin(output::write_from(
+                    s.writer.get_mut(),
+                    &batch,
+                    written,
+                    cfg.queue_length,
+                ))
+                .await
+                .map_err(write_error)?;
                 s.client.add_out(n);
                 delivery.player.stream.add_out(n);
-                batch.clear();
+                // Freed, not cleared: the start (a whole GOP) made it large, and with merged
+                // writes the batches are the shard writer's.
+                batch = Vec::new();
                 written = 0;
             }
             if let Some(reason) = ended.take() {
-                s.status(stream_id, "error", "NetStream.Play.StreamNotFound", &reason)
-                    .await?;
-                info!(stream = %key, %reason, "play ended: stream not found");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Box::pin(ended_by_origin(&mut s, stream_id, &key, &reason)).await?;
                 return Ok(false);
             }
             let msg = if let Some(tick) = &tick {
@@ -189,10 +208,14 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 }
                 let Some(msg) = msg else { continue };
                 if !batch.is_empty() {
-                    let n =
-                        output::write_from(s.writer.get_mut(), &batch, written, cfg.queue_length)
-                            .await
-                            .map_err(write_error)?;
+                    let n = Box::pin(output::write_from(
+                        s.writer.get_mut(),
+                        &batch,
+                        written,
+                        cfg.queue_length,
+                    ))
+                    .await
+                    .map_err(write_error)?;
                     s.client.add_out(n);
                     delivery.player.stream.add_out(n);
                     batch.clear();
@@ -218,7 +241,9 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                 }
             };
             let msg = msg?;
-            if let Some(keep) = on_message(&mut s, &msg, &mut delivery, stream_id, &key).await? {
+            if let Some(keep) =
+                Box::pin(on_message(&mut s, &msg, &mut delivery, stream_id, &key)).await?
+            {
                 return Ok(keep);
             }
         }
@@ -239,6 +264,20 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             other.map(|_| Ended::Close)
         }
     }
+}
+
+/// Tells a player that its stream ended for good (no origin has it) and lets it read that.
+async fn ended_by_origin(
+    s: &mut Session,
+    stream_id: u32,
+    key: &str,
+    reason: &str,
+) -> Result<(), RtmpError> {
+    s.status(stream_id, "error", "NetStream.Play.StreamNotFound", reason)
+        .await?;
+    info!(stream = %key, %reason, "play ended: stream not found");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(())
 }
 
 fn write_error(e: WriteError) -> RtmpError {
