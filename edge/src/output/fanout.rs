@@ -355,3 +355,127 @@ impl AsyncWrite for SharedWriter {
         Poll::Ready(socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::ring::Limits;
+    use crate::hub::{Hub, HubOptions};
+    use common::rtmp::chunk::msg_type;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[derive(Default)]
+    struct Count(AtomicU64);
+    impl Meter for Count {
+        fn add_out(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(HubOptions {
+            chunk_size: 60000,
+            gop_cache: true,
+            ring: Limits {
+                window: Duration::from_secs(30),
+                max_frames: 100_000,
+                max_bytes: 1 << 30,
+            },
+            max_total_bytes: 1 << 30,
+        })
+    }
+
+    /// A connected loopback pair: (the edge's write half, the viewer's socket).
+    async fn pair(send_buffer: Option<usize>) -> (SharedWriter, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let viewer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (edge, _) = l.accept().await.unwrap();
+        if let Some(n) = send_buffer {
+            socket2::SockRef::from(&edge)
+                .set_send_buffer_size(n)
+                .unwrap();
+            socket2::SockRef::from(&viewer)
+                .set_recv_buffer_size(n)
+                .unwrap();
+        }
+        let (_r, w) = edge.into_split();
+        (SharedWriter::new(w), viewer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_sends_each_tick_and_a_detach_takes_the_player_back() {
+        let hub = hub();
+        let src = hub.start_source("live/a", 1).unwrap();
+        let (player, _) = hub.subscribe("live/a", false);
+        let ticks = Ticks::default();
+        let tick = ticks.get(Duration::from_millis(10)).unwrap();
+        let (w, mut viewer) = pair(None).await;
+        let meter = Arc::new(Count::default());
+        let sub = Sub::new(
+            Delivery::new(player, Duration::from_secs(5)),
+            &w,
+            Encoding::Flv,
+            meter.clone(),
+        );
+        let attached = tick.attach("live/a", sub);
+        for i in 0..20u32 {
+            src.push(msg_type::AUDIO, i * 20, Bytes::from(vec![0xaf, 1, i as u8]));
+        }
+        // 20 FLV tags of 3 bytes: 20 x (11 + 3 + 4).
+        let want = 20 * 18;
+        let mut got = vec![0u8; want];
+        tokio::time::timeout(Duration::from_secs(5), viewer.read_exact(&mut got))
+            .await
+            .expect("the writer sent every tag within a few ticks")
+            .unwrap();
+        assert_eq!(got[0], msg_type::AUDIO);
+        assert_eq!(meter.0.load(Ordering::Relaxed), want as u64);
+        let (sub, release) = attached.detach();
+        assert!(release.is_none(), "{release:?}");
+        // Once detached, nothing more is written to the socket.
+        src.push(msg_type::AUDIO, 999, Bytes::from(vec![0xaf, 1, 0]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut more = [0u8; 1];
+        assert!(viewer.try_read(&mut more).is_err(), "no byte after detach");
+        drop(sub);
+        assert_eq!(hub.info("live/a").unwrap().players, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_viewer_that_does_not_read_is_handed_back_with_the_rest_of_its_batch() {
+        let hub = hub();
+        let src = hub.start_source("live/b", 1).unwrap();
+        let (player, _) = hub.subscribe("live/b", false);
+        let ticks = Ticks::default();
+        let tick = ticks.get(Duration::from_millis(10)).unwrap();
+        let (w, _viewer) = pair(Some(4096)).await;
+        let sub = Sub::new(
+            Delivery::new(player, Duration::from_secs(5)),
+            &w,
+            Encoding::Flv,
+            Arc::new(Count::default()),
+        );
+        let mut attached = tick.attach("live/b", sub);
+        let mut released = None;
+        for i in 0..200u32 {
+            src.push(msg_type::VIDEO, i * 40, Bytes::from(vec![0x27; 60_000]));
+            tokio::select! {
+                back = attached.released() => {
+                    released = Some(back);
+                    break;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
+        let (_sub, release) = released.expect("handed back before 12 MB were queued");
+        match release {
+            Release::Slow { pending, written } => {
+                let total: usize = pending.iter().map(|b| b.len()).sum();
+                assert!(written < total, "{written} of {total}");
+            }
+            other => panic!("expected Slow, got {other:?}"),
+        }
+    }
+}
