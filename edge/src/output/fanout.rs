@@ -8,8 +8,10 @@
 //! session writes the rest within `queue_length`, the slow-viewer bound, and attaches
 //! again), when the stream ended, when the player stayed behind, or on a socket error. A
 //! session detaches its player ([`Attached::detach`]) before it writes anything itself (a
-//! command's answer): the writer writes only under its shard's lock, and detaching takes the
-//! lock, so the two never interleave bytes on one socket.
+//! command's answer): the writer writes a player only under that player's own lock, and
+//! detaching takes it, so the two never interleave bytes on one socket; a session waits for
+//! at most one write, never for a whole tick (an earlier version held one lock per shard for
+//! the tick, and a joining player's attach blocked its worker meanwhile).
 //!
 //! The players of one stream share a shard (by stream key), so its frames' reference counts
 //! and encodings stay on one core; shards run on the runtime's workers in parallel.
@@ -99,15 +101,14 @@ pub enum Release {
     Failed(std::io::Error),
 }
 
-struct Slot {
-    id: u64,
-    sub: Sub,
-    done: oneshot::Sender<(Sub, Release)>,
-}
+/// An attached player, or nothing once it was handed back or detached. Each has its own
+/// lock: the writer holds it for one player's write, a session to take its player back, so
+/// a session never waits for more than one write, and never for the writer's whole tick.
+type Slot = Mutex<Option<(Sub, oneshot::Sender<(Sub, Release)>)>>;
 
 #[derive(Default)]
 struct Shard {
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
 }
 
 /// Reused by a shard's writer from tick to tick.
@@ -115,72 +116,65 @@ struct Shard {
 struct Scratch {
     frames: Vec<SharedFrame>,
     batch: Vec<Bytes>,
+    slots: Vec<Arc<Slot>>,
 }
-
-/// Players written per hold of a shard's lock: between two runs the lock is free (a joining
-/// player attaches, a session detaches), so that a tick of thousands of writes delays a
-/// join by a few of them, not by the whole tick. (Yielding to the runtime between runs
-/// measured worse: the writer moved between the workers, and cost a third more.)
-const RUN: usize = 64;
 
 impl Shard {
     /// One tick: every attached player gets what arrived for it since the last. A player
-    /// attached or detached between two runs may be written next tick instead of this one.
+    /// attached during the tick is written from the next.
     fn write_all(&self, scratch: &mut Scratch) {
-        let mut i = 0;
-        loop {
-            {
-                let now = Instant::now();
-                let mut slots = self.slots.lock().unwrap();
-                let end = (i + RUN).min(slots.len());
-                while i < end.min(slots.len()) {
-                    match write_one(&mut slots[i].sub, scratch, now) {
-                        None => i += 1,
-                        Some(release) => {
-                            let slot = slots.swap_remove(i);
-                            // A session that is gone has dropped its receiver: the player
-                            // goes too.
-                            let _ = slot.done.send((slot.sub, release));
-                        }
-                    }
-                }
-                if i >= slots.len() {
-                    return;
+        {
+            let mut slots = self.slots.lock().unwrap();
+            slots.retain(|s| s.lock().unwrap().is_some());
+            scratch.slots.extend(slots.iter().cloned());
+        }
+        let now = Instant::now();
+        for slot in scratch.slots.drain(..) {
+            let mut held = slot.lock().unwrap();
+            let Some((sub, _)) = held.as_mut() else {
+                continue;
+            };
+            if let Some(release) = write_one(sub, &mut scratch.frames, &mut scratch.batch, now) {
+                if let Some((sub, done)) = held.take() {
+                    // A session that is gone has dropped its receiver: the player goes too.
+                    let _ = done.send((sub, release));
                 }
             }
         }
     }
 }
 
-fn write_one(sub: &mut Sub, scratch: &mut Scratch, now: Instant) -> Option<Release> {
-    let stop = sub.delivery.take_ready(&mut scratch.frames, now).err();
-    for f in scratch.frames.drain(..) {
-        sub.encoding.encode(&f, &mut scratch.batch);
+fn write_one(
+    sub: &mut Sub,
+    frames: &mut Vec<SharedFrame>,
+    batch: &mut Vec<Bytes>,
+    now: Instant,
+) -> Option<Release> {
+    let stop = sub.delivery.take_ready(frames, now).err();
+    for f in frames.drain(..) {
+        sub.encoding.encode(&f, batch);
     }
-    if !scratch.batch.is_empty() {
-        let total: usize = scratch.batch.iter().map(|b| b.len()).sum();
-        let wrote = sub
-            .writer
-            .try_write_vectored(&super::slices(&scratch.batch));
-        match wrote {
+    if !batch.is_empty() {
+        let total: usize = batch.iter().map(|b| b.len()).sum();
+        match sub.writer.try_write_vectored(&super::slices(batch)) {
             Ok(n) if n == total => {
                 sub.count(total as u64);
-                scratch.batch.clear();
+                batch.clear();
             }
             Ok(n) => {
                 return Some(Release::Slow {
-                    pending: std::mem::take(&mut scratch.batch),
+                    pending: std::mem::take(batch),
                     written: n,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Some(Release::Slow {
-                    pending: std::mem::take(&mut scratch.batch),
+                    pending: std::mem::take(batch),
                     written: 0,
                 })
             }
             Err(e) => {
-                scratch.batch.clear();
+                batch.clear();
                 return Some(Release::Failed(e));
             }
         }
@@ -199,19 +193,17 @@ impl Tick {
     pub fn attach(&self, stream: &str, sub: Sub) -> Attached {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         stream.hash(&mut h);
-        let shard = self.shards[(h.finish() % self.shards.len() as u64) as usize].clone();
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shard = &self.shards[(h.finish() % self.shards.len() as u64) as usize];
         let (done, rx) = oneshot::channel();
-        shard.slots.lock().unwrap().push(Slot { id, sub, done });
-        Attached { shard, id, rx }
+        let slot = Arc::new(Mutex::new(Some((sub, done))));
+        shard.slots.lock().unwrap().push(slot.clone());
+        Attached { slot, rx }
     }
 }
 
 /// A player attached to a writer; dropping it detaches (and drops) the player.
 pub struct Attached {
-    shard: Arc<Shard>,
-    id: u64,
+    slot: Arc<Slot>,
     rx: oneshot::Receiver<(Sub, Release)>,
 }
 
@@ -229,25 +221,21 @@ impl Attached {
     /// Takes the player back now; once this returns, the writer no longer writes to its
     /// socket. With the release, if the writer had handed it back meanwhile.
     pub fn detach(mut self) -> (Sub, Option<Release>) {
-        let mut slots = self.shard.slots.lock().unwrap();
-        if let Some(i) = slots.iter().position(|s| s.id == self.id) {
-            let slot = slots.swap_remove(i);
-            return (slot.sub, None);
+        if let Some((sub, _)) = self.slot.lock().unwrap().take() {
+            return (sub, None);
         }
-        drop(slots);
         match self.rx.try_recv() {
             Ok((sub, release)) => (sub, Some(release)),
-            Err(_) => unreachable!("a slot is either in its shard or sent to its session"),
+            Err(_) => unreachable!("a player is either in its slot or sent to its session"),
         }
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        let mut slots = self.shard.slots.lock().unwrap();
-        if let Some(i) = slots.iter().position(|s| s.id == self.id) {
-            slots.swap_remove(i);
-        }
+        // The writer drops the emptied slot at its next tick.
+        let taken = self.slot.lock().unwrap().take();
+        drop(taken);
     }
 }
 
