@@ -223,7 +223,7 @@ async fn connection(
             }
             let local = tcp.local_addr().unwrap_or(client);
             let (route, _done) =
-                match play_hook::check(&state, route, &req, client, id, local).await {
+                match Box::pin(play_hook::check(&state, route, &req, client, id, local)).await {
                     play_hook::Checked::Go(route, done) => (route, done),
                     play_hook::Checked::Redirect(location) => {
                         let head = response_head(
@@ -250,11 +250,14 @@ async fn connection(
                 };
             match route {
                 Route::Flv { app, stream } => {
-                    return flv::serve(state, tcp, client, id, &req, &app, &stream).await;
+                    // The body lasts the connection: the request buffer goes, and the play's
+                    // state is boxed so that this task is not sized by the other steps.
+                    drop(buf);
+                    return Box::pin(flv::serve(state, tcp, client, id, &req, &app, &stream)).await;
                 }
                 route @ (Route::Playlist { .. } | Route::HlsFile { .. }) => {
-                    let answer = hls::answer(&state, &hls, &route, &req, client).await;
-                    answer.write(&mut tcp, &req, cfg_cors(&state), keep).await?;
+                    let answer = Box::pin(hls::answer(&state, &hls, &route, &req, client)).await;
+                    Box::pin(answer.write(&mut tcp, &req, cfg_cors(&state), keep)).await?;
                 }
             }
         }
