@@ -305,14 +305,7 @@ impl AsyncWrite for SharedWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let tcp: &tokio::net::TcpStream = (*self.0).as_ref();
-        loop {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -419,9 +412,10 @@ mod tests {
             .expect("the writer sent every tag within a few ticks")
             .unwrap();
         assert_eq!(got[0], msg_type::AUDIO);
-        assert_eq!(meter.0.load(Ordering::Relaxed), want as u64);
         let (sub, release) = attached.detach();
         assert!(release.is_none(), "{release:?}");
+        // Counted under the player's lock, so done once the detach has it.
+        assert_eq!(meter.0.load(Ordering::Relaxed), want as u64);
         // Once detached, nothing more is written to the socket.
         src.push(msg_type::AUDIO, 999, Bytes::from(vec![0xaf, 1, 0]));
         tokio::time::sleep(Duration::from_millis(50)).await;

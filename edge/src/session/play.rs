@@ -159,22 +159,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
     // whole play is then only what waiting needs.
     let result: Result<bool, RtmpError> = async {
         loop {
-            if !batch.is_empty() {
-                let n = Box::pin(output::write_from(
-                    s.writer.get_mut(),
-                    &batch,
-                    written,
-                    cfg.queue_length,
-                ))
-                .await
-                .map_err(write_error)?;
-                s.client.add_out(n);
-                delivery.player.stream.add_out(n);
-                // Freed, not cleared: the start (a whole GOP) made it large, and with merged
-                // writes the batches are the shard writer's.
-                batch = Vec::new();
-                written = 0;
-            }
+            Box::pin(write_pending(&mut s, &delivery, &mut batch, &mut written)).await?;
             if let Some(reason) = ended.take() {
                 Box::pin(ended_by_origin(&mut s, stream_id, &key, &reason)).await?;
                 return Ok(false);
@@ -207,20 +192,7 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
                     None => {}
                 }
                 let Some(msg) = msg else { continue };
-                if !batch.is_empty() {
-                    let n = Box::pin(output::write_from(
-                        s.writer.get_mut(),
-                        &batch,
-                        written,
-                        cfg.queue_length,
-                    ))
-                    .await
-                    .map_err(write_error)?;
-                    s.client.add_out(n);
-                    delivery.player.stream.add_out(n);
-                    batch.clear();
-                    written = 0;
-                }
+                Box::pin(write_pending(&mut s, &delivery, &mut batch, &mut written)).await?;
                 msg
             } else {
                 // mw_latency = 0: every message is written as it comes, from here.
@@ -264,6 +236,30 @@ pub(super) async fn run(mut s: Session, cmd: Command, stream_id: u32) -> Result<
             other.map(|_| Ended::Close)
         }
     }
+}
+
+/// Writes what `batch` holds past its first `written` bytes (a start, or the rest of a
+/// partial write), within `queue_length`, and counts it.
+async fn write_pending(
+    s: &mut Session,
+    delivery: &Delivery,
+    batch: &mut Vec<Bytes>,
+    written: &mut usize,
+) -> Result<(), RtmpError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let timeout = s.config.queue_length;
+    let n = output::write_from(s.writer.get_mut(), batch, *written, timeout)
+        .await
+        .map_err(write_error)?;
+    s.client.add_out(n);
+    delivery.player.stream.add_out(n);
+    // Freed, not cleared: the start (a whole GOP) made it large, and with merged writes
+    // the batches are the shard writer's.
+    *batch = Vec::new();
+    *written = 0;
+    Ok(())
 }
 
 /// Tells a player that its stream ended for good (no origin has it) and lets it read that.
