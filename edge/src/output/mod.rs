@@ -165,7 +165,7 @@ impl Delivery {
     }
 }
 
-/// A socket a batch can be tried on without waiting (tokio's TCP halves).
+/// A socket a batch can be tried on without waiting (a TCP stream, `SharedWriter`).
 pub trait TryWriteVectored {
     /// One non-blocking writev: the bytes taken, or `WouldBlock`.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
@@ -174,18 +174,6 @@ pub trait TryWriteVectored {
 impl TryWriteVectored for tokio::net::TcpStream {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
         tokio::net::TcpStream::try_write_vectored(self, bufs)
-    }
-}
-
-impl TryWriteVectored for tokio::net::tcp::OwnedWriteHalf {
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        tokio::net::tcp::OwnedWriteHalf::try_write_vectored(self, bufs)
-    }
-}
-
-impl TryWriteVectored for tokio::net::tcp::WriteHalf<'_> {
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
     }
 }
 
