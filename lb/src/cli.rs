@@ -23,7 +23,8 @@ pub struct Cli {
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core). 1 runs every task on the main thread
+    /// (tokio's current-thread scheduler: no work-stealing queues, no cross-thread wake-ups).
     #[arg(long)]
     pub threads: Option<usize>,
     #[command(subcommand)]

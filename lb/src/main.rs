@@ -130,10 +130,17 @@ fn main() -> ExitCode {
     if let Some(Command::ImportKeepalived { file, strict }) = &cli.command {
         return import_keepalived(file, *strict);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.threads {
-        builder.worker_threads(n.max(1));
-    }
+    // One thread asked for: the current-thread scheduler, which runs every task on the
+    // main thread with no work-stealing queues or cross-thread wake-ups to pay for.
+    let mut builder = match cli.threads {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -14,6 +14,29 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+/// When each step of a client's start ended ([`ClientResult::steps`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Steps {
+    pub gate: Option<Duration>,
+    pub connected: Option<Duration>,
+    pub playing: Option<Duration>,
+}
+
+impl Steps {
+    /// The time spent in each step up to `first_frame`: queued at the gate, connecting,
+    /// playing (play command to its answer), waiting for the first keyframe. None unless
+    /// every step was reached.
+    pub fn split(&self, first_frame: Duration) -> Option<[Duration; 4]> {
+        let (g, c, p) = (self.gate?, self.connected?, self.playing?);
+        Some([
+            g,
+            c.saturating_sub(g),
+            p.saturating_sub(c),
+            first_frame.saturating_sub(p),
+        ])
+    }
+}
+
 /// A gap in media longer than this is a stall.
 pub const STALL: Duration = Duration::from_secs(1);
 
@@ -32,6 +55,12 @@ pub struct PlayOptions {
 pub struct ClientResult {
     pub error: Option<String>,
     pub first_frame: Option<Duration>,
+    /// When each step before the first frame ended, from the client's start: the
+    /// connect-concurrency gate passed, the connection set up (TCP, handshake and
+    /// `connect(app)`; for HTTP-FLV the request sent), and play accepted (`play`'s
+    /// `NetStream.Play.Start`; for HTTP-FLV the response head read). They split a slow
+    /// first frame into the time spent in each step.
+    pub steps: Steps,
     pub bytes: u64,
     pub frames: u64,
     pub video_frames: u64,
@@ -98,6 +127,9 @@ pub struct Summary {
     pub failed: usize,
     pub first_frame_p50_ms: f64,
     pub first_frame_p99_ms: f64,
+    /// Where the slowest 1 % of first frames spent their time, the mean of each step
+    /// ([`Steps::split`]): queued, connecting, playing, waiting for the keyframe (ms).
+    pub slowest_split_ms: [f64; 4],
     pub stalls: u64,
     /// The longest media gap of any client ([`ClientResult::max_gap`]).
     pub max_gap_ms: f64,
@@ -113,8 +145,9 @@ pub struct Summary {
 impl Summary {
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"clients\":{},\"ok\":{},\"failed\":{},\"first_frame_p50_ms\":{:.1},\"first_frame_p99_ms\":{:.1},\"stalls\":{},\"max_gap_ms\":{:.1},\"media_stopped\":{},\"frames\":{},\"bytes\":{},\"mbit_per_s\":{:.2},\"duration_s\":{:.2},\"errors\":{}}}",
+            "{{\"clients\":{},\"ok\":{},\"failed\":{},\"first_frame_p50_ms\":{:.1},\"first_frame_p99_ms\":{:.1},\"slowest_split_ms\":{{\"queued\":{:.1},\"connect\":{:.1},\"play\":{:.1},\"keyframe\":{:.1}}},\"stalls\":{},\"max_gap_ms\":{:.1},\"media_stopped\":{},\"frames\":{},\"bytes\":{},\"mbit_per_s\":{:.2},\"duration_s\":{:.2},\"errors\":{}}}",
             self.clients, self.ok, self.failed, self.first_frame_p50_ms, self.first_frame_p99_ms,
+            self.slowest_split_ms[0], self.slowest_split_ms[1], self.slowest_split_ms[2], self.slowest_split_ms[3],
             self.stalls, self.max_gap_ms, self.media_stopped, self.frames, self.bytes, self.mbit_per_s, self.duration_s,
             serde_json::to_string(&self.errors.iter().take(5).collect::<Vec<_>>()).unwrap_or_default()
         )
@@ -122,8 +155,9 @@ impl Summary {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "clients ok {}/{} (failed {}), first frame p50 {:.1} ms p99 {:.1} ms, stalls {}, frames {}, {:.2} Mbit/s over {:.1} s",
+            "clients ok {}/{} (failed {}), first frame p50 {:.1} ms p99 {:.1} ms (slowest 1 %: queued {:.1}, connect {:.1}, play {:.1}, keyframe {:.1} ms), stalls {}, frames {}, {:.2} Mbit/s over {:.1} s",
             self.ok, self.clients, self.failed, self.first_frame_p50_ms, self.first_frame_p99_ms,
+            self.slowest_split_ms[0], self.slowest_split_ms[1], self.slowest_split_ms[2], self.slowest_split_ms[3],
             self.stalls, self.frames, self.mbit_per_s, self.duration_s
         );
         for e in self.errors.iter().take(5) {
@@ -237,13 +271,30 @@ pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
         .iter()
         .filter(|r| r.error.is_none() && r.first_frame.is_some())
         .count();
+    let p99 = pct(0.99);
+    let slow: Vec<[Duration; 4]> = results
+        .iter()
+        .filter_map(|r| {
+            let f = r.first_frame?;
+            (f.as_secs_f64() * 1000.0 >= p99)
+                .then(|| r.steps.split(f))
+                .flatten()
+        })
+        .collect();
+    let mut slowest_split_ms = [0.0; 4];
+    for split in &slow {
+        for (sum, d) in slowest_split_ms.iter_mut().zip(split) {
+            *sum += d.as_secs_f64() * 1000.0 / slow.len() as f64;
+        }
+    }
     let bytes: u64 = results.iter().map(|r| r.bytes).sum();
     Summary {
         clients: results.len(),
         ok,
         failed: results.len() - ok,
         first_frame_p50_ms: pct(0.50),
-        first_frame_p99_ms: pct(0.99),
+        first_frame_p99_ms: p99,
+        slowest_split_ms,
         stalls: results.iter().map(|r| r.stalls).sum(),
         max_gap_ms: results
             .iter()
@@ -322,6 +373,7 @@ pub async fn play_one_flv(
     let t0 = Instant::now();
     let conn = {
         let _permit = gate.acquire().await;
+        r.steps.gate = Some(t0.elapsed());
         tokio::time::timeout(Duration::from_secs(10), async {
             let mut s = tokio::net::TcpStream::connect(host).await?;
             let _ = s.set_nodelay(true);
@@ -335,7 +387,10 @@ pub async fn play_one_flv(
         .await
     };
     let mut s = match conn {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            r.steps.connected = Some(t0.elapsed());
+            s
+        }
         Ok(Err(e)) => {
             r.error = Some(format!("connect {host}: {e}"));
             return r;
@@ -363,6 +418,7 @@ pub async fn play_one_flv(
                 }
                 let _ = buf.split_to(at + 4);
                 head_done = true;
+                r.steps.playing = Some(t0.elapsed());
                 continue;
             }
             if !file_header {
@@ -413,12 +469,19 @@ pub async fn play_one(url: &RtmpUrl, end: Instant, gate: Arc<Semaphore>) -> Clie
     let t0 = Instant::now();
     let client = {
         let _permit = gate.acquire().await;
+        r.steps.gate = Some(t0.elapsed());
         let timeout = Duration::from_secs(10);
         match RtmpClient::connect_url(url, timeout).await {
-            Ok(mut c) => match c.play(&url.stream, timeout).await {
-                Ok(()) => Ok(c),
-                Err(e) => Err(e),
-            },
+            Ok(mut c) => {
+                r.steps.connected = Some(t0.elapsed());
+                match c.play(&url.stream, timeout).await {
+                    Ok(()) => {
+                        r.steps.playing = Some(t0.elapsed());
+                        Ok(c)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     };
