@@ -16,6 +16,7 @@
 //! never pay for a pipe. `buffered` never splices. `tests/bench/proxy` measures both.
 
 use crate::config::CopyMode;
+use futures_util::FutureExt;
 use nix::fcntl::OFlag;
 use nix::fcntl::{splice, SpliceFFlags};
 use std::cell::RefCell;
@@ -108,11 +109,23 @@ enum Scratch {
     /// `n` bytes read; those `dst` did not take at once were appended to the pending
     /// buffer.
     Read(usize),
+    /// `n` bytes read, the last before `src`'s EOF (its FIN had come before the read, and
+    /// the read drained it): written with MSG_MORE, so that the half-close that follows
+    /// leaves in the same segment as the data.
+    LastRead(usize),
 }
 
 /// One read from `src` into the thread's scratch buffer and one write of it to `dst`; what
 /// `dst` does not take goes to `pending`. The buffer is never held across an await.
 fn read_through(src: &TcpStream, dst: &TcpStream, pending: &mut Vec<u8>) -> io::Result<Scratch> {
+    // Whether the peer's FIN is already in: then a short read below takes everything before
+    // it. Known without a system call (the closed state tokio keeps from the last epoll
+    // event); the caller has just seen `src` readable, so this never waits.
+    let fin_before = src
+        .ready(Interest::READABLE)
+        .now_or_never()
+        .and_then(Result::ok)
+        .is_some_and(|r| r.is_read_closed());
     SCRATCH_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         let mut got = 0;
@@ -133,14 +146,26 @@ fn read_through(src: &TcpStream, dst: &TcpStream, pending: &mut Vec<u8>) -> io::
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Scratch::Empty),
             Err(e) => return Err(e),
         };
+        let last = fin_before && got > 0;
         // `pending` is empty here: the caller writes it out before the next read.
-        let written = match dst.try_write(&buf[..n]) {
+        let sent = if last {
+            dst.try_io(Interest::WRITABLE, || {
+                socket2::SockRef::from(dst).send_with_flags(&buf[..n], nix::libc::MSG_MORE)
+            })
+        } else {
+            dst.try_write(&buf[..n])
+        };
+        let written = match sent {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
         pending.extend_from_slice(&buf[written..n]);
-        Ok(Scratch::Read(n))
+        Ok(if last {
+            Scratch::LastRead(n)
+        } else {
+            Scratch::Read(n)
+        })
     })
 }
 
@@ -202,6 +227,14 @@ async fn copy_loop(
             None => match read_through(src, dst, &mut pending)? {
                 Scratch::Empty => continue,
                 Scratch::Eof => return Ok(()),
+                Scratch::LastRead(n) => {
+                    if !pending.is_empty() {
+                        write_pending(dst, &mut pending).await?;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    touch(activity, start);
+                    return Ok(());
+                }
                 Scratch::Read(n) => {
                     if !pending.is_empty() {
                         write_pending(dst, &mut pending).await?;

@@ -108,7 +108,7 @@ async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: C
         let Some((addr, sorry)) = vs.pick(peer.ip(), &exclude) else {
             break;
         };
-        let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let server = match tokio::time::timeout(connect_timeout, connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) if crate::accept::is_local_exhaustion(&e) => {
                 // Our own file descriptors ran out: the server is not at fault, so it is not
@@ -147,6 +147,35 @@ async fn handle(vs: Arc<VsRuntime>, client: TcpStream, peer: SocketAddr, mode: C
     }
     vs.stats.refused.fetch_add(1, Ordering::Relaxed);
     warn!(%peer, tried = exclude.len(), "connection refused: no real server available");
+}
+
+/// Connects to a real server. A connect on this host (loopback, an edge beside the
+/// balancer) is usually complete when `connect()` returns EINPROGRESS: that is checked at
+/// once, so the copy starts without waiting an event-loop turn for writability; otherwise
+/// it waits as usual.
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    let in_progress = match sock.connect(&addr.into()) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => true,
+        Err(e) => return Err(e),
+    };
+    // A peer address means the handshake is done.
+    let done = !in_progress || sock.peer_addr().is_ok();
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    if done {
+        return Ok(stream);
+    }
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
+    }
 }
 
 fn fail(vs: &VsRuntime, addr: SocketAddr, sorry: bool, why: String) {
