@@ -276,9 +276,11 @@ pub fn summarize(results: &[ClientResult], elapsed: Duration) -> Summary {
         .iter()
         .filter_map(|r| {
             let f = r.first_frame?;
-            (f.as_secs_f64() * 1000.0 >= p99)
-                .then(|| r.steps.split(f))
-                .flatten()
+            if f.as_secs_f64() * 1000.0 >= p99 {
+                r.steps.split(f)
+            } else {
+                None
+            }
         })
         .collect();
     let mut slowest_split_ms = [0.0; 4];

@@ -107,12 +107,13 @@ enum Scratch {
     Empty,
     Eof,
     /// `n` bytes read; those `dst` did not take at once were appended to the pending
-    /// buffer.
-    Read(usize),
-    /// `n` bytes read, the last before `src`'s EOF (its FIN had come before the read, and
-    /// the read drained it): written with MSG_MORE, so that the half-close that follows
+    /// buffer. `last`: the last before `src`'s EOF (its FIN had come before the read, and
+    /// the read drained it), written with MSG_MORE so that the half-close that follows
     /// leaves in the same segment as the data.
-    LastRead(usize),
+    Read {
+        n: usize,
+        last: bool,
+    },
 }
 
 /// One read from `src` into the thread's scratch buffer and one write of it to `dst`; what
@@ -161,11 +162,7 @@ fn read_through(src: &TcpStream, dst: &TcpStream, pending: &mut Vec<u8>) -> io::
             Err(e) => return Err(e),
         };
         pending.extend_from_slice(&buf[written..n]);
-        Ok(if last {
-            Scratch::LastRead(n)
-        } else {
-            Scratch::Read(n)
-        })
+        Ok(Scratch::Read { n, last })
     })
 }
 
@@ -218,38 +215,33 @@ async fn copy_loop(
     let mut pipe: Option<Pipe> = None;
     loop {
         src.readable().await?;
-        let n = match &pipe {
+        let (n, last) = match &pipe {
             Some(p) => match splice_once(src, dst, p).await? {
                 Some(0) => continue,
-                Some(n) => n,
+                Some(n) => (n, false),
                 None => return Ok(()),
             },
             None => match read_through(src, dst, &mut pending)? {
                 Scratch::Empty => continue,
                 Scratch::Eof => return Ok(()),
-                Scratch::LastRead(n) => {
+                Scratch::Read { n, last } => {
                     if !pending.is_empty() {
                         write_pending(dst, &mut pending).await?;
                     }
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    touch(activity, start);
-                    return Ok(());
-                }
-                Scratch::Read(n) => {
-                    if !pending.is_empty() {
-                        write_pending(dst, &mut pending).await?;
-                    }
-                    if may_splice && n >= SPLICE_AFTER {
+                    if may_splice && !last && n >= SPLICE_AFTER {
                         // Without a pipe (descriptors ran out) the copy goes on through
                         // the scratch buffer.
                         pipe = Pipe::new().ok();
                     }
-                    n
+                    (n, last)
                 }
             },
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
         touch(activity, start);
+        if last {
+            return Ok(());
+        }
     }
 }
 
