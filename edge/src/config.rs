@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub queue_length: Option<f64>,
     pub chunk_size: Option<i64>,
     pub mw_latency: Option<i64>,
+    pub sendfile: Option<bool>,
     pub handshake_timeout: Option<f64>,
     pub origin_timeout: Option<f64>,
     pub pull_idle_timeout: Option<f64>,
@@ -132,6 +133,8 @@ pub struct EdgeConfig {
     pub queue_length: Duration,
     pub chunk_size: usize,
     pub mw_latency: Duration,
+    /// The merged writer feeds players from a memory file with sendfile (`hub::spool`).
+    pub sendfile: bool,
     pub handshake_timeout: Duration,
     pub origin_timeout: Duration,
     pub pull_idle_timeout: Duration,
@@ -255,6 +258,7 @@ impl EdgeConfig {
                 max_bytes: self.max_queue_bytes,
             },
             max_total_bytes: self.max_queue_bytes_total,
+            sendfile: self.sendfile,
         }
     }
 }
@@ -363,6 +367,7 @@ const KEYS: &[&str] = &[
     "queue_length",
     "chunk_size",
     "mw_latency",
+    "sendfile",
     "handshake_timeout",
     "origin_timeout",
     "pull_idle_timeout",
@@ -887,6 +892,7 @@ impl RawConfig {
             queue_length,
             chunk_size,
             mw_latency,
+            sendfile: self.sendfile.unwrap_or(true),
             handshake_timeout,
             origin_timeout,
             pull_idle_timeout,

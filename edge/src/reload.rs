@@ -44,6 +44,7 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         queue_length,
         chunk_size,
         mw_latency,
+        sendfile,
         handshake_timeout,
         origin_timeout,
         pull_idle_timeout,
@@ -131,6 +132,12 @@ pub fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Vec<Change>, Vec<Strin
         format!("{:?}", old.mw_latency),
         format!("{mw_latency:?}"),
         NEW_SESSIONS,
+    );
+    diff(
+        "sendfile",
+        old.sendfile.to_string(),
+        sendfile.to_string(),
+        NEW_STREAMS,
     );
     diff(
         "handshake_timeout",
@@ -341,6 +348,7 @@ mod tests {
             ("queue_length", "queue_length = 3"),
             ("chunk_size", "chunk_size = 4096"),
             ("mw_latency", "mw_latency = 350"),
+            ("sendfile", "sendfile = false"),
             ("handshake_timeout", "handshake_timeout = 2"),
             ("origin_timeout", "origin_timeout = 2"),
             ("pull_idle_timeout", "pull_idle_timeout = 30"),

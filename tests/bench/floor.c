@@ -8,6 +8,12 @@
  *       writes to every socket, in one writev of IOVS_PER_WRITE buffers, the bytes due
  *       (BYTES_PER_S x INTERVAL_MS / 1000), for SECONDS; prints one JSON line with the
  *       CPU (getrusage, user + system) spent over those SECONDS only.
+ *   floor sendfile PORT VIEWERS INTERVAL_MS BYTES_PER_S IOVS_PER_WRITE SECONDS
+ *       the same, but each interval's bytes are written once (one pwritev) into a memory
+ *       file (memfd_create) and sent to every socket with one sendfile from it: the kernel
+ *       takes the file's pages by reference instead of copying each viewer's bytes (what
+ *       the edge's merged writer does, edge/src/hub/spool.rs). Pages already sent are
+ *       released with FALLOC_FL_PUNCH_HOLE, whole pages only, never rewritten.
  *   floor read PORT VIEWERS SECONDS
  *       connects VIEWERS sockets to 127.0.0.1:PORT and reads and discards with epoll
  *       until the writer closes them or SECONDS pass (a trivial viewer).
@@ -30,6 +36,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 static double now_s(void) {
@@ -65,7 +74,8 @@ static struct sockaddr_in loopback(long port) {
     return a;
 }
 
-static int do_write(long port, long viewers, long interval_ms, long rate, long iovs, long secs) {
+static int do_write(int use_sendfile, long port, long viewers, long interval_ms, long rate,
+                    long iovs, long secs) {
     struct sockaddr_in a = loopback(port);
     int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -96,14 +106,36 @@ static int do_write(long port, long viewers, long interval_ms, long rate, long i
         iov[k].iov_base = buf + k * piece;
         iov[k].iov_len = k + 1 < iovs ? piece : per_write - piece * (size_t)(iovs - 1);
     }
+    int mfd = -1;
+    off_t spooled = 0, released = 0;
+    if (use_sendfile && (mfd = memfd_create("floor", MFD_CLOEXEC)) < 0) {
+        perror("floor: memfd_create");
+        return 1;
+    }
     long ticks = secs * 1000 / interval_ms, shorts = 0;
     unsigned long long bytes = 0;
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     double t0 = now_s(), c0 = cpu_s();
     for (long t = 0; t < ticks; t++) {
+        off_t at = spooled;
+        if (use_sendfile) {
+            if (pwritev(mfd, iov, (int)iovs, at) != (ssize_t)per_write) {
+                perror("floor: pwritev");
+                return 1;
+            }
+            spooled += (off_t)per_write;
+            /* Keep the last 4 MB; the kernel keeps a released page while a socket holds it. */
+            off_t keep = (spooled - (4 << 20)) & ~(off_t)4095;
+            if (keep > released) {
+                fallocate(mfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, released, keep - released);
+                released = keep;
+            }
+        }
         for (long i = 0; i < viewers; i++) {
-            ssize_t n = writev(fds[i], iov, (int)iovs);
+            off_t off = at;
+            ssize_t n = use_sendfile ? sendfile(fds[i], mfd, &off, per_write)
+                                     : writev(fds[i], iov, (int)iovs);
             if (n > 0)
                 bytes += (unsigned long long)n;
             if (n < (ssize_t)per_write)
@@ -159,15 +191,15 @@ static int do_read(long port, long viewers, long secs) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 8 && !strcmp(argv[1], "write"))
-        return do_write(arg("PORT", argv[2], 1, 65535), arg("VIEWERS", argv[3], 1, 100000),
+    if (argc == 8 && (!strcmp(argv[1], "write") || !strcmp(argv[1], "sendfile")))
+        return do_write(!strcmp(argv[1], "sendfile"), arg("PORT", argv[2], 1, 65535), arg("VIEWERS", argv[3], 1, 100000),
                         arg("INTERVAL_MS", argv[4], 1, 10000),
                         arg("BYTES_PER_S", argv[5], 1, 1L << 30),
                         arg("IOVS_PER_WRITE", argv[6], 1, 1024), arg("SECONDS", argv[7], 1, 3600));
     if (argc == 5 && !strcmp(argv[1], "read"))
         return do_read(arg("PORT", argv[2], 1, 65535), arg("VIEWERS", argv[3], 1, 100000),
                        arg("SECONDS", argv[4], 1, 3600));
-    fprintf(stderr, "usage: floor write PORT VIEWERS INTERVAL_MS BYTES_PER_S IOVS SECONDS\n"
+    fprintf(stderr, "usage: floor write|sendfile PORT VIEWERS INTERVAL_MS BYTES_PER_S IOVS SECONDS\n"
                     "       floor read PORT VIEWERS SECONDS\n");
     return 2;
 }

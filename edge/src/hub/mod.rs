@@ -14,12 +14,14 @@
 //! server): a player that falls behind the ring skips to the next keyframe.
 
 pub mod ring;
+pub mod spool;
 
 use bytes::Bytes;
 use common::rtmp::chunk::msg_type;
 use common::rtmp::command::{self, user_control};
 use common::rtmp::media::{audio_codec, audio_kind, video_codec, video_kind, MediaKind};
 use ring::{Budget, Limits, Read, Ring};
+use spool::{Span, Spool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -44,6 +46,9 @@ pub struct Frame {
     /// The frame as each output sends it, made by the first player that needs it and then
     /// shared: an output encodes a frame once per stream, never once per viewer.
     encoded: [OnceLock<Bytes>; ENCODINGS],
+    /// Where each encoding is in the stream's spool (`spool`), once the merged writer put it
+    /// there; `None` if the spool could not take it.
+    spooled: [OnceLock<Option<Span>>; ENCODINGS],
 }
 
 impl Frame {
@@ -54,12 +59,19 @@ impl Frame {
             kind,
             payload,
             encoded: Default::default(),
+            spooled: Default::default(),
         }
     }
 
     /// The frame in output `slot`'s encoding (made by `encode` the first time).
     pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Frame) -> Bytes) -> Bytes {
         self.encoded[slot].get_or_init(|| encode(self)).clone()
+    }
+
+    /// Where the frame's encoding `slot` is in its stream's spool, appended by `append` the
+    /// first time; `None` if it is not there (the spool could not take it).
+    pub fn spooled(&self, slot: usize, append: impl FnOnce() -> Option<Span>) -> Option<&Span> {
+        self.spooled[slot].get_or_init(append).as_ref()
     }
 
     pub fn is_video_key(&self) -> bool {
@@ -89,6 +101,9 @@ pub struct HubOptions {
     pub ring: Limits,
     /// Bytes all rings together may hold.
     pub max_total_bytes: usize,
+    /// Whether the merged writer feeds players from a memory file with sendfile (`spool`);
+    /// fixed per stream at its creation.
+    pub sendfile: bool,
 }
 
 /// What a test or status page can see of a stream.
@@ -144,6 +159,11 @@ pub struct Stream {
     reconnects: std::sync::atomic::AtomicU64,
     /// Chunk size of this stream's RTMP encoding (`crate::output::rtmp`).
     pub chunk_size: usize,
+    /// Whether this stream's encodings get a spool (`HubOptions::sendfile`).
+    sendfile: bool,
+    /// Each encoding's spool, made when the merged writer first asks for it (`None`: the
+    /// kernel gave no memory file).
+    spools: [OnceLock<Option<Arc<Spool>>>; ENCODINGS],
     hub: Weak<Hub>,
     budget: Arc<Budget>,
     changed: Notify,
@@ -226,6 +246,8 @@ impl Hub {
                     frames_skipped: Default::default(),
                     reconnects: Default::default(),
                     chunk_size: opts.chunk_size,
+                    sendfile: opts.sendfile,
+                    spools: Default::default(),
                     hub: Arc::downgrade(self),
                     budget: self.budget.clone(),
                     changed: Notify::new(),
@@ -383,6 +405,17 @@ impl Stream {
             source_age: i.source.and(i.source_since).map(|t| t.elapsed()),
             age: self.created.elapsed(),
         }
+    }
+
+    /// The spool of encoding `slot` (made now if this is the first ask), or `None` when the
+    /// stream is written without (`sendfile` off, or no memory file).
+    pub fn spool(&self, slot: usize) -> Option<&Arc<Spool>> {
+        if !self.sendfile {
+            return None;
+        }
+        self.spools[slot]
+            .get_or_init(|| Spool::new(&self.key))
+            .as_ref()
     }
 
     /// A player wrote `n` bytes of this stream.
@@ -724,6 +757,7 @@ mod tests {
                 max_bytes,
             },
             max_total_bytes: total,
+            sendfile: true,
         })
     }
 

@@ -16,10 +16,20 @@
 //! The players of one stream share a shard (by stream key), so its frames' reference counts
 //! and encodings stay on one core; shards run on the runtime's workers in parallel.
 //!
+//! Sendfile: where the stream has a spool (`hub::spool`, `sendfile = true`, the default), a
+//! frame's encoding is appended to the stream's memory file by the first player that writes
+//! it, and a batch that is one run of that file goes out with one `sendfile` instead of a
+//! writev: the kernel takes the file's pages by reference, so a frame is copied into the
+//! kernel once per stream, not once per viewer. A batch that is not one run (a frame the
+//! spool could not take, a player on another message stream id) goes out with writev, and so
+//! does everything a session writes itself (a join's GOP, a slow player's rest): the bytes on
+//! the wire are the same either way.
+//!
 //! Latency: a frame waits for the next tick, at most `mw_latency`; a joining player's start
 //! (GOP cache) is written at once by its session, before it attaches.
 
 use super::{Delivery, Stop, TryWriteVectored};
+use crate::hub::spool::{Span, Spool};
 use crate::hub::SharedFrame;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -43,6 +53,18 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The frame slot whose encoding every player of this encoding shares (so the stream's
+    /// spool can hold it), if any: a player on another message stream id has its own bytes.
+    fn shared_slot(&self) -> Option<usize> {
+        match *self {
+            Encoding::Rtmp { stream_id, .. } if stream_id == super::rtmp::PLAY_STREAM_ID => {
+                Some(super::rtmp::SLOT)
+            }
+            Encoding::Rtmp { .. } => None,
+            Encoding::Flv => Some(super::flv::SLOT),
+        }
+    }
+
     pub fn encode(&self, f: &SharedFrame, out: &mut Vec<Bytes>) {
         match *self {
             Encoding::Rtmp {
@@ -151,12 +173,32 @@ fn write_one(
     now: Instant,
 ) -> Option<Release> {
     let stop = sub.delivery.take_ready(frames, now).err();
-    for f in frames.drain(..) {
-        sub.encoding.encode(&f, batch);
+    let spool = sub
+        .encoding
+        .shared_slot()
+        .and_then(|slot| Some((slot, sub.delivery.player.stream.spool(slot)?.clone())));
+    let mut run = Run::Empty;
+    for f in frames.iter() {
+        let from = batch.len();
+        sub.encoding.encode(f, batch);
+        if let Some((slot, spool)) = &spool {
+            if batch.len() > from {
+                run = run.then(spool, f.spooled(*slot, || spool.append(&batch[from..])));
+            }
+        }
     }
-    if !batch.is_empty() {
+    let written = match (&spool, run) {
+        (_, _) if batch.is_empty() => None,
+        (Some((_, spool)), Run::At(start, end)) => {
+            Some(try_sendfile(&sub.writer, spool, start, end))
+        }
+        _ => Some(sub.writer.try_write_vectored(&super::slices(batch))),
+    };
+    // Only now: a frame's span must live until the kernel holds its pages.
+    frames.clear();
+    if let Some(written) = written {
         let total: usize = batch.iter().map(|b| b.len()).sum();
-        match sub.writer.try_write_vectored(&super::slices(batch)) {
+        match written {
             Ok(n) if n == total => {
                 sub.count(total as u64);
                 batch.clear();
@@ -180,6 +222,39 @@ fn write_one(
         }
     }
     stop.map(Release::Stopped)
+}
+
+/// Where a batch is in its stream's spool while it is one run of it.
+#[derive(Clone, Copy)]
+enum Run {
+    Empty,
+    At(u64, u64),
+    /// A frame is not in the spool, or not right after the one before.
+    Broken,
+}
+
+impl Run {
+    fn then(self, spool: &Arc<Spool>, span: Option<&Span>) -> Run {
+        let Some(span) = span.filter(|s| Arc::ptr_eq(s.spool(), spool)) else {
+            return Run::Broken;
+        };
+        match self {
+            Run::Empty => Run::At(span.start, span.end),
+            Run::At(start, end) if end == span.start => Run::At(start, span.end),
+            _ => Run::Broken,
+        }
+    }
+}
+
+/// One non-blocking sendfile of `start..end` of `spool` to the player's socket: the bytes
+/// taken, or `WouldBlock` (tokio's readiness cleared, as by its own writes).
+fn try_sendfile(w: &OwnedWriteHalf, spool: &Spool, start: u64, end: u64) -> std::io::Result<usize> {
+    let tcp: &tokio::net::TcpStream = w.as_ref();
+    tcp.try_io(tokio::io::Interest::WRITABLE, || {
+        let mut off = start as nix::libc::off64_t;
+        nix::sys::sendfile::sendfile64(tcp, spool.fd(), Some(&mut off), (end - start) as usize)
+            .map_err(std::io::Error::from)
+    })
 }
 
 /// The merged-write clock of one `mw_latency` value and its writers.
@@ -341,8 +416,9 @@ impl AsyncWrite for SharedWriter {
 mod tests {
     use super::*;
     use crate::hub::ring::Limits;
-    use crate::hub::{Hub, HubOptions};
+    use crate::hub::{Frame, Hub, HubOptions};
     use common::rtmp::chunk::msg_type;
+    use common::rtmp::media::MediaKind;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
@@ -365,6 +441,7 @@ mod tests {
                 max_bytes: 1 << 30,
             },
             max_total_bytes: 1 << 30,
+            sendfile: true,
         })
     }
 
@@ -423,6 +500,80 @@ mod tests {
         assert!(viewer.try_read(&mut more).is_err(), "no byte after detach");
         drop(sub);
         assert_eq!(hub.info("live/a").unwrap().players, 0);
+    }
+
+    /// Viewers fed by sendfile from the spool get exactly the bytes writev would have sent:
+    /// RTMP chunks (a first player and a second on another message stream id, which has no
+    /// spool) and FLV tags, for frames of every size, while the ring drops old frames and the
+    /// spool releases their pages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sendfile_from_the_spool_sends_the_same_bytes_as_writev() {
+        let hub = hub();
+        let src = hub.start_source("live/s", 1).unwrap();
+        let ticks = Ticks::default();
+        let tick = ticks.get(Duration::from_millis(5)).unwrap();
+        let encodings = [
+            Encoding::Rtmp {
+                stream_id: 1,
+                chunk_size: 4096,
+            },
+            Encoding::Rtmp {
+                stream_id: 3,
+                chunk_size: 4096,
+            },
+            Encoding::Flv,
+        ];
+        let mut viewers = Vec::new();
+        let mut attached = Vec::new();
+        for enc in encodings {
+            let (player, _) = hub.subscribe("live/s", false);
+            let (w, viewer) = pair(None).await;
+            let sub = Sub::new(
+                Delivery::new(player, Duration::from_secs(5)),
+                &w,
+                enc,
+                Arc::new(Count::default()),
+            );
+            attached.push(tick.attach("live/s", sub));
+            viewers.push(viewer);
+        }
+        let mut want = vec![Vec::new(); encodings.len()];
+        for i in 0..400u32 {
+            let (t, len) = match i % 3 {
+                0 => (msg_type::AUDIO, 7 + (i as usize * 13) % 400),
+                _ => (msg_type::VIDEO, 100 + (i as usize * 7919) % 30_000),
+            };
+            let payload: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+            let f = Arc::new(Frame::new(
+                t,
+                i * 10,
+                MediaKind::Frame,
+                Bytes::from(payload.clone()),
+            ));
+            for (enc, w) in encodings.iter().zip(want.iter_mut()) {
+                let mut out = Vec::new();
+                enc.encode(&f, &mut out);
+                w.extend(out.iter().flat_map(|b| b.iter().copied()));
+            }
+            src.push(t, i * 10, Bytes::from(payload));
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        for (viewer, want) in viewers.iter_mut().zip(&want) {
+            let mut got = vec![0u8; want.len()];
+            tokio::time::timeout(Duration::from_secs(10), viewer.read_exact(&mut got))
+                .await
+                .expect("every frame within a few ticks")
+                .unwrap();
+            assert!(got == *want, "the bytes differ from the encoding");
+        }
+        let stream = hub.subscribe("live/s", false).0.stream.clone();
+        for slot in [crate::output::rtmp::SLOT, crate::output::flv::SLOT] {
+            let spool = stream.spool(slot).expect("a spool");
+            assert!(spool.live_bytes() > 0, "slot {slot} went through the spool");
+        }
+        drop(attached);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
