@@ -617,7 +617,17 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
         "no viewer served after the flood:\n{}",
         lb.log()
     );
-    let st = status(admin).expect("status after the flood");
+    // The admin loop may still be in its backoff (up to a second) when the viewers have
+    // gone, and the flood's admin connections are closed as lb accepts them: ask again
+    // for a few seconds.
+    let end = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        match status(admin) {
+            Some(st) => break st,
+            None if Instant::now() < end => std::thread::sleep(Duration::from_millis(300)),
+            None => panic!("no status within 10 s after the flood:\n{}", lb.log()),
+        }
+    };
     assert_eq!(
         st["virtual_servers"][0]["real_servers"][0]["state"], "UP",
         "lb's own EMFILE marked the real server down: {st}"
