@@ -1,4 +1,4 @@
-//! A stream's encoded frames, written once into a memory file (`memfd_create`), so that the
+//! A stream's encoded frames, written once into a memory file (an unnamed tmpfs file), so that the
 //! merged writer can feed every attached player's socket from it with `sendfile`: the kernel
 //! references the file's pages instead of copying each viewer's bytes out of user space (one
 //! copy per frame per stream instead of one per frame per viewer; with a network card that
@@ -79,11 +79,9 @@ impl Spool {
     /// A new, empty spool, or `None` where the kernel offers no memory file (then players are
     /// written with writev, as without a spool).
     pub fn new(name: &str) -> Option<Arc<Spool>> {
-        let cname = std::ffi::CString::new(format!("edgefleet:{name}"))
-            .unwrap_or_else(|_| c"edgefleet:spool".to_owned());
-        match nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC) {
-            Ok(fd) => Some(Arc::new(Spool {
-                file: File::from(fd),
+        match memory_file() {
+            Ok(file) => Some(Arc::new(Spool {
+                file,
                 state: Mutex::default(),
             })),
             Err(e) => {
@@ -167,6 +165,19 @@ impl Spool {
             Err(e) => warn!(error = %e, "memory file: releasing pages failed"),
         }
     }
+}
+
+/// An unnamed file in tmpfs (`O_TMPFILE` in /dev/shm): what `memfd_create` gives, opened with
+/// std alone. (nix's `memfd_create` calls the glibc wrapper, which the release build cannot
+/// link: it targets glibc 2.17, CentOS 7, and the wrapper came in 2.27.) Linux 3.11 or later.
+fn memory_file() -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open("/dev/shm")
 }
 
 /// `pieces` past their first `skip` bytes, as slices for one pwritev.
